@@ -1,0 +1,3 @@
+from blockdns.cli.main import main
+
+main()

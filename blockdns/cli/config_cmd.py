@@ -1,0 +1,21 @@
+"""``blockdns config check``."""
+
+from __future__ import annotations
+
+import typer
+
+from blockdns.cli.common import ConfigOption, load_settings, user_errors
+from blockdns.runtime import build_policy
+
+app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
+
+
+@app.command("check")
+@user_errors
+def check(config: ConfigOption = None) -> None:
+    """Validate a config and the catalogue and feeds it points at: exit 0 valid, 2 invalid."""
+    settings = load_settings(config)
+    policy = build_policy(settings)
+    where = settings.source or "built-in defaults"
+    groups = ", ".join(f"{name} ({len(group.domains)} entries)" for name, group in policy.groups.items())
+    print(f"{where}: valid; {len(policy.catalog.vendors)} vendors; groups: {groups}")

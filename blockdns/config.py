@@ -1,0 +1,359 @@
+"""The configuration file: pydantic models, one per section, unknown keys refused.
+
+``load(path)`` returns validated :class:`Settings`; every problem becomes one :class:`ConfigError` line that
+names the file and the dotted key. Relative paths are resolved against the config file's directory (or the
+working directory when the built-in defaults apply).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from blockdns.errors import ConfigError, InvalidName
+from blockdns.names import normalise
+
+DEFAULT_CONFIG_NAME = "blockdns.toml"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """Split ``IP``, ``IP:PORT``, ``[IPv6]`` or ``[IPv6]:PORT``; the address must be a literal IP."""
+    host, port = text.strip(), default_port
+    if host.startswith("["):
+        end = host.find("]")
+        if end == -1:
+            raise ValueError(f"missing ']' in {text!r}")
+        rest = host[end + 1 :]
+        host = host[1:end]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"unexpected {rest!r} after ']' in {text!r}")
+            port = _port(rest[1:], text)
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+        port = _port(port_text, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (optionally with :port)") from None
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError(f"bad port in {whole!r}")
+    return int(text)
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """``"90s"``, ``"5m"``, ``"24h"``, ``"1d12h"``, a bare number of seconds, or ``"0"``."""
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(text)
+    value = text.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    match = _DURATION.fullmatch(value)
+    if not value or not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 5m, 24h or 1d")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenAddress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _networks(values: list[str]) -> list[Network]:
+    return [ipaddress.ip_network(value.strip(), strict=False) for value in values]
+
+
+class ServerSettings(Section):
+    listen: list[str] = ["127.0.0.1:1053", "[::1]:1053"]
+    allow_clients: list[str] = [
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    ]
+    tcp_idle_timeout: float = Field(10.0, gt=0)
+    tcp_max_connections: int = Field(256, ge=1)
+    max_inflight: int = Field(4096, ge=1)  # slow-path queries being resolved at once; more are dropped
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_host_port(value, 53)
+        return values
+
+    @field_validator("allow_clients")
+    @classmethod
+    def _check_clients(cls, values: list[str]) -> list[str]:
+        _networks(values)
+        return values
+
+    def listen_addresses(self) -> list[ListenAddress]:
+        return [ListenAddress(host=h, port=p) for h, p in (parse_host_port(v, 53) for v in self.listen)]
+
+    def allowed_networks(self) -> list[Network]:
+        return _networks(self.allow_clients)
+
+
+_UPSTREAM = re.compile(r"(udp|tcp)://(.+)")
+
+
+class Upstream(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    protocol: Literal["udp", "tcp"]
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{host}:{self.port}"
+
+
+def parse_upstream(text: str) -> Upstream:
+    match = _UPSTREAM.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text!r}: an upstream is udp://IP[:PORT] or tcp://IP[:PORT]")
+    host, port = parse_host_port(match.group(2), 53)
+    return Upstream(protocol=match.group(1), host=host, port=port)  # type: ignore[arg-type]
+
+
+class ResolverSettings(Section):
+    mode: Literal["recursive", "forward"] = "recursive"
+    upstreams: list[str] = ["udp://9.9.9.9:53"]
+    root_hints: list[str] = []
+    timeout: float = Field(2.0, gt=0, description="per-try timeout towards one upstream or server")
+    total_timeout: float = Field(10.0, gt=0, description="time budget for resolving one query")
+    qname_minimisation: bool = True
+    ipv6: bool = True  # recursive mode: also talk to authoritative servers over IPv6
+
+    @field_validator("upstreams")
+    @classmethod
+    def _check_upstreams(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_upstream(value)
+        return values
+
+    @field_validator("root_hints")
+    @classmethod
+    def _check_hints(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_host_port(value, 53)
+        return values
+
+    @model_validator(mode="after")
+    def _forward_needs_upstreams(self) -> ResolverSettings:
+        if self.mode == "forward" and not self.upstreams:
+            raise ValueError("forward mode needs at least one upstream")
+        return self
+
+    def upstream_list(self) -> list[Upstream]:
+        return [parse_upstream(value) for value in self.upstreams]
+
+    def root_hint_addresses(self) -> list[tuple[str, int]]:
+        return [parse_host_port(value, 53) for value in self.root_hints]
+
+
+class CacheSettings(Section):
+    max_entries: int = Field(100_000, ge=0)
+    min_ttl: int = Field(0, ge=0)
+    max_ttl: int = Field(86_400, ge=0)
+    negative_max_ttl: int = Field(3600, ge=0)  # RFC 2308 suggests 1-3 hours at most
+
+    @model_validator(mode="after")
+    def _order(self) -> CacheSettings:
+        if self.min_ttl > self.max_ttl:
+            raise ValueError("min_ttl is larger than max_ttl")
+        return self
+
+
+BlockResponse = Literal["nxdomain", "null", "nodata", "refused", "custom"]
+
+
+class BlockingSettings(Section):
+    response: BlockResponse = "nxdomain"
+    custom_ipv4: ipaddress.IPv4Address = ipaddress.IPv4Address("0.0.0.0")
+    custom_ipv6: ipaddress.IPv6Address = ipaddress.IPv6Address("::")
+    ttl: int = Field(300, ge=0, le=2_147_483_647)
+    bypass_protection: bool = True
+
+
+def _check_selectors(values: list[str]) -> list[str]:
+    # Imported here: policy imports config for its types.
+    from blockdns.policy import parse_selector
+
+    for value in values:
+        parse_selector(value)
+    return values
+
+
+class PolicySettings(Section):
+    block: list[str] = ["all"]
+    allow: list[str] = []
+
+    _block = field_validator("block")(_check_selectors)
+    _allow = field_validator("allow")(_check_selectors)
+
+
+class GroupSettings(Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    clients: list[str] = Field(min_length=1)
+    block: list[str] = []
+    allow: list[str] = []
+
+    @field_validator("clients")
+    @classmethod
+    def _check_clients(cls, values: list[str]) -> list[str]:
+        _networks(values)
+        return values
+
+    _block = field_validator("block")(_check_selectors)
+    _allow = field_validator("allow")(_check_selectors)
+
+    def networks(self) -> list[Network]:
+        return _networks(self.clients)
+
+
+class ListsSettings(Section):
+    catalog: Path | None = None  # vendor files; None: the catalogue shipped with the package
+    guard: Path | None = None  # names never blocked wholesale; None: guard.toml beside the catalogue
+    feeds: Path | None = None  # feed definitions; None: the ones shipped with the package
+    data_dir: Path = Path("var/lists")
+    refresh: str = "24h"
+
+    @field_validator("refresh")
+    @classmethod
+    def _check_refresh(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def refresh_seconds(self) -> float:
+        return parse_duration(self.refresh)
+
+
+class QueryLogSettings(Section):
+    path: str = "var/querylog.sqlite"
+    retention_days: int = Field(30, ge=0)
+    clients: Literal["full", "hash", "none"] = "full"
+    queue_size: int = Field(50_000, ge=1)  # rows waiting for the writer; more are dropped and counted
+
+
+class ApiSettings(Section):
+    listen: str = "127.0.0.1:8053"
+    token: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value:
+            parse_host_port(value, 8053)
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        return parse_host_port(self.listen, 8053) if self.listen else None
+
+
+class Settings(Section):
+    server: ServerSettings = ServerSettings()
+    resolver: ResolverSettings = ResolverSettings()
+    cache: CacheSettings = CacheSettings()
+    blocking: BlockingSettings = BlockingSettings()
+    policy: PolicySettings = PolicySettings()
+    groups: list[GroupSettings] = []
+    lists: ListsSettings = ListsSettings()
+    querylog: QueryLogSettings = QueryLogSettings()
+    api: ApiSettings = ApiSettings()
+    # Where this came from: the file, or None for built-in defaults. Not a TOML key.
+    source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_groups(self) -> Settings:
+        names = [group.name for group in self.groups]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"group names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def resolve_path(self, path: Path | str) -> Path:
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def querylog_path(self) -> Path | None:
+        return self.resolve_path(self.querylog.path) if self.querylog.path else None
+
+
+def load(path: Path | str | None = None) -> Settings:
+    """Load and validate a config file; without a path, ``./blockdns.toml`` if present, else defaults."""
+    if path is None:
+        candidate = Path.cwd() / DEFAULT_CONFIG_NAME
+        if not candidate.exists():
+            return Settings()
+        path = candidate
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=str(path)) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", file=str(path)) from None
+    return from_dict(raw, source=path.resolve())
+
+
+def from_dict(raw: dict, *, source: Path | None = None) -> Settings:
+    try:
+        return Settings.model_validate({**raw, "source": source})
+    except ValidationError as err:
+        raise _first_error(err, source) from None
+
+
+def _first_error(err: ValidationError, source: Path | None) -> ConfigError:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] not in ("value_error", "assertion_error") and "input" in first:
+            message = f"{message} (got {first['input']!r})"
+    return ConfigError(message, file=str(source) if source else "<defaults>", key=key)
+
+
+def validate_domain(value: str) -> str:
+    try:
+        return normalise(value)
+    except InvalidName as err:
+        raise ValueError(str(err)) from None

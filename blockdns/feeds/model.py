@@ -1,0 +1,167 @@
+"""Feed definitions (``lists/feeds.toml``) and the normalised data a feed leaves in ``data_dir``.
+
+Stored data format, ``data_dir/<feed>.list``, one entry per line, written atomically by ``lists update``::
+
+    +name        block name and everything below it
+    =name        block exactly name
+    @+name       allow name and everything below it
+    @=name       allow exactly name
+    %cidr        block answers whose address lies in this network (ipranges-json feeds)
+    # ...        comment
+
+A guard feed (``role = "guard"``) stores its names as ``+name`` / ``=name``; the role in the definition says
+they protect rather than block.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blockdns.catalog import CATEGORIES, shipped_lists_dir
+from blockdns.errors import ConfigError
+
+FeedFormat = Literal["domains", "hosts", "adblock", "dnsmasq", "rpz", "v2fly", "ipranges-json", "m365-endpoints"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class FeedDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    url: str = Field(pattern=r"^(https?|file)://")
+    format: FeedFormat
+    category: str | None = None
+    vendor: str | None = None
+    license: str | None = None
+    role: Literal["block", "guard"] = "block"
+    match: Literal["exact", "suffix"] | None = None  # only for "domains": exact unless "suffix"
+    enabled: bool = True
+    description: str | None = None
+    max_rejected: float = Field(0.1, ge=0, le=1)  # error budget: share of lines that may be rejected
+
+    def model_post_init(self, _context: object) -> None:
+        if self.category is not None and self.category not in CATEGORIES:
+            raise ValueError(f"unknown category {self.category!r}; one of {', '.join(CATEGORIES)}")
+
+
+class FeedsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    feeds: list[FeedDefinition] = []
+
+
+def default_feeds_file() -> Path:
+    return shipped_lists_dir() / "feeds.toml"
+
+
+def load_definitions(path: Path | None = None) -> list[FeedDefinition]:
+    path = path or default_feeds_file()
+    if not path.exists():
+        return []
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        definitions = FeedsFile.model_validate(raw).feeds
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", file=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", file=str(path)) from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(message.removeprefix("Value error, "), file=str(path), key=key) from None
+    names = [d.name for d in definitions]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"feed name {name!r} is defined twice", file=str(path), key="feeds")
+    return definitions
+
+
+@dataclass(slots=True)
+class FeedData:
+    """What one feed produced, normalised. Sets of normalised names; networks for address ranges."""
+
+    block_suffix: set[str] = field(default_factory=set)
+    block_exact: set[str] = field(default_factory=set)
+    allow_suffix: set[str] = field(default_factory=set)
+    allow_exact: set[str] = field(default_factory=set)
+    networks: list[Network] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (
+            len(self.block_suffix)
+            + len(self.block_exact)
+            + len(self.allow_suffix)
+            + len(self.allow_exact)
+            + len(self.networks)
+        )
+
+    def lines(self) -> list[str]:
+        out = [f"+{n}" for n in sorted(self.block_suffix)]
+        out += [f"={n}" for n in sorted(self.block_exact)]
+        out += [f"@+{n}" for n in sorted(self.allow_suffix)]
+        out += [f"@={n}" for n in sorted(self.allow_exact)]
+        out += [f"%{n}" for n in sorted(self.networks, key=lambda n: (n.version, n))]
+        return out
+
+
+def data_path(data_dir: Path, feed: str) -> Path:
+    return data_dir / f"{feed}.list"
+
+
+def read_data(path: Path) -> FeedData:
+    """Read stored feed data. Lines were validated when written; a corrupt line raises ConfigError."""
+    data = FeedData()
+    targets = {"+": data.block_suffix, "=": data.block_exact}
+    allow_targets = {"+": data.allow_suffix, "=": data.allow_exact}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.rstrip("\n")
+            if not line or line[0] == "#":
+                continue
+            kind = line[0]
+            if kind in targets:
+                targets[kind].add(line[1:])
+            elif kind == "@" and len(line) > 2 and line[1] in allow_targets:
+                allow_targets[line[1]].add(line[2:])
+            elif kind == "%":
+                try:
+                    data.networks.append(ipaddress.ip_network(line[1:], strict=False))
+                except ValueError:
+                    raise ConfigError(f"line {number}: bad network {line[1:]!r}", file=str(path)) from None
+            else:
+                raise ConfigError(f"line {number}: unknown entry {line[:40]!r}", file=str(path))
+    return data
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``path`` so that a reader sees either the old or the new file, never a mix (temp, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = text.encode("utf-8") if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_data(path: Path, data: FeedData, header: str = "") -> None:
+    lines = [f"# {line}" for line in header.splitlines()] + data.lines()
+    write_atomic(path, "\n".join(lines) + "\n")

@@ -1,0 +1,82 @@
+"""From settings to a compiled policy: the one place that loads the catalogue and feed data.
+
+Both the server (at start and on every reload) and the CLI (``check``, ``config check``, ``lists export``)
+call :func:`build_policy`, so they can never disagree about a decision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from blockdns.catalog import Catalog, load_catalog, shipped_lists_dir
+from blockdns.config import Settings
+from blockdns.errors import ConfigError, SelectorError
+from blockdns.feeds.model import FeedDefinition, default_feeds_file, load_definitions
+from blockdns.policy import GroupSpec, Policy, compile_policy, load_feed_sources, parse_selector
+
+
+def catalog_dir(settings: Settings) -> Path:
+    path = settings.lists.catalog
+    return settings.resolve_path(path) if path else shipped_lists_dir() / "vendors"
+
+
+def guard_file(settings: Settings) -> Path | None:
+    path = settings.lists.guard
+    return settings.resolve_path(path) if path else None
+
+
+def feeds_file(settings: Settings) -> Path:
+    path = settings.lists.feeds
+    return settings.resolve_path(path) if path else default_feeds_file()
+
+
+def data_dir(settings: Settings) -> Path:
+    return settings.resolve_path(settings.lists.data_dir)
+
+
+def load_settings_catalog(settings: Settings) -> Catalog:
+    return load_catalog(catalog_dir(settings), guard_file(settings))
+
+
+def load_feed_definitions(settings: Settings, catalog: Catalog) -> list[FeedDefinition]:
+    path = feeds_file(settings)
+    definitions = load_definitions(path)
+    for index, definition in enumerate(definitions):
+        if definition.vendor is not None and definition.vendor not in catalog.vendors:
+            raise ConfigError(
+                f"feed {definition.name!r} names vendor {definition.vendor!r}, which is not in the catalogue",
+                file=str(path),
+                key=f"feeds.{index}.vendor",
+            )
+    return definitions
+
+
+def build_policy(settings: Settings) -> Policy:
+    """Load the catalogue and fetched feed data and compile every group's selectors."""
+    catalog = load_settings_catalog(settings)
+    definitions = load_feed_definitions(settings, catalog)
+    _check_feed_selectors(settings, {definition.name for definition in definitions})
+    feeds = load_feed_sources(definitions, data_dir(settings))
+    groups = [
+        GroupSpec(group.name, tuple(group.networks()), tuple(group.block), tuple(group.allow))
+        for group in settings.groups
+    ]
+    try:
+        return compile_policy(catalog, settings.policy.block, settings.policy.allow, groups, feeds)
+    except SelectorError as err:
+        raise ConfigError(str(err), file=str(settings.source or "<defaults>"), key="policy") from None
+
+
+def _check_feed_selectors(settings: Settings, feed_names: set[str]) -> None:
+    places = [("policy.block", settings.policy.block), ("policy.allow", settings.policy.allow)]
+    for index, group in enumerate(settings.groups):
+        places += [(f"groups.{index}.block", group.block), (f"groups.{index}.allow", group.allow)]
+    for key, selectors in places:
+        for text in selectors:
+            selector = parse_selector(text)
+            if selector.kind == "feed" and selector.value not in feed_names:
+                raise ConfigError(
+                    f"{text}: no feed named {selector.value!r} is defined",
+                    file=str(settings.source or "<defaults>"),
+                    key=key,
+                )
