@@ -1,0 +1,155 @@
+"""Talking to other DNS servers: one query, one validated reply, over UDP or TCP.
+
+Shared by the forwarder and the recursive resolver. Every query gets a fresh random ID and a fresh socket
+(so a fresh random source port from the kernel); a reply is accepted only when it comes from the address
+and port we sent to (the socket is connected, so the kernel drops anything else) and carries our ID and our
+question. Anything else is dropped, counted, and the wait goes on until the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import struct
+from dataclasses import dataclass
+
+from blockdns.errors import UpstreamError
+from blockdns.wire import (
+    EDE_NETWORK_ERROR,
+    EDE_NO_REACHABLE_AUTHORITY,
+    build_query,
+    is_truncated,
+    reply_matches,
+)
+
+MAX_TCP_MESSAGE = 65535
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Counters read by metrics. Plain ints: incrementing one costs nothing on any path."""
+
+    queries: int = 0
+    replies: int = 0
+    mismatched: int = 0  # wrong ID or question: dropped (spoofing attempts land here)
+    timeouts: int = 0
+    errors: int = 0
+    tcp_fallbacks: int = 0
+
+
+STATS = TransportStats()
+
+
+def new_query_id() -> int:
+    return secrets.randbelow(65536)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """The outcome of one query to one server."""
+
+    data: bytes
+    server: str
+    rtt: float
+    over_tcp: bool
+
+
+async def exchange(
+    host: str,
+    port: int,
+    qname: bytes,
+    qtype: int,
+    qclass: int,
+    *,
+    timeout: float,
+    tcp: bool = False,
+    rd: bool = True,
+    cd: bool = False,
+    do: bool = False,
+    edns: bool = True,
+    tcp_on_truncation: bool = True,
+) -> Exchange:
+    """Ask ``host:port`` one question; retry over TCP when the UDP reply is truncated.
+
+    Raises :class:`UpstreamError` (with the EDE code a client should see) on timeout or network error.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if not tcp:
+        qid = new_query_id()
+        message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
+        data = await _udp(host, port, message, qid, qname, qtype, qclass, timeout)
+        if not (tcp_on_truncation and is_truncated(data)):
+            return Exchange(data, server, loop.time() - started, False)
+        STATS.tcp_fallbacks += 1
+        timeout = max(timeout - (loop.time() - started), timeout / 2)
+    qid = new_query_id()
+    message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
+    data = await _tcp(host, port, message, qid, qname, qtype, qclass, timeout)
+    return Exchange(data, server, loop.time() - started, True)
+
+
+async def _udp(host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int,
+               timeout: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    STATS.queries += 1
+    try:
+        try:
+            sock.connect((host, port))
+            await loop.sock_sendall(sock, message)
+        except OSError as err:
+            STATS.errors += 1
+            raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                STATS.timeouts += 1
+                raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY)
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
+            except TimeoutError:
+                STATS.timeouts += 1
+                raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
+            except OSError as err:  # e.g. ICMP port unreachable surfaces as ECONNREFUSED
+                STATS.errors += 1
+                raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
+            if reply_matches(data, qid, qname, qtype, qclass):
+                STATS.replies += 1
+                return data
+            STATS.mismatched += 1
+    finally:
+        sock.close()
+
+
+async def _tcp(host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int,
+               timeout: float) -> bytes:
+    STATS.queries += 1
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(struct.pack(">H", len(message)) + message)
+            await writer.drain()
+            while True:
+                length = struct.unpack(">H", await reader.readexactly(2))[0]
+                data = await reader.readexactly(length)
+                if reply_matches(data, qid, qname, qtype, qclass):
+                    STATS.replies += 1
+                    return data
+                STATS.mismatched += 1
+    except TimeoutError:
+        STATS.timeouts += 1
+        raise UpstreamError(f"tcp {host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
+    except (OSError, asyncio.IncompleteReadError) as err:
+        STATS.errors += 1
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise UpstreamError(f"tcp {host}:{port}: {reason}", EDE_NETWORK_ERROR) from None
+    finally:
+        if writer is not None:
+            writer.close()

@@ -1,0 +1,464 @@
+"""DNS wire format: the only module that reads or writes DNS messages byte by byte.
+
+Two speeds:
+
+* The hot path (:func:`parse_query_fast`, :func:`render`) works on bytes with ``struct`` only. It accepts
+  the common well-formed query (one question, uncompressed name, at most one OPT record) and returns None
+  for anything else, which the slow path then handles with dnslib.
+* Everything unusual goes through dnslib (:func:`parse_message`), and error responses are built by hand
+  from the question bytes so that even a half-parsed query can be answered.
+
+A stored answer (:class:`Reply`) keeps the records after the question exactly as they will be sent, plus
+where their TTL fields are. Because a reply's question is the client's own question bytes (same length as
+the cached name), compression pointers inside the stored records stay valid, and serving a hit is a header,
+the question, the records with TTLs patched, and an OPT record.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from dnslib import DNSRecord
+
+from blockdns.errors import WireError
+
+# Header flag bits.
+QR = 0x8000
+AA = 0x0400
+TC = 0x0200
+RD = 0x0100
+RA = 0x0080
+AD = 0x0020
+CD = 0x0010
+OPCODE_MASK = 0x7800
+
+# Response codes.
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+BADVERS = 16
+
+# Record types used here.
+TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_AAAA, TYPE_DNAME, TYPE_OPT = 1, 2, 5, 6, 28, 39, 41
+TYPE_ANY = 255
+CLASS_IN = 1
+
+# RFC 8914 Extended DNS Errors used by blockdns.
+EDE_OPTION = 15
+EDE_OTHER = 0
+EDE_STALE_ANSWER = 3
+EDE_FORGED_ANSWER = 4
+EDE_BLOCKED = 15
+EDE_CENSORED = 16
+EDE_FILTERED = 17
+EDE_PROHIBITED = 18
+EDE_NOT_READY = 14
+EDE_NO_REACHABLE_AUTHORITY = 22
+EDE_NETWORK_ERROR = 23
+
+MAX_UDP_PAYLOAD = 1232  # what blockdns offers and accepts at most over UDP (DNS Flag Day 2020)
+MIN_UDP_PAYLOAD = 512
+
+_HEADER = struct.Struct(">HHHHHH")
+_TYPE_CLASS = struct.Struct(">HH")
+_OPT_FIXED = struct.Struct(">HHIH")  # type, class (payload size), ttl (ext-rcode, version, flags), rdlength
+_RR_FIXED = struct.Struct(">HHIH")
+_TTL = struct.Struct(">I")
+_DO_BIT = 0x8000
+
+
+class FastQuery(tuple):
+    """The fields the hot path needs, as a plain tuple subclass for speed.
+
+    (id, flags, qname (lowercased wire), qtype, qclass, question_end, payload (0: no EDNS), do)
+    """
+
+    __slots__ = ()
+
+
+def parse_query_fast(
+    data: bytes,
+) -> tuple[int, int, bytes, int, int, int, int, int] | None:
+    """Parse an ordinary query by hand, or return None so the slow path takes it.
+
+    Returns ``(id, flags, qname, qtype, qclass, question_end, payload, do)`` where ``qname`` is the question
+    name in lowercase wire form, ``payload`` is the client's EDNS UDP size (0 without OPT), ``do`` the DO bit.
+    """
+    size = len(data)
+    if size < 17:
+        return None
+    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if flags & (QR | OPCODE_MASK) or qdcount != 1 or ancount or nscount or arcount > 1:
+        return None
+    pos = 12
+    length = data[12]
+    while length:
+        if length > 63:
+            return None  # a compression pointer or a reserved label type: slow path
+        pos += length + 1
+        if pos >= size:
+            return None
+        length = data[pos]
+    if pos - 11 > 255:
+        return None
+    end = pos + 5
+    if end > size:
+        return None
+    qtype, qclass = _TYPE_CLASS.unpack_from(data, pos + 1)
+    payload = do = 0
+    if arcount:
+        if end + 11 > size or data[end]:
+            return None
+        rtype, payload, ttl, rdlength = _OPT_FIXED.unpack_from(data, end + 1)
+        if rtype != TYPE_OPT or end + 11 + rdlength != size or ttl & 0x00FF0000:
+            return None
+        payload = max(payload, MIN_UDP_PAYLOAD)
+        do = ttl & _DO_BIT
+    elif end != size:
+        return None
+    return qid, flags, data[12 : pos + 1].lower(), qtype, qclass, end, payload, do
+
+
+def wire_name_to_text(wire: bytes) -> str | None:
+    """The presentation form of a lowercase wire name, or None when a label holds bytes that no valid
+    host name has (such a name cannot match any policy entry, and must not be mistaken for one that does)."""
+    labels = []
+    pos = 0
+    length = wire[0]
+    while length:
+        label = wire[pos + 1 : pos + 1 + length]
+        if not label.isascii() or b"." in label or not label.replace(b"-", b"").replace(b"_", b"").isalnum():
+            return None
+        labels.append(label)
+        pos += length + 1
+        length = wire[pos]
+    return b".".join(labels).decode("ascii")
+
+
+def text_to_wire(name: str) -> bytes:
+    if not name or name == ".":
+        return b"\x00"
+    out = bytearray()
+    for label in name.rstrip(".").split("."):
+        raw = label.encode("ascii")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    return bytes(out)
+
+
+# ------------------------------------------------------------------------------------------ EDNS / OPT
+
+
+def ede_option(code: int, text: str = "") -> bytes:
+    """An RFC 8914 Extended DNS Error option (code 15): info-code then UTF-8 extra text."""
+    payload = struct.pack(">H", code) + text.encode("utf-8")[:400]
+    return struct.pack(">HH", EDE_OPTION, len(payload)) + payload
+
+
+def opt_record(do: int = 0, options: bytes = b"", payload: int = MAX_UDP_PAYLOAD, ext_rcode: int = 0) -> bytes:
+    """An OPT pseudo-record for a response: our UDP size, the client's DO bit echoed, options."""
+    ttl = (ext_rcode << 24) | (_DO_BIT if do else 0)
+    return b"\x00" + _OPT_FIXED.pack(TYPE_OPT, payload, ttl, len(options)) + options
+
+
+# ---------------------------------------------------------------------------------------------- replies
+
+
+@dataclass(slots=True)
+class Reply:
+    """Records to send after the question, ready to render for any query of the same name and type.
+
+    ``records`` holds the answer, authority and additional sections (never an OPT record). ``ttl_offsets``
+    are positions of TTL fields inside ``records`` with the TTL each had when stored, so a cached reply can
+    count down. ``ede`` is the EDE option (already encoded) a client with EDNS receives.
+    """
+
+    rcode: int
+    counts: tuple[int, int, int]
+    records: bytes = b""
+    ttl_fields: tuple[tuple[int, int], ...] = ()
+    flags: int = 0  # extra header bits to set (AA, AD)
+    ede: bytes = b""
+    # The records with TTLs as of ``_age`` seconds after storing; rebuilt at most once a second.
+    _aged_records: bytes = field(default=b"", repr=False)
+    _age: int = field(default=-1, repr=False)
+
+    def records_at(self, age: int) -> bytes:
+        """The records with every TTL reduced by ``age`` seconds (never below zero)."""
+        if not self.ttl_fields or age <= 0:
+            return self.records
+        if age != self._age:
+            buffer = bytearray(self.records)
+            pack = _TTL.pack_into
+            for offset, ttl in self.ttl_fields:
+                pack(buffer, offset, ttl - age if ttl > age else 0)
+            self._aged_records = bytes(buffer)
+            self._age = age
+        return self._aged_records
+
+
+def render(
+    qid: int,
+    query_flags: int,
+    question: bytes,
+    reply: Reply,
+    age: int,
+    payload: int,
+    do: int,
+    limit: int,
+) -> bytes:
+    """Build the response for a query from its header, its question bytes and a stored reply.
+
+    ``payload`` is the client's EDNS UDP size (0: the client sent no OPT, so none is returned). ``limit``
+    is the largest message the transport allows; a larger one is truncated (TC, no records) per RFC 2181.
+    """
+    flags = QR | RA | (query_flags & (RD | CD)) | reply.flags | (reply.rcode & 0xF)
+    if not do:
+        flags &= ~AD
+    an, ns, ar = reply.counts
+    records = reply.records_at(age)
+    if payload:
+        opt = opt_record(do, reply.ede)
+        ar += 1
+    else:
+        opt = b""
+    size = 12 + len(question) + len(records) + len(opt)
+    if size > limit:
+        return _HEADER.pack(qid, flags | TC, 1, 0, 0, 1 if payload else 0) + question + opt
+    return _HEADER.pack(qid, flags, 1, an, ns, ar) + question + records + opt
+
+
+def error_response(data: bytes, rcode: int, ede: bytes = b"") -> bytes | None:
+    """A bare error response (FORMERR, NOTIMP, REFUSED, SERVFAIL) echoing what can be read of the query.
+
+    Returns None when not even the header can be read (such a packet gets silence).
+    """
+    if len(data) < 12:
+        return None
+    qid, flags = struct.unpack_from(">HH", data)
+    if flags & QR:
+        return None  # never answer a response: that is how reflection loops start
+    opcode_bits = flags & OPCODE_MASK
+    question = b""
+    if rcode != FORMERR:
+        question = _question_bytes(data) or b""
+    qdcount = 1 if question else 0
+    out_flags = QR | RA | opcode_bits | (flags & (RD | CD)) | (rcode & 0xF)
+    has_opt = _has_opt(data)
+    opt = opt_record(0, ede, ext_rcode=rcode >> 4) if has_opt or rcode > 15 else b""
+    return _HEADER.pack(qid, out_flags, qdcount, 0, 0, 1 if opt else 0) + question + opt
+
+
+def _question_bytes(data: bytes) -> bytes | None:
+    """The raw question (name, type, class) when it is uncompressed and complete, else None."""
+    if len(data) < 17 or _HEADER.unpack_from(data)[2] != 1:
+        return None
+    pos = 12
+    while True:
+        if pos >= len(data):
+            return None
+        length = data[pos]
+        if length == 0:
+            break
+        if length > 63:
+            return None
+        pos += length + 1
+    end = pos + 5
+    return data[12:end] if end <= len(data) else None
+
+
+def _has_opt(data: bytes) -> bool:
+    try:
+        record = DNSRecord.parse(data)
+    except Exception:
+        return False
+    return any(rr.rtype == TYPE_OPT for rr in record.ar)
+
+
+# ------------------------------------------------------------------------------------ upstream messages
+
+
+def build_query(qid: int, qname: bytes, qtype: int, qclass: int = CLASS_IN, *, rd: bool = True,
+                cd: bool = False, do: bool = False, edns: bool = True,
+                payload: int = MAX_UDP_PAYLOAD) -> bytes:
+    """A query for an upstream or authoritative server; ``qname`` in wire form."""
+    flags = (RD if rd else 0) | (CD if cd else 0)
+    header = _HEADER.pack(qid, flags, 1, 0, 0, 1 if edns else 0)
+    opt = opt_record(1 if do else 0, payload=payload) if edns else b""
+    return header + qname + _TYPE_CLASS.pack(qtype, qclass) + opt
+
+
+def reply_matches(data: bytes, qid: int, qname: bytes, qtype: int, qclass: int) -> bool:
+    """True when ``data`` is a response to our query: QR set, same ID, same question (name case-insensitive)."""
+    if len(data) < 12:
+        return False
+    rid, flags, qdcount = struct.unpack_from(">HHH", data)
+    if rid != qid or not flags & QR:
+        return False
+    if qdcount == 0:
+        # Some servers omit the question in FORMERR/NOTIMP/REFUSED replies; accept those on ID alone.
+        return flags & 0xF in (FORMERR, NOTIMP, REFUSED)
+    end = 12 + len(qname)
+    if qdcount != 1 or len(data) < end + 4:
+        return False
+    return data[12:end].lower() == qname and _TYPE_CLASS.unpack_from(data, end) == (qtype, qclass)
+
+
+@dataclass(slots=True)
+class ParsedReply:
+    """An upstream response taken apart for caching and inspection."""
+
+    rcode: int
+    flags: int
+    reply: Reply  # records without OPT, TTLs clamped
+    min_ttl: int  # how long the reply may be cached (RFC 2308 rules for negative replies)
+    cnames: tuple[str, ...]  # CNAME/DNAME targets met in the answer section, in order
+    addresses: tuple[str, ...]  # A/AAAA addresses in the answer section
+    negative: bool  # NXDOMAIN, or NOERROR without an answer of the asked type (NODATA)
+
+
+def parse_reply(data: bytes, qname: bytes, *, min_ttl: int = 0, max_ttl: int = 86400,
+                negative_max_ttl: int = 3600) -> ParsedReply:
+    """Walk an upstream response (already matched to our question) into a cacheable :class:`Reply`.
+
+    The OPT record is cut out; TTLs are clamped to [min_ttl, max_ttl] in place. Raises WireError on a
+    malformed message.
+    """
+    try:
+        return _parse_reply(data, qname, min_ttl, max_ttl, negative_max_ttl)
+    except (IndexError, struct.error) as err:
+        raise WireError(f"malformed reply: {err}") from None
+
+
+def _parse_reply(data: bytes, qname: bytes, min_ttl: int, max_ttl: int, negative_max_ttl: int) -> ParsedReply:
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if qdcount != 1:
+        raise WireError("reply without exactly one question")
+    question_end = 12 + len(qname) + 4
+    qtype = _TYPE_CLASS.unpack_from(data, 12 + len(qname))[0]
+    pieces: list[bytes] = []
+    ttl_fields: list[tuple[int, int]] = []
+    cnames: list[str] = []
+    addresses: list[str] = []
+    counts = [ancount, nscount, arcount]
+    pos = question_end
+    out_len = 0
+    smallest = None
+    soa_negative_ttl = None
+    has_answer_of_type = False
+    rcode = flags & 0xF
+    for section, count in enumerate((ancount, nscount, arcount)):
+        for _ in range(count):
+            start = pos
+            pos = _skip_name(data, pos)
+            rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
+            ttl_pos = pos + 4
+            rdata_start = pos + 10
+            pos = rdata_start + rdlength
+            if pos > len(data):
+                raise WireError("record data past the end of the message")
+            if rtype == TYPE_OPT:
+                if pos != len(data):
+                    # Cutting an OPT out of the middle would shift names that later pointers refer to.
+                    return _parse_reply(_without_opt(data), qname, min_ttl, max_ttl, negative_max_ttl)
+                counts[section] -= 1  # an OPT is added per client at render time
+                continue
+            clamped = min(max(ttl, min_ttl), max_ttl)
+            record = bytearray(data[start:pos])
+            struct.pack_into(">I", record, ttl_pos - start, clamped)
+            ttl_fields.append((out_len + ttl_pos - start, clamped))
+            pieces.append(bytes(record))
+            out_len += len(record)
+            if section == 0:
+                if rtype == qtype or qtype == TYPE_ANY:
+                    has_answer_of_type = True
+                if rtype in (TYPE_CNAME, TYPE_DNAME):
+                    cnames.append(_read_name(data, rdata_start))
+                elif rtype == TYPE_A and rdlength == 4:
+                    addresses.append(".".join(str(b) for b in data[rdata_start:pos]))
+                elif rtype == TYPE_AAAA and rdlength == 16:
+                    addresses.append(_ipv6_text(data[rdata_start:pos]))
+            if section < 2:  # glue in the additional section does not shorten the answer's life
+                smallest = clamped if smallest is None else min(smallest, clamped)
+            if section == 1 and rtype == TYPE_SOA:
+                soa_minimum = struct.unpack_from(">I", data, pos - 4)[0]
+                soa_negative_ttl = min(ttl, soa_minimum)
+    negative = rcode == NXDOMAIN or (rcode == NOERROR and not has_answer_of_type and not cnames)
+    if negative:
+        # RFC 2308: negative answers are cached for min(SOA TTL, SOA MINIMUM); without a SOA, not at all.
+        cache_ttl = min(soa_negative_ttl, negative_max_ttl) if soa_negative_ttl is not None else 0
+        cache_ttl = min(max(cache_ttl, min_ttl), max_ttl) if soa_negative_ttl is not None else 0
+    else:
+        cache_ttl = smallest if smallest is not None else 0
+    reply = Reply(
+        rcode=rcode,
+        counts=(counts[0], counts[1], counts[2]),
+        records=b"".join(pieces),
+        ttl_fields=tuple(ttl_fields),
+        flags=flags & AD,  # AA is for authorities; a resolver never claims it
+    )
+    return ParsedReply(rcode, flags, reply, cache_ttl, tuple(cnames), tuple(addresses), negative)
+
+
+def _without_opt(data: bytes) -> bytes:
+    record = parse_message(data)
+    record.ar = [rr for rr in record.ar if rr.rtype != TYPE_OPT]
+    return bytes(record.pack())
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    while True:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length > 63:
+            raise WireError("reserved label type")
+        pos += length + 1
+
+
+def _read_name(data: bytes, pos: int) -> str:
+    """Read a possibly compressed name as lowercase text; pointers must go backwards (no loops)."""
+    labels: list[str] = []
+    jumps = 0
+    limit = pos
+    while True:
+        length = data[pos]
+        if length == 0:
+            break
+        if length & 0xC0 == 0xC0:
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if target >= limit or jumps > 64:
+                raise WireError("compression pointer loop or forward pointer")
+            limit = target
+            pos = target
+            jumps += 1
+            continue
+        if length > 63:
+            raise WireError("reserved label type")
+        labels.append(data[pos + 1 : pos + 1 + length].decode("ascii", errors="replace").lower())
+        pos += length + 1
+    return ".".join(labels)
+
+
+def _ipv6_text(raw: bytes) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Address(raw))
+
+
+def parse_message(data: bytes) -> DNSRecord:
+    """Full parse with dnslib, for the slow path; any failure becomes WireError."""
+    try:
+        return DNSRecord.parse(data)
+    except Exception as err:  # dnslib raises several unrelated types on bad input
+        raise WireError(f"cannot parse message: {err}") from None
+
+
+def reply_rcode(data: bytes) -> int:
+    return struct.unpack_from(">H", data, 2)[0] & 0xF
+
+
+def is_truncated(data: bytes) -> bool:
+    return bool(struct.unpack_from(">H", data, 2)[0] & TC)
