@@ -1,0 +1,1 @@
+"""Operations: statistics, the query log, metrics, the admin API and dashboard."""

@@ -1,0 +1,48 @@
+"""Counters the server keeps while it answers. Plain ints and dicts: updating one costs a dict probe, so
+the hot path can afford it; metrics and the API read them when asked (a Prometheus collector at scrape time).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Upstream latency histogram bucket bounds, seconds (Prometheus style, cumulative at export time).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class ServerStats:
+    started: float = field(default_factory=time.time)
+    # (qtype, outcome, group) -> count; outcome is an Outcome value ("resolved", "cached", "blocked", ...)
+    queries: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    # (vendor or "", category or "", selector) -> count of blocked answers
+    blocks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    refused_clients: int = 0  # queries from addresses outside server.allow_clients
+    bad_packets: int = 0  # unparseable queries (FORMERR or silence)
+    dropped_overload: int = 0  # slow-path queries dropped because too many were in flight
+    handler_failures: int = 0  # exceptions turned into SERVFAIL
+    log_dropped: int = 0  # query-log rows dropped because the writer fell behind
+    upstream_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    upstream_latency_sum: float = 0.0
+    upstream_latency_count: int = 0
+
+    def observe_upstream_latency(self, seconds: float) -> None:
+        index = 0
+        for index, bound in enumerate(LATENCY_BUCKETS):  # noqa: B007 - the index is the result
+            if seconds <= bound:
+                break
+        else:
+            index = len(LATENCY_BUCKETS)
+        self.upstream_latency_buckets[index] += 1
+        self.upstream_latency_sum += seconds
+        self.upstream_latency_count += 1
+
+    def total_queries(self) -> int:
+        return sum(self.queries.values())
+
+    def total_blocked(self) -> int:
+        return sum(count for (_, outcome, _), count in self.queries.items() if outcome == "blocked")
