@@ -12,17 +12,33 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from blockdns.errors import CatalogError, InvalidName
 from blockdns.names import normalise
 
 CATEGORIES = ("chat", "api", "coding", "media", "search", "agent", "model-hub", "bypass")
-Category = Literal["chat", "api", "coding", "media", "search", "agent", "model-hub", "bypass"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 VENDOR_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+# ISO 3166-1 alpha-2, officially assigned codes (249, as of ISO/TC 46 N1108, 2023-04-05).
+_ISO_3166_ALPHA_2 = """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT
+    BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH
+    ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT
+    HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS
+    LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI
+    NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG
+    SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG
+    UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
+"""
+COUNTRY_CODES = frozenset(_ISO_3166_ALPHA_2.split())
+# ZZ is user-assigned in ISO 3166-1; the catalogue uses it for entries run by operators in many countries
+# (the public encrypted-DNS resolvers).
+VARIOUS_JURISDICTIONS = "ZZ"
+JURISDICTIONS = COUNTRY_CODES | {VARIOUS_JURISDICTIONS}
 
 
 def _domain(value: str) -> str:
@@ -30,6 +46,25 @@ def _domain(value: str) -> str:
         return normalise(value)
     except InvalidName as err:
         raise ValueError(str(err)) from None
+
+
+def _known_category(value: str) -> str:
+    if value not in CATEGORIES:
+        raise ValueError(f"unknown category {value!r}; one of {', '.join(CATEGORIES)}")
+    return value
+
+
+def _known_jurisdiction(value: str) -> str:
+    if value not in JURISDICTIONS:
+        raise ValueError(
+            f"unknown country code {value!r}: use an ISO 3166-1 alpha-2 code such as US or CN "
+            f"(or {VARIOUS_JURISDICTIONS} for operators in many countries)"
+        )
+    return value
+
+
+Category = Annotated[str, AfterValidator(_known_category)]
+Jurisdiction = Annotated[str, AfterValidator(_known_jurisdiction)]
 
 
 class _Model(BaseModel):
@@ -54,7 +89,7 @@ class SharedEntry(_Model):
 
 class VendorFile(_Model):
     name: str = Field(min_length=1)
-    jurisdiction: str = Field(pattern=r"^[A-Z]{2}$")
+    jurisdiction: Jurisdiction
     categories: list[Category] = Field(min_length=1)
     homepage: str = Field(pattern=r"^https?://")
     reviewed: dt.date
@@ -74,6 +109,7 @@ class Vendor:
     domains: tuple[DomainEntry, ...]
     shared: tuple[SharedEntry, ...]
     path: Path
+    description: str | None = None
 
     @property
     def category(self) -> str:
@@ -133,14 +169,24 @@ def load_catalog(directory: Path | None = None, guard_file: Path | None = None) 
     vendors: dict[str, Vendor] = {}
     for path in sorted(directory.glob("*.toml")):
         vendors[path.stem] = load_vendor(path)
-    guard_file = guard_file or directory.parent / "guard.toml"
-    guard = _load_guard(guard_file) if guard_file.exists() else {}
+    if guard_file is None:
+        beside = default_guard_file(directory)
+        guard = _load_guard(beside) if beside.exists() else {}
+    else:
+        guard = _load_guard(guard_file)  # a guard file the config names must exist
     return Catalog(vendors=vendors, guard=guard, directory=directory)
+
+
+def default_guard_file(catalog_dir: Path) -> Path:
+    """Where the guard list lives when the config does not name one: ``guard.toml`` beside the catalogue."""
+    return catalog_dir.parent / "guard.toml"
 
 
 def load_vendor(path: Path) -> Vendor:
     if not VENDOR_ID.fullmatch(path.stem):
-        raise CatalogError("a vendor id (the file's stem) is lowercase letters, digits and '-'", file=str(path))
+        raise CatalogError(
+            "a vendor id (the file's stem) is lowercase letters, digits and '-'", file=str(path)
+        )
     model = _parse(path, VendorFile)
     return Vendor(
         id=path.stem,
@@ -152,6 +198,7 @@ def load_vendor(path: Path) -> Vendor:
         domains=tuple(model.domains),
         shared=tuple(model.shared),
         path=path,
+        description=model.description,
     )
 
 
@@ -160,16 +207,51 @@ def _load_guard(path: Path) -> dict[str, str]:
 
 
 def _parse(path: Path, model: type[ModelT]) -> ModelT:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise CatalogError(f"cannot read: {err.strerror}", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise CatalogError(f"not valid TOML: {err}", file=str(path)) from None
+    raw = read_toml(path)
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise CatalogError(message.removeprefix("Value error, "), file=str(path), key=key) from None
+        key, message = schema_problems(err)[0]
+        raise CatalogError(message, file=str(path), key=key) from None
+
+
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; every failure is a :class:`CatalogError` naming the file (syntax: the line)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CatalogError("no such file", file=str(path)) from None
+    except OSError as err:
+        raise CatalogError(f"cannot read: {err.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise CatalogError("not UTF-8 text", file=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        found = _TOML_LINE.search(str(err))
+        key = f"line {found.group(1)}" if found else None
+        raise CatalogError(f"not valid TOML: {err}", file=str(path), key=key) from None
+
+
+def schema_problems(err: ValidationError) -> list[tuple[str, str]]:
+    """Every problem pydantic found, as ``(dotted key, one-line message)``, in document order."""
+    problems = []
+    for error in err.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        problems.append((key, _explain(error)))
+    return problems
+
+
+def _explain(error: Any) -> str:
+    kind, field = error["type"], str(error["loc"][-1]) if error["loc"] else ""
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if field == "evidence" and kind in ("missing", "string_too_short"):
+        return "evidence is missing: cite a vendor document URL or an 'owner/repo path' list reference"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind not in ("value_error", "assertion_error") and "input" in error:
+        message = f"{message} (got {error['input']!r})"
+    return message
