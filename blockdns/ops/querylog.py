@@ -1,0 +1,297 @@
+"""The query log: the server appends one tuple per query to a deque; a writer thread stores them in SQLite.
+
+The hot path costs one ``len`` and one ``append`` (both atomic under the GIL)::
+
+    if len(ql.queue) < ql.capacity:
+        ql.queue.append(row)
+    else:
+        stats.log_dropped += 1
+
+so DNS never waits for the disk. The writer thread wakes every ``flush_interval`` seconds, or sooner when a
+batch is full, turns rows into records (wire names to text, client addresses masked per ``[querylog]
+clients``, decisions to vendor/category/selector) and commits each batch with one ``executemany``. It also
+purges rows older than ``retention_days`` at start and then every ``purge_interval`` seconds.
+
+Reading goes through :class:`~blockdns.ops.querylog_read.QueryLogReader`, which opens its own read-only
+connection, so the API and ``blockdns log`` work while the server writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blockdns.names import from_wire
+from blockdns.ops.clientid import ClientMasker, QueryLogError
+from blockdns.ops.querylog_db import INSERT, open_writer
+from blockdns.ops.querylog_read import QueryLogReader
+from blockdns.policy import Decision
+
+if TYPE_CHECKING:
+    from blockdns.config import QueryLogSettings
+    from blockdns.ops.stats import ServerStats
+
+log = logging.getLogger("blockdns.querylog")
+
+# (ts, client, group, qname_wire, qtype, outcome, rcode, reason, decision, upstream, duration_ms, transport)
+Row = tuple[float, str, str, bytes, int, str, int, str | None, Decision | None, str | None, float, str]
+Record = tuple[object, ...]
+
+PURGE_CHUNK = 5000
+ERROR_LOG_INTERVAL = 60.0
+
+
+def qname_text(wire: bytes) -> str:
+    """The presentation name of a lowercase wire name; the root is ``.``."""
+    try:
+        return from_wire(wire) or "."
+    except IndexError:
+        return wire.hex()
+
+
+class QueryLog:
+    """A bounded queue in front of a SQLite writer thread, plus read access for the API and CLI."""
+
+    def __init__(
+        self,
+        settings: QueryLogSettings,
+        path: Path,
+        stats: ServerStats,
+        *,
+        batch_size: int = 1000,
+        flush_interval: float = 0.5,
+        purge_interval: float = 3600.0,
+    ) -> None:
+        self.settings = settings
+        self.path = Path(path)
+        self.stats = stats
+        self.capacity = settings.queue_size
+        self.queue: deque[Row] = deque()
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.purge_interval = purge_interval
+        self.written = 0  # rows committed
+        self.write_errors = 0  # rows lost because SQLite refused a batch (disk full, I/O error)
+        self.purged = 0  # rows removed by retention
+        self.reader = QueryLogReader(self.path, settings.clients)
+        self._masker: ClientMasker | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._purge_requested = False
+        self._purges_done = 0
+        self._last_error_log = 0.0
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Open the database (a bad path fails here, with one line) and start the writer thread."""
+        if self._thread is not None:
+            return
+        try:
+            conn = open_writer(self.path)
+            self._masker = ClientMasker.for_database(self.settings.clients, self.path, create=True)
+        except (sqlite3.Error, OSError) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise QueryLogError(f"{self.path}: cannot open the query log: {reason}") from None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(conn,), name="blockdns-querylog", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, stop the thread and close the database."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning(
+                "query log writer did not finish within %.0fs; %d rows unwritten", timeout, len(self.queue)
+            )
+        self._thread = None
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every row queued so far is committed; False on timeout or when not running."""
+        if not self.running:
+            return not self.queue
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._cond:
+            while self.queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.running:
+                    return False
+                self._wake.set()
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def purge(self, timeout: float = 10.0) -> int:
+        """Run the retention purge now (in the writer thread) and return how many rows it removed."""
+        if not self.running:
+            return 0
+        with self._cond:
+            before, done = self.purged, self._purges_done
+            self._purge_requested = True
+            self._wake.set()
+            deadline = time.monotonic() + timeout
+            while self._purges_done == done and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            return self.purged - before
+
+    # -------------------------------------------------------------------------------------------- reading
+
+    def recent(
+        self,
+        limit: int = 100,
+        blocked_only: bool = False,
+        client: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, object]]:
+        return self.reader.recent(limit=limit, blocked_only=blocked_only, client=client, since=since)
+
+    def summary(self, since: float | None = None) -> dict[str, object]:
+        return self.reader.summary(since=since)
+
+    # ------------------------------------------------------------------------------------- writer thread
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        next_purge = 0.0  # purge once at start
+        try:
+            while True:
+                if (
+                    not self._stop.is_set()
+                    and len(self.queue) < self.batch_size
+                    and not self._purge_requested
+                ):
+                    self._wake.wait(self.flush_interval)
+                    self._wake.clear()
+                self._drain(conn)
+                now = time.monotonic()
+                if now >= next_purge or self._purge_requested:
+                    self._purge(conn)
+                    next_purge = now + self.purge_interval
+                if self._stop.is_set() and not self.queue:
+                    break
+        finally:
+            conn.close()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _drain(self, conn: sqlite3.Connection) -> None:
+        queue, popleft = self.queue, self.queue.popleft
+        while queue:
+            with self._cond:
+                self._busy = True
+            try:
+                batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
+                self._write(conn, batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Row]) -> None:
+        try:
+            records = [self._record(row) for row in batch]
+        except Exception as err:  # a malformed row is a server bug: lose the batch, keep the writer alive
+            self.write_errors += len(batch)
+            self._log_error("query log: cannot store a row, %d rows lost: %r", len(batch), err)
+            return
+        try:
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(INSERT, records)
+        except sqlite3.Error as err:
+            self.write_errors += len(records)
+            self._log_error("query log write failed, %d rows lost: %s", len(records), err)
+            return
+        self.written += len(records)
+
+    def _record(self, row: Row) -> Record:
+        (
+            ts,
+            client,
+            group,
+            qname_wire,
+            qtype,
+            outcome,
+            rcode,
+            reason,
+            decision,
+            upstream,
+            duration_ms,
+            transport,
+        ) = row
+        assert self._masker is not None
+        entry = selector = vendor = category = None
+        if decision is not None:
+            entry = decision.entry
+            rule = decision.rule
+            if rule is not None:
+                selector = rule.selector
+                if rule.vendor is not None:
+                    vendor, category = rule.vendor.id, rule.vendor.category
+                else:
+                    category = rule.category
+        return (
+            ts,
+            self._masker.mask(client),
+            group,
+            qname_text(qname_wire),
+            qtype,
+            outcome,
+            rcode,
+            reason,
+            entry,
+            selector,
+            vendor,
+            category,
+            upstream,
+            duration_ms,
+            transport,
+        )
+
+    def _purge(self, conn: sqlite3.Connection) -> None:
+        removed = 0
+        days = self.settings.retention_days
+        try:
+            if days > 0:
+                cutoff = time.time() - days * 86400
+                while True:
+                    cursor = conn.execute(
+                        "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE ts < ? LIMIT ?)",
+                        (cutoff, PURGE_CHUNK),
+                    )
+                    removed += cursor.rowcount
+                    if cursor.rowcount < PURGE_CHUNK:
+                        break
+                if removed:
+                    conn.execute("PRAGMA incremental_vacuum")
+        except sqlite3.Error as err:
+            self._log_error("query log retention purge failed: %s", err)
+        with self._cond:
+            self.purged += removed
+            self._purges_done += 1
+            self._purge_requested = False
+            self._cond.notify_all()
+        if removed:
+            log.info("query log: purged %d rows older than %d days", removed, days)
+
+    def _log_error(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+            self._last_error_log = now
+            log.error(message, *args)

@@ -1,0 +1,77 @@
+"""The query log's SQLite schema and its two kinds of connection: the writer's and a read-only one.
+
+One table, one row per answered query. WAL mode lets readers (the API, ``blockdns log``) run while the
+writer thread commits; a reader never blocks the writer and the writer never blocks a reader.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from blockdns.ops.clientid import QueryLogError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queries (
+    id          INTEGER PRIMARY KEY,
+    ts          REAL    NOT NULL,   -- time.time() when the query arrived
+    client      TEXT,               -- address, keyed hash, or NULL (per [querylog] clients)
+    grp         TEXT    NOT NULL,   -- client group
+    qname       TEXT    NOT NULL,
+    qtype       INTEGER NOT NULL,
+    outcome     TEXT    NOT NULL,   -- resolved | cached | blocked | local | refused | error
+    rcode       INTEGER NOT NULL,
+    reason      TEXT,
+    rule        TEXT,               -- the matching entry (domain or range)
+    selector    TEXT,               -- the policy selector that put it there
+    vendor      TEXT,
+    category    TEXT,
+    upstream    TEXT,
+    duration_ms REAL    NOT NULL,
+    transport   TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queries_ts ON queries (ts);
+CREATE INDEX IF NOT EXISTS queries_blocked_ts ON queries (ts) WHERE outcome = 'blocked';
+CREATE INDEX IF NOT EXISTS queries_client_ts ON queries (client, ts);
+"""
+
+INSERT = (
+    "INSERT INTO queries (ts, client, grp, qname, qtype, outcome, rcode, reason, rule, selector, vendor,"
+    " category, upstream, duration_ms, transport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def open_writer(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the database for writing, in WAL mode with the schema in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            # auto_vacuum only takes effect before the first table exists.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the process
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection; raises :class:`QueryLogError` with one clear line when that is impossible."""
+    if not path.exists():
+        raise QueryLogError(f"{path}: no query log yet (it appears once the server has answered a query)")
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("SELECT 1 FROM queries LIMIT 1")
+    except sqlite3.Error as err:
+        if conn is not None:
+            conn.close()
+        raise QueryLogError(f"{path}: cannot read the query log: {err}") from None
+    return conn

@@ -1,0 +1,219 @@
+"""Reading the query log: recent rows and a summary, over a read-only connection of their own.
+
+Used by the admin API (inside the server, from a worker thread) and by ``blockdns log`` / ``blockdns stats``
+(another process, while the server writes). WAL mode means neither ever waits for the writer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blockdns.ops.clientid import ClientMasker, ClientMode, QueryLogError
+from blockdns.ops.labels import qtype_name, rcode_name
+from blockdns.ops.querylog_db import open_reader
+
+if TYPE_CHECKING:
+    from blockdns.config import Settings
+
+MAX_LIMIT = 10_000
+TOP = 10
+SERIES_POINTS = 60
+# Bucket widths the time series picks from, seconds: the smallest giving at most SERIES_POINTS buckets.
+BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
+
+COLUMNS = (
+    "ts, client, grp, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category, upstream,"
+    " duration_ms, transport"
+)
+
+
+def bucket_width(span: float, points: int = SERIES_POINTS) -> int:
+    for width in BUCKETS:
+        if span / width <= points:
+            return width
+    return BUCKETS[-1]
+
+
+def canonical_address(text: str) -> str:
+    """``::FFFF:0:1`` and ``::ffff:0:1`` are one client; anything that is not an IP stays as written."""
+    try:
+        return ipaddress.ip_address(text.strip()).compressed
+    except ValueError:
+        return text.strip()
+
+
+class QueryLogReader:
+    def __init__(self, path: Path, clients: ClientMode = "full") -> None:
+        self.path = Path(path)
+        self.clients = clients
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueryLogReader:
+        path = settings.querylog_path()
+        if path is None:
+            where = settings.source or "the built-in defaults"
+            raise QueryLogError(f"{where}: the query log is off ([querylog] path is empty)")
+        return cls(path, settings.querylog.clients)
+
+    def _connect(self) -> sqlite3.Connection:
+        return open_reader(self.path)
+
+    def _client_values(self, client: str) -> tuple[str, ...]:
+        """What a ``client`` filter matches: the address, and its keyed hash when the log stores hashes."""
+        address = canonical_address(client)
+        if self.clients == "none":
+            raise QueryLogError('the query log stores no client addresses ([querylog] clients = "none")')
+        if self.clients == "hash":
+            masker = ClientMasker.for_database("hash", self.path, create=False)
+            hashed = masker.mask(address)
+            assert hashed is not None
+            # The address, its hash, or a hash pasted from earlier output.
+            return tuple(dict.fromkeys((address, hashed, client.strip())))
+        return (address,)
+
+    # ---------------------------------------------------------------------------------------- recent rows
+
+    def recent(
+        self,
+        limit: int = 100,
+        blocked_only: bool = False,
+        client: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, object]]:
+        """The newest rows first, at most ``limit`` (1..10000)."""
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        where, params = self._filters(blocked_only, client, since)
+        sql = f"SELECT {COLUMNS} FROM queries{where} ORDER BY ts DESC, id DESC LIMIT ?"
+        with closing(self._connect()) as conn:
+            rows = self._fetch(conn, sql, (*params, limit))
+        return [row_to_json(row) for row in rows]
+
+    def _filters(
+        self, blocked_only: bool, client: str | None, since: float | None
+    ) -> tuple[str, tuple[object, ...]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if blocked_only:
+            clauses.append("outcome = 'blocked'")
+        if client:
+            values = self._client_values(client)
+            clauses.append(f"client IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+        if since is not None:
+            clauses.append("ts >= ?")
+            params.append(since)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+    def _fetch(self, conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[tuple]:
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            raise QueryLogError(f"{self.path}: cannot read the query log: {err}") from None
+
+    # -------------------------------------------------------------------------------------------- summary
+
+    def summary(
+        self, since: float | None = None, top: int = TOP, points: int = SERIES_POINTS
+    ) -> dict[str, object]:
+        """Totals, block rate, top blocked vendors/domains/clients and a queries/blocked time series."""
+        now = time.time()
+        with closing(self._connect()) as conn:
+            if since is None:
+                first = self._fetch(conn, "SELECT MIN(ts) FROM queries", ())[0][0]
+                start = float(first) if first is not None else now
+            else:
+                start = since
+            window = (start,)
+            by_outcome = dict(
+                self._fetch(
+                    conn, "SELECT outcome, COUNT(*) FROM queries WHERE ts >= ? GROUP BY outcome", window
+                )
+            )
+            blocked_where = "FROM queries WHERE outcome = 'blocked' AND ts >= ?"
+            vendors = self._fetch(
+                conn,
+                f"SELECT vendor, category, COUNT(*) AS n {blocked_where} GROUP BY vendor, category"
+                " ORDER BY n DESC, vendor LIMIT ?",
+                (start, top),
+            )
+            domains = self._fetch(
+                conn,
+                f"SELECT qname, vendor, COUNT(*) AS n {blocked_where} GROUP BY qname"
+                " ORDER BY n DESC, qname LIMIT ?",
+                (start, top),
+            )
+            clients = self._fetch(
+                conn,
+                "SELECT client, COUNT(*) AS n, SUM(outcome = 'blocked') AS b FROM queries"
+                " WHERE ts >= ? AND client IS NOT NULL GROUP BY client"
+                " ORDER BY b DESC, n DESC, client LIMIT ?",
+                (start, top),
+            )
+            width = bucket_width(max(now - start, 1.0), points)
+            series_rows = self._fetch(
+                conn,
+                "SELECT CAST(ts / ? AS INTEGER) AS b, COUNT(*), SUM(outcome = 'blocked') FROM queries"
+                " WHERE ts >= ? GROUP BY b ORDER BY b",
+                (width, start),
+            )
+        total = sum(by_outcome.values())
+        blocked = by_outcome.get("blocked", 0)
+        return {
+            "since": start,
+            "until": now,
+            "total": total,
+            "blocked": blocked,
+            "block_rate": blocked / total if total else 0.0,
+            "by_outcome": by_outcome,
+            "top_vendors": [
+                {"vendor": vendor, "category": category, "count": count}
+                for vendor, category, count in vendors
+            ],
+            "top_domains": [
+                {"name": name, "vendor": vendor, "count": count} for name, vendor, count in domains
+            ],
+            "top_clients": [
+                {"client": client, "queries": count, "blocked": blocked_count or 0}
+                for client, count, blocked_count in clients
+            ],
+            "series": _series(series_rows, width, start, now),
+        }
+
+
+def _series(rows: list[tuple], width: int, start: float, now: float) -> dict[str, object]:
+    counts = {int(bucket): (count, blocked or 0) for bucket, count, blocked in rows}
+    # Every row is at or after start; rows stamped in the future (a clock stepped back) stay out.
+    first, last = math.floor(start / width), math.floor(now / width)
+    points = []
+    for bucket in range(first, last + 1):
+        count, blocked = counts.get(bucket, (0, 0))
+        points.append({"ts": bucket * width, "queries": count, "blocked": blocked})
+    return {"bucket_seconds": width, "points": points}
+
+
+def row_to_json(row: tuple) -> dict[str, object]:
+    (ts, client, group, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category, upstream,
+     duration_ms, transport) = row  # fmt: skip
+    return {
+        "ts": ts,
+        "client": client,
+        "group": group,
+        "name": qname,
+        "qtype": qtype_name(qtype),
+        "outcome": outcome,
+        "rcode": rcode_name(rcode),
+        "reason": reason,
+        "rule": rule,
+        "selector": selector,
+        "vendor": vendor,
+        "category": category,
+        "upstream": upstream,
+        "duration_ms": round(duration_ms, 3),
+        "transport": transport,
+    }
