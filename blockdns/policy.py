@@ -265,7 +265,7 @@ class Decision:
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class GroupPolicy:
     name: str
     domains: DomainSet

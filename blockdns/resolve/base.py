@@ -60,6 +60,9 @@ class Answer:
     reason: str | None = None  # the why, in words: EDE text, log and metrics read it
     decision: Decision | None = None  # for BLOCKED (and for an allow that mattered)
     upstream: str | None = None  # which server answered, when one did
+    ttl: int = 0  # how long the reply may be cached (RESOLVED answers only)
+    cnames: tuple[str, ...] = ()  # CNAME/DNAME targets in the answer, for inspection
+    addresses: tuple[str, ...] = ()  # A/AAAA addresses in the answer, for range inspection
 
 
 Next = Callable[[Query], Awaitable[Answer]]

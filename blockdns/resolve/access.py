@@ -1,0 +1,52 @@
+"""Access control: only clients inside ``server.allow_clients`` may use the resolver (never an open
+resolver out of the box). Everyone else gets REFUSED with EDE 18 (Prohibited) and is counted."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from blockdns.config import Network
+from blockdns.resolve.base import Answer, Next, Outcome, Query
+from blockdns.wire import EDE_PROHIBITED, REFUSED, Reply, ede_option
+
+MEMO_LIMIT = 65536
+
+REFUSED_REPLY = Reply(rcode=REFUSED, counts=(0, 0, 0), ede=ede_option(EDE_PROHIBITED, "client not allowed"))
+
+
+class AccessControl:
+    def __init__(self, networks: list[Network]) -> None:
+        self._v4 = [n for n in networks if n.version == 4]
+        self._v6 = [n for n in networks if n.version == 6]
+        self._memo: dict[str, bool] = {}
+
+    def allowed(self, client: str) -> bool:
+        verdict = self._memo.get(client)
+        if verdict is None:
+            verdict = self._check(client)
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[client] = verdict
+        return verdict
+
+    def _check(self, client: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(client.split("%", 1)[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        networks = self._v4 if ip.version == 4 else self._v6
+        return any(ip in network for network in networks)
+
+
+class AccessHandler:
+    name = "access"
+
+    def __init__(self, access: AccessControl) -> None:
+        self.access = access
+
+    async def handle(self, query: Query, next_handler: Next) -> Answer:
+        if not self.access.allowed(query.client):
+            return Answer(Outcome.REFUSED, REFUSED_REPLY, reason="client not allowed")
+        return await next_handler(query)

@@ -1,0 +1,55 @@
+"""Replies blockdns writes itself: negative answers with a SOA (RFC 2308) and fixed addresses.
+
+Records are written for a response whose question name sits at offset 12, so owner names are compression
+pointers into the question: the SOA's owner points at the blocked entry's name inside the question name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from blockdns.wire import CLASS_IN, NOERROR, TYPE_A, TYPE_AAAA, TYPE_SOA, Reply
+
+SOA_MNAME = b"\x02ns\x08blockdns\x07invalid\x00"
+SOA_RNAME = b"\x0ahostmaster\x08blockdns\x07invalid\x00"
+_QUESTION_OFFSET = 12
+
+
+def _owner_pointer(qname: bytes, zone: bytes) -> bytes:
+    """A pointer to ``zone`` inside the question name when it is a suffix of it, else to the whole name."""
+    offset = _QUESTION_OFFSET
+    if zone != qname and qname.endswith(zone) and len(zone) > 1:
+        offset += len(qname) - len(zone)
+        # The suffix must start on a label boundary to be a name.
+        if not _is_label_boundary(qname, len(qname) - len(zone)):
+            offset = _QUESTION_OFFSET
+    return struct.pack(">H", 0xC000 | offset)
+
+
+def _is_label_boundary(wire: bytes, target: int) -> bool:
+    pos = 0
+    while pos < target:
+        pos += wire[pos] + 1
+    return pos == target
+
+
+def soa_record(owner: bytes, ttl: int) -> bytes:
+    rdata = SOA_MNAME + SOA_RNAME + struct.pack(">IIIII", 1, 3600, 600, 86400, ttl)
+    return owner + struct.pack(">HHIH", TYPE_SOA, CLASS_IN, ttl, len(rdata)) + rdata
+
+
+def negative_reply(qname: bytes, zone: bytes, rcode: int, ttl: int, ede: bytes = b"") -> Reply:
+    """NXDOMAIN or NODATA (rcode NOERROR) with a SOA for ``zone`` in the authority section."""
+    return Reply(rcode=rcode, counts=(0, 1, 0), records=soa_record(_owner_pointer(qname, zone), ttl), ede=ede)
+
+
+def address_reply(qtype: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address, ttl: int,
+                  ede: bytes = b"") -> Reply:
+    raw = address.packed
+    record = b"\xc0\x0c" + struct.pack(">HHIH", qtype, CLASS_IN, ttl, len(raw)) + raw
+    return Reply(rcode=NOERROR, counts=(1, 0, 0), records=record, ede=ede)
+
+
+def is_address_type(qtype: int) -> bool:
+    return qtype in (TYPE_A, TYPE_AAAA)

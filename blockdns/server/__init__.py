@@ -1,0 +1,1 @@
+"""The running server: transports (UDP, TCP), the query engine, and the application lifecycle."""

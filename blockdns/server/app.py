@@ -1,0 +1,348 @@
+"""The application: builds the engine from settings, binds the listeners, and runs the lifecycle —
+signals, reload (SIGHUP, file changes, the API), pause, background feed refresh, query log and admin API.
+
+A reload compiles the new policy off the event loop and swaps it in with one assignment; a bad new config
+is refused with one log line and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from blockdns import config as config_module
+from blockdns.config import ListenAddress, ResolverSettings, Settings
+from blockdns.errors import BlockdnsError
+from blockdns.names import normalise
+from blockdns.ops.control import ReloadResult
+from blockdns.ops.stats import ServerStats
+from blockdns.policy import Decision, Policy
+from blockdns.resolve.blocking import PauseSwitch
+from blockdns.resolve.cache import AnswerCache
+from blockdns.resolve.forward import Forwarder
+from blockdns.resolve.resolving import ResolveHandler
+from blockdns.resolve.upstream import Upstream
+from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file
+from blockdns.server.engine import Engine
+from blockdns.server.tasks import TaskSet
+from blockdns.server.tcp import TcpServer
+from blockdns.server.udp import UdpProtocol
+
+log = logging.getLogger("blockdns")
+
+WATCH_INTERVAL = 2.0
+# Binding these fails on hosts without IPv6; such an address is skipped with a warning instead of failing.
+_UNAVAILABLE_ERRNOS = {99, 97}  # EADDRNOTAVAIL, EAFNOSUPPORT
+
+
+def make_upstream(resolver: ResolverSettings, cache_entries: int) -> Upstream:
+    if resolver.mode == "forward":
+        return Forwarder(resolver.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout)
+    from blockdns.resolve.recursive import RecursiveResolver
+
+    return RecursiveResolver(resolver, cache_max_entries=cache_entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    address: ListenAddress
+    udp: asyncio.DatagramTransport
+    tcp: asyncio.base_events.Server
+
+    @property
+    def port(self) -> int:
+        return self.udp.get_extra_info("sockname")[1]
+
+
+class Server:
+    """A running blockdns. Implements :class:`blockdns.ops.control.ServerControl`."""
+
+    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+        self._settings = settings
+        self.stats = ServerStats()
+        self.pause_switch = PauseSwitch()
+        self.cache = AnswerCache(settings.cache.max_entries)
+        self.upstream = make_upstream(settings.resolver, settings.cache.max_entries)
+        self.resolver = ResolveHandler(self.upstream, settings.cache, self.stats.observe_upstream_latency)
+        self.engine = Engine(self.cache, self.resolver, self.stats, self.pause_switch)
+        self.engine.install(self.engine.make_generation(settings, policy or build_policy(settings)))
+        self.tasks = TaskSet(settings.server.max_inflight)
+        self.tcp = TcpServer(
+            self.engine,
+            self.tasks,
+            idle_timeout=settings.server.tcp_idle_timeout,
+            max_connections=settings.server.tcp_max_connections,
+        )
+        self.listeners: list[Listener] = []
+        self.querylog: object | None = None
+        self.api: object | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        self._watched: dict[Path, float] = {}
+        self.reloads = 0
+        self.last_refresh: float | None = None
+
+    # --------------------------------------------------------------------------------- ServerControl
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def policy(self) -> Policy:
+        return self.engine.generation.policy  # type: ignore[union-attr]
+
+    @property
+    def paused_until(self) -> float | None:
+        remaining = self.pause_switch.until - time.monotonic()
+        return time.time() + remaining if remaining > 0 else None
+
+    def pause(self, seconds: float) -> float:
+        self.pause_switch.until = time.monotonic() + seconds
+        log.warning("blocking paused for %.0f seconds", seconds)
+        return time.time() + seconds
+
+    def resume(self) -> None:
+        self.pause_switch.until = 0.0
+        log.warning("blocking resumed")
+
+    def check(self, name: str, client: str | None) -> Decision:
+        return self.policy.group_for(client).decide(normalise(name))
+
+    def cache_size(self) -> int:
+        return len(self.cache)
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file and every list; swap them in only if all of it is valid."""
+        async with self._reload_lock:
+            source = self._settings.source
+            try:
+                settings = await asyncio.to_thread(config_module.load, source) if source else self._settings
+                policy = await asyncio.to_thread(build_policy, settings)
+            except BlockdnsError as err:
+                log.error("reload refused, the old configuration keeps serving: %s", err)
+                return ReloadResult(False, str(err))
+            self._apply(settings, policy)
+            self.reloads += 1
+            self._snapshot_watched()
+            message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
+            log.info(message)
+            return ReloadResult(True, message)
+
+    def _apply(self, settings: Settings, policy: Policy) -> None:
+        old = self._settings
+        if settings.server.listen != old.server.listen:
+            log.warning("server.listen changed: restart blockdns to listen on the new addresses")
+        if settings.cache != old.cache:
+            self.cache.max_entries = settings.cache.max_entries
+            self.cache.clear()
+            self.resolver.cache_settings = settings.cache
+        if settings.resolver != old.resolver:
+            previous = self.upstream
+            self.upstream = make_upstream(settings.resolver, settings.cache.max_entries)
+            self.resolver.upstream = self.upstream
+            self._start_background(self._swap_upstream(previous))
+        self.tasks.limit = settings.server.max_inflight
+        self.tcp.idle_timeout = settings.server.tcp_idle_timeout
+        self.tcp.max_connections = settings.server.tcp_max_connections
+        self._settings = settings
+        self.engine.install(self.engine.make_generation(settings, policy))
+
+    async def _swap_upstream(self, previous: Upstream) -> None:
+        await self.upstream.start()
+        await previous.close()
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        for address in self._settings.server.listen_addresses():
+            listener = await self._bind(address)
+            if listener is not None:
+                self.listeners.append(listener)
+        if not self.listeners:
+            raise BlockdnsError("no listen address could be bound")
+        self._start_background(self.upstream.start())
+        await self._start_querylog()
+        await self._start_api()
+        self._snapshot_watched()
+        self._start_background(self._watch_files())
+        if self._settings.lists.refresh_seconds() > 0:
+            self._start_background(self._refresh_feeds())
+
+    async def _bind(self, address: ListenAddress) -> Listener | None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        # Port 0 (tests): take the port the kernel gives UDP, then bind TCP to the same one.
+        for _attempt in range(20):
+            try:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpProtocol(self.engine, self.tasks), local_addr=(address.host, address.port),
+                    family=family,
+                )
+            except OSError as err:
+                if err.errno in _UNAVAILABLE_ERRNOS:
+                    log.warning("skipping %s: %s", address, err.strerror)
+                    return None
+                raise BlockdnsError(f"cannot listen on udp {address}: {err.strerror}") from None
+            port = udp.get_extra_info("sockname")[1]
+            try:
+                tcp = await asyncio.start_server(
+                    self.tcp.handle, address.host, port, family=family, reuse_address=True, backlog=256
+                )
+            except OSError as err:
+                udp.close()
+                if address.port == 0:
+                    continue  # the kernel's UDP port is taken for TCP: try another
+                raise BlockdnsError(f"cannot listen on tcp {address}: {err.strerror}") from None
+            return Listener(address, udp, tcp)
+        raise BlockdnsError(f"cannot find a free port for {address}")
+
+    async def _start_querylog(self) -> None:
+        path = self._settings.querylog_path()
+        if path is None:
+            return
+        try:
+            from blockdns.ops.querylog import QueryLog
+        except ImportError:  # pragma: no cover - the ops package ships with blockdns
+            return
+        querylog = QueryLog(self._settings.querylog, path, self.stats)
+        querylog.start()
+        self.querylog = querylog
+        self.engine.querylog = querylog
+
+    async def _start_api(self) -> None:
+        address = self._settings.api.address()
+        if address is None:
+            return
+        try:
+            from blockdns.ops.api import start_api
+        except ImportError:  # pragma: no cover
+            return
+        self.api = await start_api(self, self.querylog, address[0], address[1])  # type: ignore[arg-type]
+
+    def _start_background(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            listener.udp.close()
+            listener.tcp.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.tasks.cancel_all()
+        if self.api is not None:
+            with contextlib.suppress(Exception):
+                await self.api.cleanup()  # type: ignore[attr-defined]
+        if self.querylog is not None:
+            await asyncio.to_thread(self.querylog.close)  # type: ignore[attr-defined]
+        await self.upstream.close()
+        self._stopped.set()
+
+    # ------------------------------------------------------------------------- background maintenance
+
+    def _watched_paths(self) -> list[Path]:
+        settings = self._settings
+        paths = [p for p in (settings.source, feeds_file(settings), guard_file(settings)) if p]
+        catalog = catalog_dir(settings)
+        paths += sorted(catalog.glob("*.toml"))
+        paths.append(catalog.parent / "guard.toml")
+        directory = data_dir(settings)
+        paths += sorted(directory.glob("*.list"))
+        return paths
+
+    def _snapshot_watched(self) -> None:
+        self._watched = {path: _mtime(path) for path in self._watched_paths()}
+
+    async def _watch_files(self) -> None:
+        """Reload when the config, the catalogue, the feed definitions or the fetched lists change."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            current = {path: _mtime(path) for path in self._watched_paths()}
+            if current != self._watched:
+                self._watched = current
+                log.info("configuration or list files changed: reloading")
+                await self.reload()
+
+    async def _refresh_feeds(self) -> None:
+        """Run ``blockdns lists update`` in a child process every ``lists.refresh``; then reload.
+
+        A child process keeps the fetch path (httpx, parsing large lists) out of the server's memory and
+        event loop; the server only ever reads the finished, atomically written files.
+        """
+        period = self._settings.lists.refresh_seconds()
+        manifest = data_dir(self._settings) / "manifest.json"
+        first_wait = max(0.0, period - (time.time() - _mtime(manifest))) if manifest.exists() else 0.0
+        await asyncio.sleep(first_wait)
+        while True:
+            command = [sys.executable, "-m", "blockdns", "lists", "update"]
+            if self._settings.source:
+                command += ["--config", str(self._settings.source)]
+            process = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            _, err = await process.communicate()
+            self.last_refresh = time.time()
+            if process.returncode not in (0, 1):
+                log.error("feed refresh failed: %s", err.decode(errors="replace").strip()[-300:])
+            elif process.returncode == 1:
+                log.warning("feed refresh: some feeds failed and keep their last good data")
+            await self.reload()
+            await asyncio.sleep(max(self._settings.lists.refresh_seconds(), 60.0))
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    def describe(self) -> str:
+        policy = self.policy
+        addresses = ", ".join(f"{listener.address.host}:{listener.port}" for listener in self.listeners)
+        mode = self._settings.resolver.mode
+        return (
+            f"blockdns serving on {addresses} (udp+tcp), {mode} mode, "
+            f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
+        )
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    policy = build_policy(settings)  # a bad config or catalogue fails here, before anything is bound
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(settings, policy))
+
+
+async def _serve(settings: Settings, policy: Policy) -> None:
+    server = Server(settings, policy)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload()))
+    log.info(server.describe())
+    await stopping.wait()
+    log.info("stopping")
+    await server.stop()

@@ -1,0 +1,26 @@
+"""A logger wrapper that writes at most one line per interval and says how many it held back, so a flood
+of bad packets produces a trickle of log lines, not one per packet."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+class RateLimitedLog:
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = -interval
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += f" (and {self._suppressed} more like it in the last {self.interval:.0f}s)"
+        self._last = now
+        self._suppressed = 0
+        self.logger.warning(message, *args)

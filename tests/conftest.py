@@ -1,0 +1,110 @@
+"""Shared fixtures: a real blockdns server on a loopback port, fake upstreams, and a dnspython client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.edns
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+from blockdns import config
+from blockdns.server.app import Server
+from fakedns import FakeDNS
+
+LISTS_DIR = Path(__file__).resolve().parent.parent / "lists"
+
+
+class RunningServer:
+    """A blockdns Server on its own event loop in a thread, listening on 127.0.0.1 (UDP+TCP)."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.server: Server | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> RunningServer:
+        self._thread.start()
+        self.server = self.call(self._start())
+        return self
+
+    async def _start(self) -> Server:
+        server = Server(self.settings)
+        await server.start()
+        return server
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.call(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.listeners[0].port
+
+    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | None = 0,
+              payload: int = 1232, timeout: float = 5, options: list[Any] | None = None,
+              want_dnssec: bool = False, source: str | None = None) -> dns.message.Message:
+        message = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, options=options,
+                                         want_dnssec=want_dnssec)
+        send = dns.query.tcp if tcp else dns.query.udp
+        kwargs = {"source": source} if source else {}
+        return send(message, "127.0.0.1", port=self.port, timeout=timeout, **kwargs)
+
+
+def ede_of(response: dns.message.Message) -> list[tuple[int, str]]:
+    """The Extended DNS Errors in a response, as (code, text)."""
+    return [(int(opt.code), opt.text or "") for opt in response.options if isinstance(opt, dns.edns.EDEOption)]
+
+
+def base_config(upstream: FakeDNS | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A config that talks to loopback only: forward mode to ``upstream``, no log, no API, no refresh."""
+    raw: dict[str, Any] = {
+        "server": {"listen": ["127.0.0.1:0"]},
+        "resolver": {"mode": "forward", "upstreams": [upstream.url] if upstream else ["udp://127.0.0.1:9"],
+                     "timeout": 1.0, "total_timeout": 3.0},
+        "lists": {"refresh": "0", "data_dir": "var/lists"},
+        "querylog": {"path": ""},
+        "api": {"listen": ""},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section] = {**raw[section], **values}
+        else:
+            raw[section] = values
+    return raw
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[FakeDNS]:
+    upstream = FakeDNS("127.0.0.2").start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """``start_server(raw_config_dict)`` -> a RunningServer; relative paths resolve inside tmp_path."""
+    running: list[RunningServer] = []
+
+    def start(raw: dict[str, Any]) -> RunningServer:
+        settings = config.from_dict(raw, source=tmp_path / "blockdns.toml")
+        server = RunningServer(settings).start()
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
