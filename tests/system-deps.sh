@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian programs that tests and the benchmark drive: the servers that load our exports
+# (unbound-checkconf, named-checkzone, dnsmasq --test), the benchmark pair (dnsmasq, dnsperf), systemd's
+# unit verifier, and a headless browser for the dashboard test. Root only; otherwise the tests that need a
+# missing program skip and say why.
+set -euo pipefail
+
+need=()
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+command -v unbound-checkconf >/dev/null || need+=(unbound)
+command -v named-checkzone >/dev/null || need+=(bind9-utils)
+command -v dnsperf >/dev/null || need+=(dnsperf)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "system-deps: not root; missing ${need[*]} (tests that need them will skip)" >&2
+  exit 0
+fi
+# Installing a server package must not start it (it would take port 53 from the tests' fake servers).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+echo "system-deps: installed ${need[*]}"
