@@ -76,6 +76,9 @@ class DomainEntry(_Model):
     evidence: str = Field(min_length=1)
     match: Literal["suffix", "exact"] = "suffix"  # a catalogue entry covers its subdomains unless "exact"
     note: str | None = None
+    # True acknowledges a name in the private section of the Public Suffix List (oaiusercontent.com, hf.space)
+    # whose every subdomain is this vendor's user content, so blocking all of it is intended.
+    public_suffix: bool = False
 
     _name = field_validator("name")(classmethod(lambda cls, v: _domain(v)))
 
