@@ -57,8 +57,11 @@ class RunningServer:
     def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | None = 0,
               payload: int = 1232, timeout: float = 5, options: list[Any] | None = None,
               want_dnssec: bool = False, source: str | None = None) -> dns.message.Message:
-        message = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, options=options,
-                                         want_dnssec=want_dnssec)
+        if edns is None or edns is False:
+            message = dns.message.make_query(name, rdtype, use_edns=False)
+        else:
+            message = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, options=options,
+                                             want_dnssec=want_dnssec)
         send = dns.query.tcp if tcp else dns.query.udp
         kwargs = {"source": source} if source else {}
         return send(message, "127.0.0.1", port=self.port, timeout=timeout, **kwargs)

@@ -162,7 +162,7 @@ class FakeDNS:
         self.port = udp.server_address[1]
         tcp = TcpServer((self.host, self.port), Tcp)
         for server in (udp, tcp):
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self._servers.append(server)
         return self
 
