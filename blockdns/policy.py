@@ -41,7 +41,8 @@ class Selector:
 
 
 def parse_selector(text: str) -> Selector:
-    """Parse ``all``, ``vendor:ID``, ``category:NAME``, ``jurisdiction:CC``, ``feed:NAME``, ``domain:NAME``."""
+    """Parse a selector: ``all``, ``vendor:ID``, ``category:NAME``, ``jurisdiction:CC``, ``feed:NAME`` or
+    ``domain:NAME``."""
     raw = text.strip()
     if raw == "all":
         return Selector("all")
@@ -187,7 +188,9 @@ class RangeSet:
         rows_by_version: dict[int, list[tuple[int, int, Rule, str]]] = {4: [], 6: []}
         for network, rule in ranges:
             start = int(network.network_address)
-            rows_by_version[network.version].append((start, start + network.num_addresses - 1, rule, str(network)))
+            rows_by_version[network.version].append(
+                (start, start + network.num_addresses - 1, rule, str(network))
+            )
         self._tables = {}
         for version, rows in rows_by_version.items():
             rows.sort(key=lambda row: (row[0], -row[1]))
@@ -399,7 +402,10 @@ def compile_policy(
     groups: Iterable[GroupSpec] = (),
     feeds: Iterable[FeedSource] = (),
 ) -> Policy:
-    """Compile selectors into a :class:`Policy`. Raises :class:`SelectorError` for a selector naming nothing."""
+    """Compile selectors into a :class:`Policy`.
+
+    Raises :class:`SelectorError` for a selector that names nothing.
+    """
     feed_list = list(feeds)
     compiler = _Compiler(catalog, feed_list)
     specs = [GroupSpec(DEFAULT_GROUP, (), tuple(default_block), tuple(default_allow)), *groups]

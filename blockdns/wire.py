@@ -155,7 +155,9 @@ def ede_option(code: int, text: str = "") -> bytes:
     return struct.pack(">HH", EDE_OPTION, len(payload)) + payload
 
 
-def opt_record(do: int = 0, options: bytes = b"", payload: int = MAX_UDP_PAYLOAD, ext_rcode: int = 0) -> bytes:
+def opt_record(
+    do: int = 0, options: bytes = b"", payload: int = MAX_UDP_PAYLOAD, ext_rcode: int = 0
+) -> bytes:
     """An OPT pseudo-record for a response: our UDP size, the client's DO bit echoed, options."""
     ttl = (ext_rcode << 24) | (_DO_BIT if do else 0)
     return b"\x00" + _OPT_FIXED.pack(TYPE_OPT, payload, ttl, len(options)) + options
@@ -195,6 +197,16 @@ class Reply:
             self._aged_records = bytes(buffer)
             self._age = age
         return self._aged_records
+
+
+def response_limit(payload: int, tcp: bool) -> int:
+    """The largest response a query may get: 65535 over TCP; over UDP the client's EDNS size capped at
+    ours, or 512 bytes without EDNS."""
+    if tcp:
+        return 65535
+    if not payload:
+        return MIN_UDP_PAYLOAD
+    return payload if payload < MAX_UDP_PAYLOAD else MAX_UDP_PAYLOAD
 
 
 def render(
@@ -278,9 +290,18 @@ def _has_opt(data: bytes) -> bool:
 # ------------------------------------------------------------------------------------ upstream messages
 
 
-def build_query(qid: int, qname: bytes, qtype: int, qclass: int = CLASS_IN, *, rd: bool = True,
-                cd: bool = False, do: bool = False, edns: bool = True,
-                payload: int = MAX_UDP_PAYLOAD) -> bytes:
+def build_query(
+    qid: int,
+    qname: bytes,
+    qtype: int,
+    qclass: int = CLASS_IN,
+    *,
+    rd: bool = True,
+    cd: bool = False,
+    do: bool = False,
+    edns: bool = True,
+    payload: int = MAX_UDP_PAYLOAD,
+) -> bytes:
     """A query for an upstream or authoritative server; ``qname`` in wire form."""
     flags = (RD if rd else 0) | (CD if cd else 0)
     header = _HEADER.pack(qid, flags, 1, 0, 0, 1 if edns else 0)
@@ -289,7 +310,7 @@ def build_query(qid: int, qname: bytes, qtype: int, qclass: int = CLASS_IN, *, r
 
 
 def reply_matches(data: bytes, qid: int, qname: bytes, qtype: int, qclass: int) -> bool:
-    """True when ``data`` is a response to our query: QR set, same ID, same question (name case-insensitive)."""
+    """True when ``data`` answers our query: QR set, same ID, same question (name case-insensitive)."""
     if len(data) < 12:
         return False
     rid, flags, qdcount = struct.unpack_from(">HHH", data)
@@ -317,8 +338,9 @@ class ParsedReply:
     negative: bool  # NXDOMAIN, or NOERROR without an answer of the asked type (NODATA)
 
 
-def parse_reply(data: bytes, qname: bytes, *, min_ttl: int = 0, max_ttl: int = 86400,
-                negative_max_ttl: int = 3600) -> ParsedReply:
+def parse_reply(
+    data: bytes, qname: bytes, *, min_ttl: int = 0, max_ttl: int = 86400, negative_max_ttl: int = 3600
+) -> ParsedReply:
     """Walk an upstream response (already matched to our question) into a cacheable :class:`Reply`.
 
     The OPT record is cut out; TTLs are clamped to [min_ttl, max_ttl] in place. Raises WireError on a
@@ -351,7 +373,7 @@ def _parse_reply(data: bytes, qname: bytes, min_ttl: int, max_ttl: int, negative
         for _ in range(count):
             start = pos
             pos = _skip_name(data, pos)
-            rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
+            rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
             ttl_pos = pos + 4
             rdata_start = pos + 10
             pos = rdata_start + rdlength

@@ -16,6 +16,7 @@ import pytest
 
 from blockdns import config
 from blockdns.server.app import Server
+
 from fakedns import FakeDNS
 
 LISTS_DIR = Path(__file__).resolve().parent.parent / "lists"
@@ -54,14 +55,25 @@ class RunningServer:
         assert self.server is not None
         return self.server.listeners[0].port
 
-    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, edns: int | None = 0,
-              payload: int = 1232, timeout: float = 5, options: list[Any] | None = None,
-              want_dnssec: bool = False, source: str | None = None) -> dns.message.Message:
+    def query(
+        self,
+        name: str,
+        rdtype: str = "A",
+        *,
+        tcp: bool = False,
+        edns: int | None = 0,
+        payload: int = 1232,
+        timeout: float = 5,
+        options: list[Any] | None = None,
+        want_dnssec: bool = False,
+        source: str | None = None,
+    ) -> dns.message.Message:
         if edns is None or edns is False:
             message = dns.message.make_query(name, rdtype, use_edns=False)
         else:
-            message = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, options=options,
-                                             want_dnssec=want_dnssec)
+            message = dns.message.make_query(
+                name, rdtype, use_edns=edns, payload=payload, options=options, want_dnssec=want_dnssec
+            )
         send = dns.query.tcp if tcp else dns.query.udp
         kwargs = {"source": source} if source else {}
         return send(message, "127.0.0.1", port=self.port, timeout=timeout, **kwargs)
@@ -69,15 +81,21 @@ class RunningServer:
 
 def ede_of(response: dns.message.Message) -> list[tuple[int, str]]:
     """The Extended DNS Errors in a response, as (code, text)."""
-    return [(int(opt.code), opt.text or "") for opt in response.options if isinstance(opt, dns.edns.EDEOption)]
+    return [
+        (int(opt.code), opt.text or "") for opt in response.options if isinstance(opt, dns.edns.EDEOption)
+    ]
 
 
 def base_config(upstream: FakeDNS | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
     """A config that talks to loopback only: forward mode to ``upstream``, no log, no API, no refresh."""
     raw: dict[str, Any] = {
         "server": {"listen": ["127.0.0.1:0"]},
-        "resolver": {"mode": "forward", "upstreams": [upstream.url] if upstream else ["udp://127.0.0.1:9"],
-                     "timeout": 1.0, "total_timeout": 3.0},
+        "resolver": {
+            "mode": "forward",
+            "upstreams": [upstream.url] if upstream else ["udp://127.0.0.1:9"],
+            "timeout": 1.0,
+            "total_timeout": 3.0,
+        },
         "lists": {"refresh": "0", "data_dir": "var/lists"},
         "querylog": {"path": ""},
         "api": {"listen": ""},

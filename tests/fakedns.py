@@ -32,6 +32,8 @@ class FakeDNS:
     handlers: dict[str, Handler] = field(default_factory=dict)
     default_rcode: str = "NXDOMAIN"
     calls: list[tuple[str, str, str]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # query IDs received, in order
+    sources: list[tuple[str, int]] = field(default_factory=list)  # (address, port) of each UDP query
     _servers: list[socketserver.BaseServer] = field(default_factory=list)
 
     # ---------------------------------------------------------------------------------------- builder
@@ -115,6 +117,7 @@ class FakeDNS:
         except Exception:
             return None
         name = str(request.q.qname).lower().rstrip(".")
+        self.ids.append(request.header.id)
         self.calls.append((name, QTYPE[request.q.qtype], transport))
         handler = self.handlers.get(name)
         result = handler(request, transport) if handler else self._lookup(request)
@@ -128,6 +131,7 @@ class FakeDNS:
         class Udp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 data, sock = self.request
+                fake.sources.append(self.client_address[:2])
                 out = fake.respond(data, "udp")
                 if out is not None:
                     sock.sendto(out, self.client_address)

@@ -9,8 +9,8 @@ import dns.flags
 import dns.rcode
 import dns.rdatatype
 import pytest
-from conftest import base_config, ede_of
 
+from conftest import base_config, ede_of
 from fakedns import FakeDNS
 
 CATALOG = Path(__file__).parent / "data" / "catalog"
@@ -28,7 +28,12 @@ def upstream() -> FakeDNS:
         FakeDNS("127.0.0.2")
         .answer("api.platform.openai.com", "A", "192.0.2.10")
         .answer("example.org", "A", "192.0.2.20")
-        .answer("cdn.example.org", "A", "cdn.example.org. 60 IN CNAME edge.chatgpt.com.", "edge.chatgpt.com. 60 IN A 192.0.2.30")
+        .answer(
+            "cdn.example.org",
+            "A",
+            "cdn.example.org. 60 IN CNAME edge.chatgpt.com.",
+            "edge.chatgpt.com. 60 IN A 192.0.2.30",
+        )
         .answer("sub.only.exact.example", "A", "192.0.2.40")
         .answer("xn--bcher-kva.example", "A", "192.0.2.50")
         .start()
@@ -38,7 +43,9 @@ def upstream() -> FakeDNS:
 
 
 def test_domain_selector_blocks_name_and_subdomains_with_ede_and_soa(start_server, upstream):
-    server = start_server(base_config(upstream, policy={"block": ["domain:deepseek.com"]}, blocking={"ttl": 123}))
+    server = start_server(
+        base_config(upstream, policy={"block": ["domain:deepseek.com"]}, blocking={"ttl": 123})
+    )
     for name in ("deepseek.com", "chat.deepseek.com", "a.b.c.deepseek.com"):
         response = server.query(name)
         assert response.rcode() == dns.rcode.NXDOMAIN, name
@@ -68,7 +75,10 @@ def test_most_specific_entry_wins_and_allow_beats_block_on_a_tie(start_server, u
     server = start_server(
         catalog_config(
             upstream,
-            policy={"block": ["vendor:openai", "domain:example.org"], "allow": ["domain:platform.openai.com", "domain:example.org"]},
+            policy={
+                "block": ["vendor:openai", "domain:example.org"],
+                "allow": ["domain:platform.openai.com", "domain:example.org"],
+            },
         )
     )
     assert server.query("chat.openai.com").rcode() == dns.rcode.NXDOMAIN
@@ -80,7 +90,9 @@ def test_most_specific_entry_wins_and_allow_beats_block_on_a_tie(start_server, u
 
 def test_vendor_block_text_names_selector_and_vendor(start_server, upstream):
     server = start_server(catalog_config(upstream, policy={"block": ["vendor:deepseek"]}))
-    assert ede_of(server.query("chat.deepseek.com")) == [(15, "blocked by policy: vendor:deepseek (DeepSeek, CN, chat/api)")]
+    assert ede_of(server.query("chat.deepseek.com")) == [
+        (15, "blocked by policy: vendor:deepseek (DeepSeek, CN, chat/api)")
+    ]
 
 
 def test_exact_catalogue_entry_does_not_cover_subdomains(start_server, upstream):
@@ -128,7 +140,7 @@ def test_cname_chain_into_a_blocked_name_is_blocked_and_named(start_server, upst
     for _ in range(2):  # second time through the cache and the fast path's inspection memo
         response = server.query("cdn.example.org")
         assert response.rcode() == dns.rcode.NXDOMAIN
-        (code, text), = ede_of(response)
+        ((code, text),) = ede_of(response)
         assert code == 15 and "CNAME edge.chatgpt.com" in text and "vendor:openai" in text
     other = start_server(catalog_config(upstream, policy={"block": ["vendor:deepseek"]}))
     assert other.query("cdn.example.org").answer[-1][0].address == "192.0.2.30"

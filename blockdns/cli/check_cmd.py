@@ -16,7 +16,9 @@ from blockdns.runtime import build_policy
 @user_errors
 def check(
     name: Annotated[str, typer.Argument(help="The domain name to explain.")],
-    client: Annotated[str | None, typer.Option("--client", help="Client IP address (picks its group).")] = None,
+    client: Annotated[
+        str | None, typer.Option("--client", help="Client IP address (picks its group).")
+    ] = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -14,7 +14,17 @@ from blockdns.config import BlockingSettings
 from blockdns.policy import Decision, GroupPolicy
 from blockdns.resolve.base import Answer, Next, Outcome, Query
 from blockdns.resolve.synth import address_reply, negative_reply
-from blockdns.wire import EDE_BLOCKED, NOERROR, NXDOMAIN, REFUSED, TYPE_A, TYPE_AAAA, Reply, ede_option, text_to_wire
+from blockdns.wire import (
+    EDE_BLOCKED,
+    NOERROR,
+    NXDOMAIN,
+    REFUSED,
+    TYPE_A,
+    TYPE_AAAA,
+    Reply,
+    ede_option,
+    text_to_wire,
+)
 
 MEMO_LIMIT = 200_000
 
@@ -67,11 +77,13 @@ def decide(group: GroupPolicy, qname_wire: bytes, qname: str) -> Decision:
     return decision
 
 
-def _NO_RULE(group: GroupPolicy) -> Decision:  # noqa: N802 - reads as a constant
+def _NO_RULE(group: GroupPolicy) -> Decision:
     return Decision(name="", group=group.name, action="none")
 
 
-def inspect(group: GroupPolicy, qname: str, cnames: tuple[str, ...], addresses: tuple[str, ...]) -> Decision | None:
+def inspect(
+    group: GroupPolicy, qname: str, cnames: tuple[str, ...], addresses: tuple[str, ...]
+) -> Decision | None:
     """A block decision when a CNAME target or an answer address is blocked for this group, else None."""
     for target in cnames:
         decision = group.decide(target)
@@ -120,4 +132,6 @@ class InspectionHandler:
         if decision is None:
             return answer
         reply = self.responder.reply(query.qname_wire, query.qtype, decision)
-        return Answer(Outcome.BLOCKED, reply, reason=decision.reason, decision=decision, upstream=answer.upstream)
+        return Answer(
+            Outcome.BLOCKED, reply, reason=decision.reason, decision=decision, upstream=answer.upstream
+        )

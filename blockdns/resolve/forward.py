@@ -73,5 +73,7 @@ class Forwarder:
             return fallback  # every upstream answered, none usefully: pass the first such answer on
         if not errors:
             raise UpstreamError("no upstream answered in time", EDE_NO_REACHABLE_AUTHORITY)
-        code = EDE_NETWORK_ERROR if any(e.ede_code == EDE_NETWORK_ERROR for e in errors) else errors[0].ede_code
+        code = (
+            EDE_NETWORK_ERROR if any(e.ede_code == EDE_NETWORK_ERROR for e in errors) else errors[0].ede_code
+        )
         raise UpstreamError("; ".join(str(e) for e in errors), code)

@@ -27,8 +27,9 @@ def servfail(code: int, text: str) -> Reply:
 class ResolveHandler:
     name = "resolve"
 
-    def __init__(self, upstream: Upstream, cache: CacheSettings,
-                 observe_latency: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self, upstream: Upstream, cache: CacheSettings, observe_latency: Callable[[float], None] | None = None
+    ) -> None:
         self.upstream = upstream
         self.cache_settings = cache
         self.observe_latency = observe_latency
@@ -76,8 +77,12 @@ class ResolveHandler:
             )
         except WireError as err:
             log.info("unusable reply from %s for %s: %s", result.server, query.qname, err)
-            return Answer(Outcome.ERROR, servfail(EDE_OTHER, f"malformed reply from {result.server}"),
-                          reason=str(err), upstream=result.server)
+            return Answer(
+                Outcome.ERROR,
+                servfail(EDE_OTHER, f"malformed reply from {result.server}"),
+                reason=str(err),
+                upstream=result.server,
+            )
         cacheable = parsed.rcode in (0, 3)  # NOERROR and NXDOMAIN; never SERVFAIL or REFUSED
         return Answer(
             Outcome.RESOLVED,

@@ -44,8 +44,9 @@ def negative_reply(qname: bytes, zone: bytes, rcode: int, ttl: int, ede: bytes =
     return Reply(rcode=rcode, counts=(0, 1, 0), records=soa_record(_owner_pointer(qname, zone), ttl), ede=ede)
 
 
-def address_reply(qtype: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address, ttl: int,
-                  ede: bytes = b"") -> Reply:
+def address_reply(
+    qtype: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address, ttl: int, ede: bytes = b""
+) -> Reply:
     raw = address.packed
     record = b"\xc0\x0c" + struct.pack(">HHIH", qtype, CLASS_IN, ttl, len(raw)) + raw
     return Reply(rcode=NOERROR, counts=(1, 0, 0), records=record, ede=ede)

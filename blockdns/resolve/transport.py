@@ -91,8 +91,9 @@ async def exchange(
     return Exchange(data, server, loop.time() - started, True)
 
 
-async def _udp(host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int,
-               timeout: float) -> bytes:
+async def _udp(
+    host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int, timeout: float
+) -> bytes:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -127,8 +128,9 @@ async def _udp(host: str, port: int, message: bytes, qid: int, qname: bytes, qty
         sock.close()
 
 
-async def _tcp(host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int,
-               timeout: float) -> bytes:
+async def _tcp(
+    host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int, timeout: float
+) -> bytes:
     STATS.queries += 1
     writer = None
     try:

@@ -44,7 +44,9 @@ _UNAVAILABLE_ERRNOS = {99, 97}  # EADDRNOTAVAIL, EAFNOSUPPORT
 
 def make_upstream(resolver: ResolverSettings, cache_entries: int) -> Upstream:
     if resolver.mode == "forward":
-        return Forwarder(resolver.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout)
+        return Forwarder(
+            resolver.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout
+        )
     from blockdns.resolve.recursive import RecursiveResolver
 
     return RecursiveResolver(resolver, cache_max_entries=cache_entries)
@@ -184,7 +186,8 @@ class Server:
         for _attempt in range(20):
             try:
                 udp, _ = await loop.create_datagram_endpoint(
-                    lambda: UdpProtocol(self.engine, self.tasks), local_addr=(address.host, address.port),
+                    lambda: UdpProtocol(self.engine, self.tasks),
+                    local_addr=(address.host, address.port),
                     family=family,
                 )
             except OSError as err:

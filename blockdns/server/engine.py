@@ -34,7 +34,6 @@ from blockdns.wire import (
     EDE_OTHER,
     FORMERR,
     MAX_UDP_PAYLOAD,
-    MIN_UDP_PAYLOAD,
     NOTIMP,
     OPCODE_MASK,
     QR,
@@ -43,6 +42,7 @@ from blockdns.wire import (
     parse_message,
     parse_query_fast,
     render,
+    response_limit,
     text_to_wire,
     wire_name_to_text,
 )
@@ -50,7 +50,6 @@ from blockdns.wire import (
 log = logging.getLogger(__name__)
 bad_packet_log = RateLimitedLog(log, interval=10.0)
 
-TCP_LIMIT = 65535
 _MISSING = object()
 
 
@@ -85,8 +84,9 @@ CHAIN_ORDER = ("access", "local", "blocking", "inspection", "cache", "resolve")
 
 
 class Engine:
-    def __init__(self, cache: AnswerCache, resolver: ResolveHandler, stats: ServerStats,
-                 pause: PauseSwitch) -> None:
+    def __init__(
+        self, cache: AnswerCache, resolver: ResolveHandler, stats: ServerStats, pause: PauseSwitch
+    ) -> None:
         self.cache = cache
         self.resolver = resolver
         self.stats = stats
@@ -141,10 +141,7 @@ class Engine:
             return None
         now = time.monotonic()
         paused = self.pause.until > now
-        if tcp:
-            limit = TCP_LIMIT
-        else:
-            limit = (payload if payload < MAX_UDP_PAYLOAD else MAX_UDP_PAYLOAD) if payload else MIN_UDP_PAYLOAD
+        limit = response_limit(payload, tcp)
         stats = self.stats
         if decision.action == "block" and not paused:
             reply = gen.blocked.get((group.name, qname, qtype))  # type: ignore[union-attr]
@@ -178,17 +175,41 @@ class Engine:
         self._log(client, group.name, qname, qtype, "cached", reply.rcode, None, entry.upstream, tcp)
         return out
 
-    def _log(self, client: str, group: str, qname: bytes, qtype: int, outcome: str, rcode: int,
-             decision: Decision | None, upstream: str | None, tcp: bool, duration_ms: float = 0.0,
-             reason: str | None = None) -> None:
+    def _log(
+        self,
+        client: str,
+        group: str,
+        qname: bytes,
+        qtype: int,
+        outcome: str,
+        rcode: int,
+        decision: Decision | None,
+        upstream: str | None,
+        tcp: bool,
+        duration_ms: float = 0.0,
+        reason: str | None = None,
+    ) -> None:
         querylog = self.querylog
         if querylog is None:
             return
         queue = querylog.queue  # type: ignore[attr-defined]
         if len(queue) < querylog.capacity:  # type: ignore[attr-defined]
-            queue.append((time.time(), client, group, qname, qtype, outcome, rcode,
-                          reason if reason is not None else (decision.reason if decision else None),
-                          decision, upstream, duration_ms, "tcp" if tcp else "udp"))
+            queue.append(
+                (
+                    time.time(),
+                    client,
+                    group,
+                    qname,
+                    qtype,
+                    outcome,
+                    rcode,
+                    reason if reason is not None else (decision.reason if decision else None),
+                    decision,
+                    upstream,
+                    duration_ms,
+                    "tcp" if tcp else "udp",
+                )
+            )
         else:
             self.stats.log_dropped += 1
 
@@ -231,10 +252,7 @@ class Engine:
             self.stats.handler_failures += 1
             log.exception("handler failed for %s %d from %s", text, qtype, client)
             answer = Answer(Outcome.ERROR, servfail(EDE_OTHER, "internal error"), reason="internal error")
-        if tcp:
-            limit = TCP_LIMIT
-        else:
-            limit = min(payload, MAX_UDP_PAYLOAD) if payload else MIN_UDP_PAYLOAD
+        limit = response_limit(payload, tcp)
         out = render(qid, flags, query.question, answer.reply, answer.age, payload, do, limit)
         self._account(query, answer, started, gen)
         return out
@@ -248,12 +266,25 @@ class Engine:
         decision = answer.decision
         if answer.outcome is Outcome.BLOCKED and decision is not None and decision.rule is not None:
             rule = decision.rule
-            self.stats.blocks[(rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)] += 1
+            self.stats.blocks[
+                (rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)
+            ] += 1
             if decision.via is None:
                 gen.blocked[(group, query.qname_wire, query.qtype)] = answer.reply
         duration_ms = (time.monotonic() - started) * 1000
-        self._log(query.client, group, query.qname_wire, query.qtype, outcome, answer.reply.rcode, decision,
-                  answer.upstream, query.transport == "tcp", duration_ms, answer.reason)
+        self._log(
+            query.client,
+            group,
+            query.qname_wire,
+            query.qtype,
+            outcome,
+            answer.reply.rcode,
+            decision,
+            answer.upstream,
+            query.transport == "tcp",
+            duration_ms,
+            answer.reason,
+        )
 
     def _reparse(self, data: bytes) -> tuple[bytes, tuple | None]:
         """A packet the fast parser refused: decide between silence, an error code, or a clean re-encoding
