@@ -20,6 +20,7 @@ from blockdns.server.app import Server
 from fakedns import FakeDNS
 
 LISTS_DIR = Path(__file__).resolve().parent.parent / "lists"
+TEST_CATALOG = Path(__file__).resolve().parent / "data" / "catalog"
 
 
 class RunningServer:
@@ -96,7 +97,13 @@ def base_config(upstream: FakeDNS | None = None, **sections: dict[str, Any]) -> 
             "timeout": 1.0,
             "total_timeout": 3.0,
         },
-        "lists": {"refresh": "0", "data_dir": "var/lists"},
+        # A small fixed catalogue, so server tests do not change when the shipped one grows.
+        "lists": {
+            "refresh": "0",
+            "data_dir": "var/lists",
+            "catalog": str(TEST_CATALOG / "vendors"),
+            "guard": str(TEST_CATALOG / "guard.toml"),
+        },
         "querylog": {"path": ""},
         "api": {"listen": ""},
     }

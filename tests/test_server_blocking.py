@@ -3,8 +3,6 @@ bypass canaries. dnspython is the client; the upstream is a real fake server on 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dns.flags
 import dns.rcode
 import dns.rdatatype
@@ -13,13 +11,9 @@ import pytest
 from conftest import base_config, ede_of
 from fakedns import FakeDNS
 
-CATALOG = Path(__file__).parent / "data" / "catalog"
-
 
 def catalog_config(upstream: FakeDNS, **sections: object) -> dict:
-    raw = base_config(upstream, **sections)
-    raw["lists"] = {**raw["lists"], "catalog": str(CATALOG / "vendors"), "guard": str(CATALOG / "guard.toml")}
-    return raw
+    return base_config(upstream, **sections)  # base_config already uses the small test catalogue
 
 
 @pytest.fixture
