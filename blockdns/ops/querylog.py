@@ -8,9 +8,10 @@ The hot path costs one ``len`` and one ``append`` (both atomic under the GIL)::
         stats.log_dropped += 1
 
 so DNS never waits for the disk. The writer thread wakes every ``flush_interval`` seconds, or sooner when a
-batch is full, turns rows into records (wire names to text, client addresses masked per ``[querylog]
-clients``, decisions to vendor/category/selector) and commits each batch with one ``executemany``. It also
-purges rows older than ``retention_days`` at start and then every ``purge_interval`` seconds.
+batch is full (it looks every 50 ms), turns rows into records (wire names to text, client addresses masked
+per ``[querylog] clients``, decisions to vendor/category/selector) and commits each batch with one
+``executemany``. It also purges rows older than ``retention_days`` at start and then every
+``purge_interval`` seconds (``retention_days = 0`` keeps everything).
 
 Reading goes through :class:`~blockdns.ops.querylog_read.QueryLogReader`, which opens its own read-only
 connection, so the API and ``blockdns log`` work while the server writes.
@@ -43,6 +44,7 @@ Row = tuple[float, str, str, bytes, int, str, int, str | None, Decision | None, 
 Record = tuple[object, ...]
 
 PURGE_CHUNK = 5000
+POLL_INTERVAL = 0.05
 ERROR_LOG_INTERVAL = 60.0
 
 
@@ -171,13 +173,7 @@ class QueryLog:
         next_purge = 0.0  # purge once at start
         try:
             while True:
-                if (
-                    not self._stop.is_set()
-                    and len(self.queue) < self.batch_size
-                    and not self._purge_requested
-                ):
-                    self._wake.wait(self.flush_interval)
-                    self._wake.clear()
+                self._idle()
                 self._drain(conn)
                 now = time.monotonic()
                 if now >= next_purge or self._purge_requested:
@@ -189,6 +185,21 @@ class QueryLog:
             conn.close()
             with self._cond:
                 self._cond.notify_all()
+
+    def _idle(self) -> None:
+        """Wait up to ``flush_interval``; stop early for a full batch, a flush, a purge or a stop.
+
+        The hot path never signals (that would cost it a lock), so a full batch is noticed by polling the
+        queue's length every ``POLL_INTERVAL``.
+        """
+        deadline = time.monotonic() + self.flush_interval
+        while not self._stop.is_set() and not self._purge_requested and len(self.queue) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._wake.wait(min(remaining, POLL_INTERVAL)):
+                self._wake.clear()
+                return
 
     def _drain(self, conn: sqlite3.Connection) -> None:
         queue, popleft = self.queue, self.queue.popleft

@@ -1,0 +1,141 @@
+"""``blockdns log`` and ``blockdns stats``: read the query log, also while the server is writing it.
+
+Both open the SQLite file read-only (WAL mode lets them read beside the writer). Register them on the app
+with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
+from blockdns.config import parse_duration
+from blockdns.errors import UserError
+from blockdns.ops.querylog_read import MAX_LIMIT, QueryLogReader
+
+
+def _since(text: str | None, option: str) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError as err:
+        raise UserError(f"{option}: {err}") from None
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+@user_errors
+def log(
+    blocked: Annotated[bool, typer.Option("--blocked", help="Only blocked queries.")] = False,
+    client: Annotated[
+        str | None, typer.Option("--client", help="Only this client (an IP address, or its hash).")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="How far back, e.g. 15m, 1h, 7d.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many rows (newest).")] = 50,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show recent queries from the query log (oldest of the selection first; --json: newest first)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UserError(f"--limit: must be from 1 to {MAX_LIMIT}")
+    settings = load_settings(config)
+    reader = QueryLogReader.from_settings(settings)
+    rows = reader.recent(limit=limit, blocked_only=blocked, client=client, since=_since(since, "--since"))
+    if json_output:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("no matching queries")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("time", "client", "group", "name", "type", "outcome", "rcode", "ms", "why"):
+        table.add_column(column, justify="right" if column == "ms" else "left")
+    for row in reversed(rows):
+        why = row["vendor"] or row["rule"] or row["upstream"] or row["reason"] or ""
+        if row["outcome"] == "blocked" and row["selector"]:
+            why = f"{row['vendor'] or row['rule']} ({row['selector']})"
+        table.add_row(
+            _when(float(row["ts"])),  # type: ignore[arg-type]
+            str(row["client"] or "-"),
+            str(row["group"]),
+            str(row["name"]),
+            str(row["qtype"]),
+            str(row["outcome"]),
+            str(row["rcode"]),
+            f"{row['duration_ms']:.1f}",
+            str(why),
+        )
+    _console().print(table)
+
+
+@user_errors
+def stats(
+    since: Annotated[str, typer.Option("--since", help="The period to summarise, e.g. 1h, 24h, 7d.")] = "24h",
+    top: Annotated[int, typer.Option("--top", help="How many vendors, names and clients to list.")] = 10,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Summarise the query log: totals, block rate, top blocked vendors, names and clients."""
+    if not 1 <= top <= 1000:
+        raise UserError("--top: must be from 1 to 1000")
+    settings = load_settings(config)
+    reader = QueryLogReader.from_settings(settings)
+    start = _since(since, "--since")
+    summary = reader.summary(since=start, top=top)
+    if json_output:
+        print(json.dumps(summary, indent=2))
+        return
+    first, rate = summary["since"], summary["block_rate"]
+    assert isinstance(first, float) and isinstance(rate, float)
+    console = _console()
+    console.print(
+        f"since {_when(first)}: {summary['total']} queries, {summary['blocked']} blocked ({rate:.1%})"
+    )
+    outcomes = summary["by_outcome"]
+    if isinstance(outcomes, dict) and outcomes:
+        console.print("  " + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())))
+    vendors = [
+        (row["vendor"] or "(no vendor)", row["category"] or "-", row["count"])
+        for row in _rows(summary["top_vendors"])
+    ]
+    names = [(row["name"], row["vendor"] or "-", row["count"]) for row in _rows(summary["top_domains"])]
+    clients = [(row["client"], row["queries"], row["blocked"]) for row in _rows(summary["top_clients"])]
+    _top(console, "top blocked vendors", ("vendor", "category", "blocked"), vendors)
+    _top(console, "top blocked names", ("name", "vendor", "blocked"), names)
+    _top(console, "top clients by blocked queries", ("client", "queries", "blocked"), clients)
+
+
+def _rows(value: object) -> list[dict[str, object]]:
+    return [row for row in value if isinstance(row, dict)] if isinstance(value, list) else []
+
+
+def _top(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    if not rows:
+        return
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("blocked", "queries") else "left")
+    for row in rows:
+        table.add_row(*(str(value) for value in row))
+    console.print()
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``log`` and ``stats`` to the ``blockdns`` app."""
+    app.command("log")(log)
+    app.command("stats")(stats)

@@ -1,0 +1,389 @@
+"""The admin HTTP API, the dashboard and ``/metrics``, served by aiohttp on the server's event loop.
+
+Reads (``GET``) need no token. Every change (any other method) needs ``Authorization: Bearer TOKEN`` equal
+to ``[api] token`` (compared in constant time); an empty configured token refuses every change with 403.
+The token is read from ``control.settings`` on every request, so a reload that changes it takes effect at
+once. Query log reads run in a worker thread: SQLite never holds up DNS on the event loop.
+
+When the API listens on a loopback address, requests must name a loopback host (``localhost``,
+``127.0.0.1``, ``[::1]``) in their ``Host`` header: a web page the admin visits cannot use DNS rebinding to
+read the query log through the admin's browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from blockdns.config import parse_duration
+from blockdns.errors import BlockdnsError, InvalidName
+from blockdns.ops import metrics
+from blockdns.ops.clientid import QueryLogError
+from blockdns.ops.openapi import document
+from blockdns.ops.snapshot import paused_until, server_snapshot
+
+if TYPE_CHECKING:
+    from blockdns.ops.control import ServerControl
+    from blockdns.ops.querylog import QueryLog
+
+log = logging.getLogger("blockdns.api")
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_PAUSE = "5m"
+MAX_PAUSE = 30 * 86400.0
+DEFAULT_STATS_SINCE = 86400.0
+MAX_BODY = 64 * 1024
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+CONTROL: web.AppKey[ServerControl] = web.AppKey("control")
+QUERYLOG: web.AppKey[QueryLog | None] = web.AppKey("querylog")
+REGISTRY: web.AppKey[object] = web.AppKey("registry")
+LOOPBACK_ONLY: web.AppKey[bool] = web.AppKey("loopback_only")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
+    " img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiRunner(web.AppRunner):
+    """The running API; ``host`` and ``port`` are what it actually bound (port 0 picks a free one)."""
+
+    @property
+    def host(self) -> str:
+        return str(self.addresses[0][0])
+
+    @property
+    def port(self) -> int:
+        return int(self.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+
+def error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, dumps=_dumps)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, allow_nan=False, default=str)
+
+
+def ok(body: object, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=_dumps)
+
+
+# ------------------------------------------------------------------------------------------ middlewares
+
+
+def _is_loopback_host(host: str) -> bool:
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name in ("localhost", "localhost.") or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Host check, token check for changes, JSON errors for the API, security headers on everything."""
+    try:
+        if request.app[LOOPBACK_ONLY] and not _is_loopback_host(request.host):
+            response: web.StreamResponse = error(
+                403,
+                f"Host {request.host!r} is not a loopback name; this API listens on loopback only"
+                " (use http://127.0.0.1:PORT or http://localhost:PORT)",
+            )
+        elif request.method not in SAFE_METHODS and (refusal := _check_token(request)) is not None:
+            response = refusal
+        else:
+            response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error(exc.status, exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("admin API: %s %s failed", request.method, request.path)
+        response = error(500, "internal error; see the server log")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _check_token(request: web.Request) -> web.Response | None:
+    token = request.app[CONTROL].settings.api.token
+    if not token:
+        return error(403, "changes are disabled: set [api] token in the config to allow them")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        response = error(401, "missing or wrong token: send Authorization: Bearer TOKEN")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="blockdns"'
+        return response
+    return None
+
+
+# ---------------------------------------------------------------------------------------- input parsing
+
+
+class BadInput(Exception):
+    """A request parameter that cannot be used: becomes a 400 with this message."""
+
+
+def _since(request: web.Request, default: float | None) -> float | None:
+    text = request.query.get("since", "").strip()
+    if not text:
+        return time.time() - default if default is not None else None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as err:
+        raise BadInput(f"since: {err}") from None
+    return time.time() - seconds
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", "100").strip()
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise BadInput(f"limit: {text!r} is not a whole number from 1 to 10000")
+    return int(text)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise BadInput(f"{name}: {text!r} is not true or false")
+
+
+def _client(request: web.Request) -> str | None:
+    text = request.query.get("client", "").strip()
+    return text or None
+
+
+def _address(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        raise BadInput(f"client: {text!r} is not an IP address") from None
+
+
+async def _json_body(request: web.Request) -> dict[str, object]:
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadInput("the request body must be a JSON object")
+    return body
+
+
+def _pause_seconds(body: dict[str, object]) -> float:
+    value = body.get("duration", DEFAULT_PAUSE)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise BadInput('duration: give a duration such as "5m", "1h" or a number of seconds')
+    try:
+        seconds = parse_duration(value)
+    except ValueError as err:
+        raise BadInput(f"duration: {err}") from None
+    if not 0 < seconds <= MAX_PAUSE:
+        raise BadInput("duration: must be more than 0 and at most 30d")
+    return seconds
+
+
+def bad_input(func: Handler) -> Handler:
+    """Turn :class:`BadInput` and user-level blockdns errors raised by a handler into a 400."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await func(request)
+        except (BadInput, InvalidName, QueryLogError) as err:
+            return error(400, str(err))
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------------- handlers
+
+
+@bad_input
+async def get_stats(request: web.Request) -> web.StreamResponse:
+    since = _since(request, DEFAULT_STATS_SINCE)
+    body = server_snapshot(request.app[CONTROL], request.app[QUERYLOG])
+    querylog = request.app[QUERYLOG]
+    if querylog is not None:
+        state = body["querylog"]
+        assert isinstance(state, dict)
+        try:
+            state["summary"] = await asyncio.to_thread(querylog.summary, since)
+        except QueryLogError as err:
+            state["summary"] = None
+            state["error"] = str(err)
+    return ok(body)
+
+
+@bad_input
+async def get_querylog(request: web.Request) -> web.StreamResponse:
+    querylog = request.app[QUERYLOG]
+    limit, blocked, client = _limit(request), _flag(request, "blocked"), _client(request)
+    since = _since(request, None)
+    if querylog is None:
+        return error(404, 'the query log is off ([querylog] path = "")')
+    rows = await asyncio.to_thread(querylog.recent, limit, blocked, client, since)
+    return ok({"rows": rows})
+
+
+@bad_input
+async def get_check(request: web.Request) -> web.StreamResponse:
+    name = request.query.get("name", "").strip()
+    if not name:
+        raise BadInput("name: give the name to check, e.g. /api/check?name=chat.deepseek.com")
+    client = _address(_client(request))
+    try:
+        decision = request.app[CONTROL].check(name, client)
+    except BlockdnsError as err:
+        raise BadInput(str(err)) from None
+    return ok(decision.to_json())
+
+
+@bad_input
+async def post_pause(request: web.Request) -> web.StreamResponse:
+    seconds = _pause_seconds(await _json_body(request))
+    control = request.app[CONTROL]
+    until = control.pause(seconds)
+    log.warning("admin API: blocking paused for %.0fs by %s", seconds, request.remote)
+    return ok({"paused": True, "paused_until": until, "seconds": seconds})
+
+
+async def post_resume(request: web.Request) -> web.StreamResponse:
+    control = request.app[CONTROL]
+    control.resume()
+    log.warning("admin API: blocking resumed by %s", request.remote)
+    return ok({"paused": False, "paused_until": None})
+
+
+async def post_reload(request: web.Request) -> web.StreamResponse:
+    log.info("admin API: reload requested by %s", request.remote)
+    result = await request.app[CONTROL].reload()
+    body = {"ok": result.ok, "message": result.message}
+    if not result.ok:
+        return ok({**body, "error": result.message}, status=409)
+    return ok(body)
+
+
+async def get_metrics(request: web.Request) -> web.StreamResponse:
+    registry = request.app[REGISTRY]
+    text = metrics.render(registry)  # type: ignore[arg-type]
+    response = web.Response(body=text)
+    response.headers["Content-Type"] = metrics.CONTENT_TYPE
+    return response
+
+
+async def get_openapi(request: web.Request) -> web.StreamResponse:
+    return ok(document())
+
+
+async def get_health(request: web.Request) -> web.StreamResponse:
+    control = request.app[CONTROL]
+    return ok({"status": "ok", "paused": paused_until(control) is not None})
+
+
+async def get_dashboard(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(
+        STATIC_DIR / "dashboard.html", headers={"Content-Type": "text/html; charset=utf-8"}
+    )
+
+
+async def get_static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    types = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
+    path = STATIC_DIR / name
+    kind = types.get(name.rsplit(".", 1)[-1])
+    if kind is None or "/" in name or name.startswith(".") or not path.is_file():
+        return error(404, "not found")
+    return web.FileResponse(path, headers={"Content-Type": f"{kind}; charset=utf-8"})
+
+
+# ------------------------------------------------------------------------------------------------- app
+
+
+def make_app(
+    control: ServerControl, querylog: QueryLog | None = None, *, loopback_only: bool = False
+) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app[CONTROL] = control
+    app[QUERYLOG] = querylog
+    app[REGISTRY] = metrics.make_registry(control, querylog)
+    app[LOOPBACK_ONLY] = loopback_only
+    app.router.add_get("/", get_dashboard)
+    app.router.add_get("/static/{name}", get_static)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/api/stats", get_stats)
+    app.router.add_get("/api/querylog", get_querylog)
+    app.router.add_get("/api/check", get_check)
+    app.router.add_get("/api/health", get_health)
+    app.router.add_get("/api/openapi.json", get_openapi)
+    app.router.add_post("/api/pause", post_pause)
+    app.router.add_post("/api/resume", post_resume)
+    app.router.add_post("/api/lists/reload", post_reload)
+    return app
+
+
+def _is_loopback_address(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def start_api(control: ServerControl, querylog: QueryLog | None, host: str, port: int) -> ApiRunner:
+    """Serve the API on ``host:port`` (port 0: any free port; read it from ``runner.port``).
+
+    Stop it with ``await runner.cleanup()``. Raises OSError when the address cannot be bound.
+    """
+    app = make_app(control, querylog, loopback_only=_is_loopback_address(host))
+    runner = ApiRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("admin API on %s", runner.url)
+    return runner

@@ -1,0 +1,250 @@
+"""Prometheus metrics: a collector that reads the server's counters at scrape time.
+
+Nothing is counted twice: the hot path keeps updating plain ints and dicts in :class:`ServerStats` and
+``transport.STATS``; this collector turns them into metric families when Prometheus asks. It lives on its
+own :class:`CollectorRegistry`, so several servers in one process (tests) never collide.
+
+Scrapes run on the server's event loop (the same thread that updates the counters), so the dicts never
+change while they are read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from blockdns import __version__
+from blockdns.ops.labels import qtype_name
+from blockdns.ops.stats import LATENCY_BUCKETS
+from blockdns.resolve import transport
+
+if TYPE_CHECKING:
+    from blockdns.ops.control import ServerControl
+    from blockdns.ops.querylog import QueryLog
+
+log = logging.getLogger("blockdns.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# (metric name, ServerStats field, help) for the plain int counters.
+PLAIN_COUNTERS = (
+    (
+        "refused_clients",
+        "refused_clients",
+        "Queries refused because the client is not in server.allow_clients",
+    ),
+    ("bad_packets", "bad_packets", "Unparseable queries"),
+    ("dropped_overload", "dropped_overload", "Queries dropped because too many were being resolved"),
+    ("handler_failures", "handler_failures", "Internal errors turned into SERVFAIL"),
+    ("querylog_dropped", "log_dropped", "Query log rows dropped because the writer fell behind"),
+)
+
+
+def _timestamp(value: object) -> float | None:
+    """``fetched_at`` as seconds since the epoch: a number, or an ISO 8601 text (naive means UTC)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.timestamp()
+    return None
+
+
+class FeedManifest:
+    """``data_dir/manifest.json``, re-read only when the file changes."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Path, int, int] | None = None
+        self._feeds: dict[str, dict[str, object]] = {}
+
+    def feeds(self, path: Path) -> dict[str, dict[str, object]]:
+        try:
+            info = path.stat()
+        except OSError:
+            self._key, self._feeds = None, {}
+            return {}
+        key = (path, info.st_mtime_ns, info.st_size)
+        if key != self._key:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                feeds = data.get("feeds", {}) if isinstance(data, dict) else {}
+                self._feeds = {str(k): v for k, v in feeds.items() if isinstance(v, dict)}
+            except (OSError, ValueError, AttributeError) as err:
+                log.warning("%s: cannot read the feed manifest: %s", path, err)
+                self._feeds = {}
+            self._key = key
+        return self._feeds
+
+
+class ServerCollector(Collector):
+    def __init__(self, control: ServerControl, querylog: QueryLog | None = None) -> None:
+        self.control = control
+        self.querylog = querylog
+        self.manifest = FeedManifest()
+
+    def collect(self) -> Iterator[Metric]:
+        control, stats = self.control, self.control.stats
+        info = InfoMetricFamily("blockdns", "blockdns build information")
+        info.add_metric([], {"version": __version__})
+        yield info
+        yield GaugeMetricFamily("blockdns_start_time_seconds", "When the server started", value=stats.started)
+
+        queries = CounterMetricFamily(
+            "blockdns_queries",
+            "Answered queries by type, outcome and client group",
+            labels=["qtype", "outcome", "group"],
+        )
+        for (qtype, outcome, group), count in sorted(stats.queries.items()):
+            queries.add_metric([qtype_name(qtype), outcome, group], count)
+        yield queries
+
+        blocks = CounterMetricFamily(
+            "blockdns_blocked", "Blocked answers by vendor, category and policy selector",
+            labels=["vendor", "category", "selector"],
+        )  # fmt: skip
+        for (vendor, category, selector), count in sorted(stats.blocks.items()):
+            blocks.add_metric([vendor, category, selector], count)
+        yield blocks
+        by_category: Counter[str] = Counter()
+        for (_, category, _), count in stats.blocks.items():
+            by_category[category] += count
+        category_family = CounterMetricFamily(
+            "blockdns_blocked_by_category", "Blocked answers by category", labels=["category"]
+        )
+        for category, count in sorted(by_category.items()):
+            category_family.add_metric([category], count)
+        yield category_family
+
+        yield CounterMetricFamily(
+            "blockdns_cache_hits", "Answers served from the cache", value=stats.cache_hits
+        )
+        yield CounterMetricFamily(
+            "blockdns_cache_misses", "Cache lookups that found nothing", value=stats.cache_misses
+        )
+        yield GaugeMetricFamily(
+            "blockdns_cache_entries", "Entries in the answer cache", value=control.cache_size()
+        )
+
+        yield self._latency()
+        yield from self._upstream()
+        yield from self._feeds()
+
+        for name, attribute, text in PLAIN_COUNTERS:
+            yield CounterMetricFamily(f"blockdns_{name}", text, value=getattr(stats, attribute))
+        if self.querylog is not None:
+            yield GaugeMetricFamily(
+                "blockdns_querylog_queue_rows",
+                "Query log rows waiting for the writer",
+                value=len(self.querylog.queue),
+            )
+            yield CounterMetricFamily(
+                "blockdns_querylog_written", "Query log rows stored", value=self.querylog.written
+            )
+            yield CounterMetricFamily(
+                "blockdns_querylog_write_errors", "Query log rows lost to database errors",
+                value=self.querylog.write_errors,
+            )  # fmt: skip
+
+        paused_until = control.paused_until
+        paused = paused_until is not None and paused_until > time.time()
+        yield GaugeMetricFamily("blockdns_paused", "1 while blocking is paused", value=1 if paused else 0)
+        yield GaugeMetricFamily(
+            "blockdns_paused_until_seconds", "When blocking comes back on (0: not paused)",
+            value=paused_until if paused and paused_until else 0,
+        )  # fmt: skip
+        policy = control.policy
+        yield GaugeMetricFamily(
+            "blockdns_policy_entries", "Domain entries across all groups", value=policy.size
+        )
+        group_entries = GaugeMetricFamily(
+            "blockdns_policy_group_entries", "Domain entries per client group", labels=["group"]
+        )
+        for name, group in sorted(policy.groups.items()):
+            group_entries.add_metric([name], len(group.domains))
+        yield group_entries
+
+    def _latency(self) -> HistogramMetricFamily:
+        stats = self.control.stats
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(LATENCY_BUCKETS, stats.upstream_latency_buckets, strict=False):
+            running += count
+            buckets.append((repr(float(bound)), running))
+        buckets.append(("+Inf", stats.upstream_latency_count))
+        family = HistogramMetricFamily(
+            "blockdns_upstream_latency_seconds", "Time for an upstream or recursive answer"
+        )
+        family.add_metric([], buckets, stats.upstream_latency_sum)
+        return family
+
+    def _upstream(self) -> Iterator[Metric]:
+        counters = transport.STATS
+        for name, text in (
+            ("queries", "Queries sent to upstreams and authoritative servers"),
+            ("replies", "Valid replies received"),
+            ("mismatched", "Replies dropped for a wrong ID or question"),
+            ("timeouts", "Queries that got no reply in time"),
+            ("errors", "Network errors talking to a server"),
+            ("tcp_fallbacks", "Truncated UDP replies retried over TCP"),
+        ):
+            yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
+
+    def _feeds(self) -> Iterator[Metric]:
+        from blockdns.runtime import data_dir
+
+        feeds = self.manifest.feeds(data_dir(self.control.settings) / "manifest.json")
+        entries = GaugeMetricFamily(
+            "blockdns_feed_entries", "Entries in each feed's stored data", labels=["feed"]
+        )
+        updated = GaugeMetricFamily(
+            "blockdns_feed_last_success_seconds",
+            "When the stored data of each feed was fetched (its last successful update)",
+            labels=["feed"],
+        )
+        status = GaugeMetricFamily(
+            "blockdns_feed_status", "1 for each feed's last update status", labels=["feed", "status"]
+        )
+        for name, feed in sorted(feeds.items()):
+            count = feed.get("entries")
+            if isinstance(count, int | float):
+                entries.add_metric([name], count)
+            when = _timestamp(feed.get("fetched_at"))
+            if when is not None:
+                updated.add_metric([name], when)
+            if isinstance(feed.get("status"), str):
+                status.add_metric([name, str(feed["status"])], 1)
+        yield entries
+        yield updated
+        yield status
+
+
+def make_registry(control: ServerControl, querylog: QueryLog | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(control, querylog))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of ``registry``."""
+    return generate_latest(registry)

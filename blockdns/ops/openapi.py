@@ -1,0 +1,259 @@
+"""``GET /api/openapi.json``: an OpenAPI 3.0 description of the admin API, kept beside the code it describes
+(a test checks that every route of the app is described and every described path is routed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blockdns import __version__
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ERROR, description)
+
+
+_CHANGE_ERRORS = {
+    "401": _error("missing or wrong `Authorization: Bearer TOKEN`"),
+    "403": _error("no token is configured (`[api] token` is empty), so every change is refused"),
+}
+
+_SINCE = {
+    "name": "since",
+    "in": "query",
+    "required": False,
+    "description": "how far back: a duration such as `90s`, `15m`, `1h`, `7d` (default: `24h` for stats,"
+    " the whole log for the query log)",
+    "schema": {"type": "string", "example": "1h"},
+}
+
+_ROW = {
+    "type": "object",
+    "properties": {
+        "ts": {"type": "number", "description": "seconds since the epoch"},
+        "client": {"type": "string", "nullable": True, "description": "address, keyed hash, or null"},
+        "group": {"type": "string"},
+        "name": {"type": "string"},
+        "qtype": {"type": "string", "example": "AAAA"},
+        "outcome": {"type": "string", "enum": ["resolved", "cached", "blocked", "local", "refused", "error"]},
+        "rcode": {"type": "string", "example": "NXDOMAIN"},
+        "reason": {"type": "string", "nullable": True},
+        "rule": {"type": "string", "nullable": True},
+        "selector": {"type": "string", "nullable": True},
+        "vendor": {"type": "string", "nullable": True},
+        "category": {"type": "string", "nullable": True},
+        "upstream": {"type": "string", "nullable": True},
+        "duration_ms": {"type": "number"},
+        "transport": {"type": "string", "example": "udp"},
+    },
+}
+
+_DECISION = {
+    "type": "object",
+    "required": ["name", "blocked", "action", "group"],
+    "properties": {
+        "name": {"type": "string"},
+        "blocked": {"type": "boolean"},
+        "action": {"type": "string", "enum": ["block", "allow", "none"]},
+        "rule": {"type": "string", "nullable": True, "description": "the matching domain entry"},
+        "selector": {"type": "string", "nullable": True, "example": "vendor:deepseek"},
+        "vendor": {"type": "string", "nullable": True},
+        "vendor_name": {"type": "string", "nullable": True},
+        "category": {"type": "string", "nullable": True},
+        "jurisdiction": {"type": "string", "nullable": True},
+        "feed": {"type": "string", "nullable": True},
+        "group": {"type": "string"},
+        "via": {"type": "string", "nullable": True},
+        "reason": {"type": "string"},
+    },
+}
+
+_PAUSE_STATE = {
+    "type": "object",
+    "properties": {
+        "paused": {"type": "boolean"},
+        "paused_until": {"type": "number", "nullable": True, "description": "seconds since the epoch"},
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "blockdns admin API",
+            "version": __version__,
+            "description": "Statistics, the query log, policy checks and run-time control of a blockdns"
+            " server. Reads need no token; every POST needs `Authorization: Bearer TOKEN` matching"
+            " `[api] token`, and an empty token refuses every change.",
+        },
+        "paths": {
+            "/api/stats": {
+                "get": {
+                    "summary": "Server counters, pause state, and a summary of the query log",
+                    "parameters": [_SINCE],
+                    "responses": {
+                        "200": _json(
+                            {"type": "object"},
+                            "counters since start; `querylog.summary` covers"
+                            " `since`: totals, block rate, top vendors/domains/clients, a time series",
+                        ),
+                        "400": _error("bad `since`"),
+                    },
+                }
+            },
+            "/api/querylog": {
+                "get": {
+                    "summary": "Recent queries, newest first",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100},
+                        },
+                        {
+                            "name": "blocked",
+                            "in": "query",
+                            "description": "only blocked queries",
+                            "schema": {"type": "boolean", "default": False},
+                        },
+                        {
+                            "name": "client",
+                            "in": "query",
+                            "description": "one client's address (or its hash)",
+                            "schema": {"type": "string"},
+                        },
+                        _SINCE,
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {"type": "object", "properties": {"rows": {"type": "array", "items": _ROW}}},
+                            "the matching rows",
+                        ),
+                        "400": _error("bad parameter, or a client filter the privacy mode cannot apply"),
+                        "404": _error("the query log is off"),
+                    },
+                }
+            },
+            "/api/check": {
+                "get": {
+                    "summary": "Explain the decision for a name, as the running server would take it",
+                    "parameters": [
+                        {"name": "name", "in": "query", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "client",
+                            "in": "query",
+                            "description": "client IP (picks its group)",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_DECISION, "the decision"),
+                        "400": _error("missing or bad input"),
+                    },
+                }
+            },
+            "/api/pause": {
+                "post": {
+                    "summary": "Turn blocking off for a while; it comes back on by itself",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "duration": {
+                                            "type": "string",
+                                            "example": "5m",
+                                            "description": "up to 30d; default 5m",
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_PAUSE_STATE, "paused"),
+                        "400": _error("bad duration"),
+                        **_CHANGE_ERRORS,
+                    },
+                }
+            },
+            "/api/resume": {
+                "post": {
+                    "summary": "Turn blocking back on now",
+                    "security": [{"bearer": []}],
+                    "responses": {"200": _json(_PAUSE_STATE, "blocking is on"), **_CHANGE_ERRORS},
+                }
+            },
+            "/api/lists/reload": {
+                "post": {
+                    "summary": "Reload the config, catalogue and feed data (like SIGHUP)",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Reload"}, "reloaded"),
+                        "409": _json(
+                            {"$ref": "#/components/schemas/Reload"},
+                            "refused: the new config or lists are invalid; the old ones keep serving",
+                        ),
+                        **_CHANGE_ERRORS,
+                    },
+                }
+            },
+            "/api/health": {
+                "get": {
+                    "summary": "Liveness: the API answers",
+                    "responses": {"200": _json({"type": "object"}, '`{"status": "ok"}`')},
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The dashboard",
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+                "Reload": {
+                    "type": "object",
+                    "properties": {"ok": {"type": "boolean"}, "message": {"type": "string"}},
+                },
+            },
+        },
+    }

@@ -1,0 +1,141 @@
+"""Helpers for the ops tests: a fake running server (ServerControl), query-log rows, a headless browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from blockdns.config import Settings, from_dict
+from blockdns.names import normalise, to_wire
+from blockdns.ops.control import ReloadResult
+from blockdns.ops.stats import ServerStats
+from blockdns.policy import Decision, Policy
+from blockdns.runtime import build_policy
+
+TOKEN = "s3cret-token"
+BLOCKED_NAME = "chat.deepseek.com"
+
+
+class FakeControl:
+    """Implements ServerControl over a real compiled policy, without sockets."""
+
+    def __init__(self, settings: Settings | None = None, *, token: str = TOKEN) -> None:
+        self._settings = settings or from_dict({"api": {"token": token, "listen": "127.0.0.1:0"}})
+        self._policy = build_policy(self._settings)
+        self.stats = ServerStats()
+        self._paused_until: float | None = None
+        self.reloads = 0
+        self.reload_result = ReloadResult(True, "reloaded: 1 vendor")
+        self.cache_entries = 42
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        self._settings = value
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def paused_until(self) -> float | None:
+        if self._paused_until is not None and self._paused_until <= time.time():
+            self._paused_until = None
+        return self._paused_until
+
+    def pause(self, seconds: float) -> float:
+        self._paused_until = time.time() + seconds
+        return self._paused_until
+
+    def resume(self) -> None:
+        self._paused_until = None
+
+    async def reload(self) -> ReloadResult:
+        self.reloads += 1
+        return self.reload_result
+
+    def check(self, name: str, client: str | None) -> Decision:
+        return self._policy.group_for(client).decide(normalise(name))
+
+    def cache_size(self) -> int:
+        return self.cache_entries
+
+
+def row(
+    name: str,
+    *,
+    control: FakeControl | None = None,
+    client: str = "127.0.0.1",
+    qtype: int = 1,
+    outcome: str | None = None,
+    ts: float | None = None,
+    duration_ms: float = 1.5,
+) -> tuple[Any, ...]:
+    """A query-log row as the server's hot path builds it; blocked when the policy blocks ``name``."""
+    decision = None
+    if control is not None:
+        decision = control.check(name, client)
+        if decision.action == "none":
+            decision = None
+    if outcome is None:
+        outcome = "blocked" if decision is not None and decision.blocked else "resolved"
+    blocked = outcome == "blocked"
+    return (
+        time.time() if ts is None else ts,
+        client,
+        decision.group if decision else "default",
+        to_wire(normalise(name)),
+        qtype,
+        outcome,
+        3 if blocked else 0,
+        decision.reason if blocked and decision else None,
+        decision if blocked else None,
+        None if blocked else "udp://127.0.0.1:5300",
+        duration_ms,
+        "udp",
+    )
+
+
+def chromium_paths() -> tuple[str, str] | None:
+    """(chromium binary, chromedriver) when both are installed."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def headless_chrome(user_data_dir: Path) -> Any:
+    """A selenium Chrome driver for Debian's chromium, loopback only, no background traffic."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    paths = chromium_paths()
+    assert paths is not None
+    browser, driver = paths
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--metrics-recording-only",
+        "--window-size=1280,1400",
+        f"--user-data-dir={user_data_dir}",
+    ):
+        options.add_argument(flag)
+    env = {**os.environ, "SE_AVOID_STATS": "true"}
+    service = Service(executable_path=driver, env=env)
+    return webdriver.Chrome(service=service, options=options)
