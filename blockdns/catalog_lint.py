@@ -120,11 +120,20 @@ def lint(catalog_dir: Path, guard_file: Path | None = None, *, today: dt.date | 
             guarded.setdefault(entry.name, f"[[shared]] of vendor {path.stem}: {entry.note}")
     _check_guarded(entries, guarded, report)
     _check_across_vendors(entries, report)
+    # A stable sort: within one key, problems keep the order in which the checks found them.
     return sorted(report.findings, key=lambda finding: (str(finding.file), _key_order(finding.key)))
 
 
-def _key_order(key: str) -> tuple[Any, ...]:
-    return tuple(int(part) if part.isdigit() else 0 for part in key.split("."))
+_TABLE_RANK = {"domains": 2, "guard": 2, "shared": 3}
+
+
+def _key_order(key: str) -> tuple[int, int]:
+    """File-level problems first, then top-level keys, then the entry tables in document order."""
+    if key.startswith(("line ", "(")):
+        return (0, 0)
+    table, _, rest = key.partition(".")
+    index = rest.split(".", 1)[0]
+    return (_TABLE_RANK.get(table, 1), int(index) if index.isdigit() else -1)
 
 
 # ------------------------------------------------------------------------------------------ guard file
@@ -157,9 +166,8 @@ def _lint_vendor_file(path: Path, report: _Report, today: dt.date) -> tuple[list
         return [], []
     vendor = path.stem
     header = {key: value for key, value in raw.items() if key not in ("domains", "shared")}
-    header_model = _validate(_VendorHeader, header, path, report)
-    if header_model is not None and header_model.reviewed > today:
-        report.add(path, "reviewed", f"reviewed {header_model.reviewed} is in the future (today is {today})")
+    _validate(_VendorHeader, header, path, report)
+    _check_reviewed(raw.get("reviewed"), path, today, report)
     if not raw.get("domains"):
         report.add(path, "domains", "a vendor file needs at least one [[domains]] entry")
     entries = []
@@ -182,6 +190,12 @@ class _VendorHeader(VendorFile):
     """The vendor file's top-level keys; the entry tables are validated one by one."""
 
     domains: list[DomainEntry] = Field(default_factory=list)
+
+
+def _check_reviewed(reviewed: object, path: Path, today: dt.date, report: _Report) -> None:
+    # Checked on the raw value so that a file with other schema errors still gets this finding.
+    if type(reviewed) is dt.date and reviewed > today:
+        report.add(path, "reviewed", f"reviewed {reviewed} is in the future (today is {today})")
 
 
 def _check_evidence(evidence: str, path: Path, key: str, report: _Report) -> None:
@@ -214,7 +228,10 @@ def _check_within_vendor(entries: list[_Entry], report: _Report) -> None:
             report.add(
                 item.file, item.key, f"{item.entry.name!r} is listed twice (also {first.key})", "warning"
             )
-    suffix_entries = {item.entry.name: item for item in entries if item.covers_below}
+    suffix_entries: dict[str, _Entry] = {}
+    for item in entries:
+        if item.covers_below:
+            suffix_entries.setdefault(item.entry.name, item)
     for item in entries:
         for parent in list(suffixes(item.entry.name))[1:]:
             covering = suffix_entries.get(parent)
