@@ -48,7 +48,6 @@ from blockdns.wire import (
 )
 
 log = logging.getLogger(__name__)
-bad_packet_log = RateLimitedLog(log, interval=10.0)
 
 _MISSING = object()
 
@@ -95,6 +94,7 @@ class Engine:
         self.generation: Generation | None = None
         self._numbers = 0
         self._cache_handler = CacheHandler(cache, stats)
+        self._bad_packet_log = RateLimitedLog(log, interval=10.0)
 
     # ------------------------------------------------------------------------------------- generations
 
@@ -335,4 +335,4 @@ class Engine:
 
     def _bad(self, what: str) -> None:
         self.stats.bad_packets += 1
-        bad_packet_log.warning("dropping bad packet: %s", what)
+        self._bad_packet_log.warning("dropping bad packet: %s", what)

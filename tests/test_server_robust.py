@@ -1,0 +1,161 @@
+"""Bad packets never hurt: a corpus of malformed queries gets FORMERR, NOTIMP or silence, never a crash;
+a failing handler becomes SERVFAIL for that query alone; work in flight is bounded; a flood of bad
+packets logs a few lines, not one each."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from blockdns.errors import UpstreamError
+
+from conftest import base_config
+from fakedns import FakeDNS
+
+
+def header(qid=0x1234, flags=0x0100, qd=1, an=0, ns=0, ar=0) -> bytes:
+    return struct.pack(">HHHHHH", qid, flags, qd, an, ns, ar)
+
+
+QUESTION = b"\x07example\x03com\x00\x00\x01\x00\x01"
+
+# (name, packet, expected: None for silence, else the rcode)
+CORPUS = [
+    ("empty", b"", None),
+    ("short header", b"\x12\x34\x01", None),
+    ("header only", header(), dns.rcode.FORMERR),
+    ("truncated name", header() + b"\x07exam", dns.rcode.FORMERR),
+    ("truncated type", header() + b"\x07example\x03com\x00\x00", dns.rcode.FORMERR),
+    ("pointer past the end", header() + b"\xc0\xff\x00\x01\x00\x01", dns.rcode.FORMERR),
+    ("pointer loop", header() + b"\xc0\x0c\x00\x01\x00\x01", dns.rcode.FORMERR),
+    ("label of 64 bytes", header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01", dns.rcode.FORMERR),
+    ("no question", header(qd=0), dns.rcode.FORMERR),
+    ("two questions", header(qd=2) + QUESTION + QUESTION, dns.rcode.FORMERR),
+    ("a response", header(flags=0x8180) + QUESTION, None),
+    ("unknown opcode", header(flags=0x7900) + QUESTION, dns.rcode.NOTIMP),
+    ("notify opcode", header(flags=0x2000) + QUESTION, dns.rcode.NOTIMP),
+    (
+        "answer in a query",
+        header(an=1) + QUESTION + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04",
+        dns.rcode.FORMERR,
+    ),
+    ("garbage with a readable header", bytes(range(256)) * 2, dns.rcode.FORMERR),
+    ("garbage with QR set", b"\xff" * 300, None),
+]
+
+
+@pytest.fixture
+def upstream():
+    fake = FakeDNS("127.0.0.2").answer("example.com", "A", "192.0.2.1").start()
+    yield fake
+    fake.stop()
+
+
+def send_raw(port: int, packet: bytes, timeout: float = 0.5) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(packet, ("127.0.0.1", port))
+        try:
+            return sock.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def test_malformed_packet_corpus(start_server, upstream):
+    server = start_server(base_config(upstream, policy={"block": []}))
+    for name, packet, expected in CORPUS:
+        reply = send_raw(server.port, packet, timeout=0.3 if expected is None else 2)
+        if expected is None:
+            assert reply is None, name
+        else:
+            assert reply is not None, name
+            assert reply[:2] == packet[:2], name  # the ID is echoed
+            assert struct.unpack(">H", reply[2:4])[0] & 0xF == expected, name
+    assert server.query("example.com").answer[0][0].address == "192.0.2.1"  # still serving
+
+
+def test_badvers_for_unknown_edns_version(start_server, upstream):
+    server = start_server(base_config(upstream))
+    query = dns.message.make_query("example.com", "A", use_edns=1)
+    reply = send_raw(server.port, query.to_wire(), timeout=2)
+    message = dns.message.from_wire(reply)
+    assert message.rcode() == dns.rcode.BADVERS
+
+
+def test_unusual_but_legal_query_takes_the_slow_path_and_is_answered(start_server, upstream):
+    """An extra record in the additional section (besides OPT) is legal; the fast parser declines it,
+    dnslib re-encodes the question, and the answer is the same."""
+    server = start_server(base_config(upstream, policy={"block": []}))
+    query = dns.message.make_query("example.com", "A", use_edns=0)
+    query.additional.append(dns.rrset.from_text("extra.example.", 60, "IN", "TXT", '"hello"'))
+    message = dns.message.from_wire(send_raw(server.port, query.to_wire(), timeout=2))
+    assert message.id == query.id and message.answer[0][0].address == "192.0.2.1"
+    assert message.edns == 0
+
+
+def test_a_failing_handler_becomes_servfail_for_that_query_only(start_server, upstream):
+    server = start_server(base_config(upstream, policy={"block": []}))
+    resolver = server.server.resolver
+    real = resolver.upstream
+
+    class Exploding:
+        async def resolve(self, qname, qtype, qclass, *, do, cd):
+            if qname.startswith(b"\x04boom"):
+                raise RuntimeError("handler bug")
+            return await real.resolve(qname, qtype, qclass, do=do, cd=cd)
+
+    resolver.upstream = Exploding()
+    assert server.query("boom.example").rcode() == dns.rcode.SERVFAIL
+    assert server.query("example.com").answer[0][0].address == "192.0.2.1"
+    assert server.server.stats.handler_failures == 1
+
+
+def test_work_in_flight_is_bounded(start_server, upstream):
+    raw = base_config(upstream, policy={"block": []})
+    raw["server"]["max_inflight"] = 4
+    server = start_server(raw)
+    for i in range(30):
+        upstream.handle(f"q{i}.hang.example", lambda request, transport: time.sleep(1.5))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(30):
+            sock.sendto(
+                dns.message.make_query(f"q{i}.hang.example", "A").to_wire(), ("127.0.0.1", server.port)
+            )
+        time.sleep(0.3)
+    assert server.server.stats.dropped_overload >= 20
+    assert len(server.server.tasks) <= 4
+
+
+def test_a_flood_of_bad_packets_logs_a_few_lines(start_server, upstream, caplog):
+    server = start_server(base_config(upstream))
+    caplog.set_level(logging.WARNING, logger="blockdns.server.engine")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(300):
+            sock.sendto(b"\x00\x01\x00", ("127.0.0.1", server.port))
+            if i % 50 == 49:
+                time.sleep(0.05)  # stay under the socket buffer: every packet must arrive
+    deadline = time.monotonic() + 3
+    while server.server.stats.bad_packets < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.server.stats.bad_packets == 300
+    lines = [r for r in caplog.records if "bad packet" in r.getMessage()]
+    assert 1 <= len(lines) <= 2
+
+
+def test_upstream_errors_never_become_nxdomain(start_server, upstream):
+    server = start_server(base_config(upstream, policy={"block": []}))
+
+    class Failing:
+        async def resolve(self, qname, qtype, qclass, *, do, cd):
+            raise UpstreamError("everything is down", 22)
+
+    server.server.resolver.upstream = Failing()
+    response = server.query("anything.example")
+    assert response.rcode() == dns.rcode.SERVFAIL
