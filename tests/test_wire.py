@@ -71,7 +71,7 @@ def test_error_response_never_raises_and_never_answers_a_response(data):
 @settings(max_examples=200, deadline=None)
 @given(
     name=NAME,
-    addresses=st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=8),
+    addresses=st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=8, unique=True),
     ttl=st.integers(0, 100000),
     age=st.integers(0, 200000),
     client_case=st.booleans(),
