@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import threading
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +145,86 @@ def headless_chrome(user_data_dir: Path) -> Any:
     env = {**os.environ, "SE_AVOID_STATS": "true"}
     service = Service(executable_path=driver, env=env)
     return webdriver.Chrome(service=service, options=options)
+
+
+class ApiThread:
+    """The admin API on its own event loop in a thread, bound to 127.0.0.1 port 0."""
+
+    def __init__(self, control: Any, querylog: Any = None) -> None:
+        self.control = control
+        self.querylog = querylog
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner: Any = None
+
+    def start(self) -> ApiThread:
+        from blockdns.ops.api import start_api
+
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            start_api(self.control, self.querylog, "127.0.0.1", 0), self.loop
+        )
+        self.runner = future.result(10)
+        return self
+
+    @property
+    def url(self) -> str:
+        return str(self.runner.url)
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Reply:
+        return http(method, self.url + path, body, token=token, headers=headers, raw=raw)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def http(
+    method: str,
+    url: str,
+    body: object = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+    timeout: float = 10,
+) -> Reply:
+    """One HTTP request with the standard library; any status is returned, not raised."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if data is not None and raw is None:
+        request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return Reply(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as err:
+        return Reply(err.code, dict(err.headers), err.read())

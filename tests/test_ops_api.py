@@ -1,0 +1,262 @@
+"""The admin API against a fake running server: every endpoint, with and without the token, and bad input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blockdns.config import QueryLogSettings, from_dict
+from blockdns.ops.api import make_app
+from blockdns.ops.control import ReloadResult
+from blockdns.ops.querylog import QueryLog
+
+from opshelpers import BLOCKED_NAME, TOKEN, ApiThread, FakeControl, row
+
+POSTS = [
+    ("/api/pause", {"duration": "5m"}),
+    ("/api/resume", None),
+    ("/api/lists/reload", None),
+]
+GETS = [
+    "/api/stats",
+    "/api/querylog",
+    f"/api/check?name={BLOCKED_NAME}",
+    "/api/health",
+    "/api/openapi.json",
+    "/metrics",
+    "/",
+    "/static/dashboard.js",
+    "/static/dashboard.css",
+]
+
+
+@pytest.fixture
+def control() -> FakeControl:
+    control = FakeControl()
+    control.stats.queries[(1, "blocked", "default")] += 4
+    control.stats.queries[(28, "resolved", "default")] += 6
+    control.stats.blocks[("deepseek", "chat", "all")] += 4
+    return control
+
+
+@pytest.fixture
+def querylog(tmp_path: Path, control: FakeControl) -> Iterator[QueryLog]:
+    querylog = QueryLog(QueryLogSettings(), tmp_path / "q.sqlite", control.stats)
+    querylog.start()
+    for index in range(4):
+        querylog.queue.append(row(BLOCKED_NAME, control=control, client=f"10.0.0.{index}"))
+    for _ in range(6):
+        querylog.queue.append(row("example.com", control=control, qtype=28))
+    assert querylog.flush()
+    yield querylog
+    querylog.close()
+
+
+@pytest.fixture
+def api(control: FakeControl, querylog: QueryLog) -> Iterator[ApiThread]:
+    thread = ApiThread(control, querylog).start()
+    yield thread
+    thread.stop()
+
+
+def test_port_zero_binds_a_free_port(api: ApiThread) -> None:
+    assert api.runner.port > 0
+    assert api.url == f"http://127.0.0.1:{api.runner.port}"
+
+
+@pytest.mark.parametrize("path", GETS)
+def test_reads_need_no_token(api: ApiThread, path: str) -> None:
+    reply = api.request("GET", path)
+    assert reply.status == 200, reply.text
+    assert "default-src 'none'" in reply.headers["Content-Security-Policy"]
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("path", "body"), POSTS)
+def test_changes_need_the_token(api: ApiThread, control: FakeControl, path: str, body: object) -> None:
+    missing = api.request("POST", path, body)
+    assert missing.status == 401
+    assert "token" in missing.json()["error"]
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = api.request("POST", path, body, token=TOKEN + "x")
+    assert wrong.status == 401
+    basic = api.request("POST", path, body, headers={"Authorization": f"Basic {TOKEN}"})
+    assert basic.status == 401
+    assert control.paused_until is None and control.reloads == 0  # nothing happened
+    right = api.request("POST", path, body, token=TOKEN)
+    assert right.status == 200, right.text
+
+
+@pytest.mark.parametrize(("path", "body"), POSTS)
+def test_an_empty_configured_token_refuses_every_change(querylog: QueryLog, path: str, body: object) -> None:
+    control = FakeControl(token="")
+    thread = ApiThread(control, querylog).start()
+    try:
+        for token in (None, "", "anything"):
+            reply = thread.request("POST", path, body, token=token)
+            assert reply.status == 403
+            assert "set [api] token" in reply.json()["error"]
+        assert control.paused_until is None and control.reloads == 0
+    finally:
+        thread.stop()
+
+
+def test_a_reloaded_token_takes_effect_at_once(api: ApiThread, control: FakeControl) -> None:
+    control.settings = from_dict({"api": {"token": "new-token"}})
+    assert api.request("POST", "/api/resume", token=TOKEN).status == 401
+    assert api.request("POST", "/api/resume", token="new-token").status == 200
+
+
+def test_pause_and_resume(api: ApiThread, control: FakeControl) -> None:
+    before = time.time()
+    reply = api.request("POST", "/api/pause", {"duration": "2m"}, token=TOKEN)
+    body = reply.json()
+    assert body["paused"] is True and body["seconds"] == 120
+    assert before + 119 <= body["paused_until"] <= time.time() + 121
+    assert control.paused_until == pytest.approx(body["paused_until"])
+    stats = api.request("GET", "/api/stats").json()
+    assert stats["paused"] is True and stats["paused_until"] == pytest.approx(body["paused_until"])
+    assert api.request("POST", "/api/resume", token=TOKEN).json() == {"paused": False, "paused_until": None}
+    assert control.paused_until is None
+    assert api.request("GET", "/api/stats").json()["paused"] is False
+    # No body: the default five minutes; a number: seconds.
+    assert api.request("POST", "/api/pause", token=TOKEN).json()["seconds"] == 300
+    assert api.request("POST", "/api/pause", {"duration": 90}, token=TOKEN).json()["seconds"] == 90
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"duration": "soon"}, "not a duration"),
+        ({"duration": "0"}, "more than 0"),
+        ({"duration": "31d"}, "at most 30d"),
+        ({"duration": True}, "give a duration"),
+        ({"duration": None}, "give a duration"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_pause_refuses_bad_durations(
+    api: ApiThread, control: FakeControl, body: object, message: str
+) -> None:
+    reply = api.request("POST", "/api/pause", body, token=TOKEN)
+    assert reply.status == 400
+    assert message in reply.json()["error"]
+    assert control.paused_until is None
+
+
+def test_pause_refuses_a_body_that_is_not_json(api: ApiThread) -> None:
+    reply = api.request("POST", "/api/pause", raw=b"duration=5m", token=TOKEN)
+    assert reply.status == 400 and "not JSON" in reply.json()["error"]
+
+
+def test_reload(api: ApiThread, control: FakeControl) -> None:
+    reply = api.request("POST", "/api/lists/reload", token=TOKEN)
+    assert reply.json() == {"ok": True, "message": "reloaded: 1 vendor"}
+    assert control.reloads == 1
+    control.reload_result = ReloadResult(False, "blockdns.toml: policy.block: unknown selector")
+    refused = api.request("POST", "/api/lists/reload", token=TOKEN)
+    assert refused.status == 409
+    assert refused.json()["ok"] is False and "unknown selector" in refused.json()["error"]
+
+
+def test_check(api: ApiThread) -> None:
+    body = api.request("GET", f"/api/check?name={BLOCKED_NAME}&client=10.1.2.3").json()
+    assert body["blocked"] is True and body["vendor"] == "deepseek" and body["selector"] == "all"
+    assert body["group"] == "default" and body["name"] == BLOCKED_NAME
+    allowed = api.request("GET", "/api/check?name=example.org").json()
+    assert allowed["blocked"] is False and allowed["action"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/api/check", "name:"),
+        ("/api/check?name=", "name:"),
+        ("/api/check?name=bad..name", "empty label"),
+        ("/api/check?name=example.com&client=not-an-ip", "not an IP address"),
+        ("/api/querylog?limit=0", "limit:"),
+        ("/api/querylog?limit=lots", "limit:"),
+        ("/api/querylog?since=yesterday", "since:"),
+        ("/api/querylog?blocked=maybe", "blocked:"),
+        ("/api/stats?since=forever", "since:"),
+    ],
+)
+def test_bad_input_is_a_400_with_a_json_error(api: ApiThread, path: str, message: str) -> None:
+    reply = api.request("GET", path)
+    assert reply.status == 400
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert message in reply.json()["error"]
+
+
+def test_stats(api: ApiThread) -> None:
+    body = api.request("GET", "/api/stats").json()
+    assert body["queries"]["total"] == 10 and body["queries"]["blocked"] == 4
+    assert body["queries"]["block_rate"] == pytest.approx(0.4)
+    assert body["queries"]["by_qtype"] == {"A": 4, "AAAA": 6}
+    assert body["top_vendors"] == [{"vendor": "deepseek", "category": "chat", "count": 4}]
+    assert body["cache"]["entries"] == 42
+    assert body["policy"]["entries"] >= 1
+    log = body["querylog"]
+    assert log["enabled"] is True and log["written"] == 10
+    assert log["summary"]["total"] == 10 and log["summary"]["blocked"] == 4
+    assert log["summary"]["top_domains"][0]["name"] == BLOCKED_NAME
+
+
+def test_querylog(api: ApiThread) -> None:
+    rows = api.request("GET", "/api/querylog").json()["rows"]
+    assert len(rows) == 10
+    blocked = api.request("GET", "/api/querylog?blocked=1&limit=3").json()["rows"]
+    assert len(blocked) == 3 and {r["outcome"] for r in blocked} == {"blocked"}
+    one = api.request("GET", "/api/querylog?client=10.0.0.2&since=1h").json()["rows"]
+    assert [(r["client"], r["name"]) for r in one] == [("10.0.0.2", BLOCKED_NAME)]
+
+
+def test_querylog_off(control: FakeControl) -> None:
+    thread = ApiThread(control, None).start()
+    try:
+        reply = thread.request("GET", "/api/querylog")
+        assert reply.status == 404 and "query log is off" in reply.json()["error"]
+        stats = thread.request("GET", "/api/stats").json()
+        assert stats["querylog"] == {"enabled": False}
+    finally:
+        thread.stop()
+
+
+def test_unknown_paths_and_methods_get_json_errors(api: ApiThread) -> None:
+    missing = api.request("GET", "/api/nothing")
+    assert missing.status == 404 and missing.json()["error"]
+    assert api.request("GET", "/static/../api.py").status == 404
+    assert api.request("GET", "/static/missing.js").status == 404
+    wrong_method = api.request("GET", "/api/pause")
+    assert wrong_method.status == 405 and wrong_method.json()["error"]
+    # An unknown POST is refused before anything else is revealed.
+    assert api.request("POST", "/api/nothing").status == 401
+
+
+def test_loopback_api_refuses_foreign_host_headers(api: ApiThread) -> None:
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 must not read the query log."""
+    refused = api.request("GET", "/api/querylog", headers={"Host": "evil.example:8053"})
+    assert refused.status == 403 and "loopback" in refused.json()["error"]
+    for host in ("localhost", f"localhost:{api.runner.port}", "127.0.0.1", "[::1]:8053"):
+        assert api.request("GET", "/api/health", headers={"Host": host}).status == 200
+
+
+def test_openapi_describes_every_route(api: ApiThread, control: FakeControl) -> None:
+    document = api.request("GET", "/api/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
+    routed = {
+        (route.resource.canonical, route.method)
+        for route in make_app(control).router.routes()
+        if route.method != "HEAD" and not route.resource.canonical.startswith("/static/")
+    }
+    assert described == routed
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert operation["responses"], (path, method)
+            if method == "post":
+                assert {"401", "403"} <= set(operation["responses"]), path
+                assert operation["security"] == [{"bearer": []}]
