@@ -142,6 +142,7 @@ def headless_chrome(user_data_dir: Path) -> Any:
         f"--user-data-dir={user_data_dir}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     env = {**os.environ, "SE_AVOID_STATS": "true"}
     service = Service(executable_path=driver, env=env)
     return webdriver.Chrome(service=service, options=options)

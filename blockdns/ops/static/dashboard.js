@@ -17,13 +17,21 @@
   const clock = (ts) => new Date(ts * 1000).toLocaleTimeString();
 
   function duration(seconds) {
-    seconds = Math.max(0, Math.round(seconds));
-    const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
-    const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
-    if (d) return d + "d " + h + "h";
-    if (h) return h + "h " + m + "m";
-    if (m) return m + "m " + s + "s";
-    return s + "s";
+    // The two largest non-zero units: "2d 3h", "30m", "4m 10s", "0s".
+    let rest = Math.max(0, Math.round(seconds));
+    const parts = [];
+    for (const [size, unit] of [[86400, "d"], [3600, "h"], [60, "m"], [1, "s"]]) {
+      const count = Math.floor(rest / size);
+      rest -= count * size;
+      if (count) parts.push(count + unit);
+    }
+    return parts.length ? parts.slice(0, 2).join(" ") : "0s";
+  }
+
+  function stamp(ts, withDate) {
+    const when = new Date(ts * 1000);
+    if (!withDate) return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return when.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   }
 
   function setText(id, text) {
@@ -181,11 +189,12 @@
       return;
     }
     const points = summary.series.points;
-    const width = 800, height = 180, left = 44, bottom = 18, top = 8;
+    // Draw in the box's own pixels so labels are not stretched.
+    const width = Math.max(box.clientWidth, 320), height = 180, left = 44, bottom = 18, top = 8;
     const peak = Math.max(1, ...points.map((p) => p.queries));
     const slot = (width - left) / Math.max(points.length, 1);
     const scale = (value) => ((height - bottom - top) * value) / peak;
-    const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none", role: "img" });
+    const chart = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img" });
     chart.appendChild(svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom, class: "axis" }));
     const label = (x, y, text, anchor) => {
       const node = svg("text", { x: x, y: y, "text-anchor": anchor || "start" });
@@ -208,8 +217,10 @@
       }
     });
     if (points.length) {
-      label(left, height - 4, clock(points[0].ts));
-      label(width, height - 4, clock(points[points.length - 1].ts), "end");
+      const first = points[0].ts, last = points[points.length - 1].ts;
+      const withDate = last - first >= 12 * 3600;
+      label(left, height - 4, stamp(first, withDate));
+      label(width, height - 4, stamp(last, withDate), "end");
     }
     box.appendChild(chart);
     setText("chart-note", "(" + duration(summary.series.bucket_seconds) + " per bar)");
