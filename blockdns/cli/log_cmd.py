@@ -12,8 +12,6 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
 from blockdns.config import parse_duration
@@ -32,10 +30,6 @@ def _since(text: str | None, option: str) -> float | None:
 
 def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
 
 
 @user_errors
@@ -61,25 +55,46 @@ def log(
     if not rows:
         print("no matching queries")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("time", "client", "group", "name", "type", "outcome", "rcode", "ms", "why"):
-        table.add_column(column, justify="right" if column == "ms" else "left")
-    for row in reversed(rows):
-        why = row["vendor"] or row["rule"] or row["upstream"] or row["reason"] or ""
-        if row["outcome"] == "blocked" and row["selector"]:
-            why = f"{row['vendor'] or row['rule']} ({row['selector']})"
-        table.add_row(
-            _when(float(row["ts"])),  # type: ignore[arg-type]
-            str(row["client"] or "-"),
-            str(row["group"]),
-            str(row["name"]),
-            str(row["qtype"]),
-            str(row["outcome"]),
-            str(row["rcode"]),
-            f"{row['duration_ms']:.1f}",
-            str(why),
-        )
-    _console().print(table)
+    lines = [_cells(row) for row in reversed(rows)]
+    headers = ("time", "client", "group", "name", "type", "outcome", "rcode", "ms", "why")
+    for line in columns(headers, lines, right={"ms"}):
+        print(line)
+
+
+def _cells(row: dict[str, object]) -> tuple[str, ...]:
+    outcome = row["outcome"]
+    if outcome == "blocked":
+        why = f"{row['vendor'] or row['rule']} ({row['selector']})" if row["selector"] else row["reason"]
+    elif outcome in ("resolved", "cached"):
+        why = row["upstream"]
+    else:  # local, refused, error: the reason says it
+        why = row["reason"]
+    return (
+        _when(float(row["ts"])),  # type: ignore[arg-type]
+        str(row["client"] or "-"),
+        str(row["group"]),
+        str(row["name"]),
+        str(row["qtype"]),
+        str(outcome),
+        str(row["rcode"]),
+        f"{row['duration_ms']:.1f}",
+        str(why or ""),
+    )
+
+
+def columns(
+    headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set[str] = frozenset()
+) -> list[str]:
+    """Aligned plain-text columns, one line per row, nothing cut: easy to read and to grep."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    out = []
+    for cells in (headers, *rows):
+        parts = [
+            cell.rjust(width) if header in right else cell.ljust(width)
+            for header, cell, width in zip(headers, cells, widths, strict=True)
+        ]
+        out.append("  ".join(parts).rstrip())
+    return out
 
 
 @user_errors
@@ -101,38 +116,38 @@ def stats(
         return
     first, rate = summary["since"], summary["block_rate"]
     assert isinstance(first, float) and isinstance(rate, float)
-    console = _console()
-    console.print(
-        f"since {_when(first)}: {summary['total']} queries, {summary['blocked']} blocked ({rate:.1%})"
-    )
+    print(f"since {_when(first)}: {summary['total']} queries, {summary['blocked']} blocked ({rate:.1%})")
     outcomes = summary["by_outcome"]
     if isinstance(outcomes, dict) and outcomes:
-        console.print("  " + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())))
+        print("  " + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())))
     vendors = [
-        (row["vendor"] or "(no vendor)", row["category"] or "-", row["count"])
+        (str(row["vendor"] or "(no vendor)"), str(row["category"] or "-"), str(row["count"]))
         for row in _rows(summary["top_vendors"])
     ]
-    names = [(row["name"], row["vendor"] or "-", row["count"]) for row in _rows(summary["top_domains"])]
-    clients = [(row["client"], row["queries"], row["blocked"]) for row in _rows(summary["top_clients"])]
-    _top(console, "top blocked vendors", ("vendor", "category", "blocked"), vendors)
-    _top(console, "top blocked names", ("name", "vendor", "blocked"), names)
-    _top(console, "top clients by blocked queries", ("client", "queries", "blocked"), clients)
+    names = [
+        (str(row["name"]), str(row["vendor"] or "-"), str(row["count"]))
+        for row in _rows(summary["top_domains"])
+    ]
+    clients = [
+        (str(row["client"]), str(row["queries"]), str(row["blocked"]))
+        for row in _rows(summary["top_clients"])
+    ]
+    _top("top blocked vendors", ("vendor", "category", "blocked"), vendors)
+    _top("top blocked names", ("name", "vendor", "blocked"), names)
+    _top("top clients by blocked queries", ("client", "queries", "blocked"), clients)
 
 
 def _rows(value: object) -> list[dict[str, object]]:
     return [row for row in value if isinstance(row, dict)] if isinstance(value, list) else []
 
 
-def _top(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+def _top(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     if not rows:
         return
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("blocked", "queries") else "left")
-    for row in rows:
-        table.add_row(*(str(value) for value in row))
-    console.print()
-    console.print(table)
+    print()
+    print(title)
+    for line in columns(headers, rows, right={"blocked", "queries"}):
+        print("  " + line)
 
 
 def register(app: typer.Typer) -> None:

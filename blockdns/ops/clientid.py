@@ -26,7 +26,14 @@ _CACHE_LIMIT = 65_536
 
 
 class QueryLogError(UserError):
-    """The query log cannot be used as asked (off, missing, unreadable, or a filter it cannot apply)."""
+    """The query log cannot be used as asked (off, missing, unreadable, or a filter it cannot apply).
+
+    Exit code 2 for a usage or config problem; 1 when the log itself is missing or unreadable.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def key_path(database: Path) -> Path:
@@ -53,16 +60,20 @@ def read_key(database: Path) -> bytes:
         text = path.read_text(encoding="ascii").strip()
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        raise QueryLogError(f"{path}: the client hash key does not exist") from None
+        raise QueryLogError(f"{path}: the client hash key does not exist", exit_code=1) from None
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or "not ASCII"
-        raise QueryLogError(f"{path}: cannot read the client hash key: {reason}") from None
+        raise QueryLogError(
+            f"{path}: cannot read the client hash key: {reason} (run as the server's user, or filter by the"
+            " hash shown in the log)",
+            exit_code=1,
+        ) from None
     try:
         key = bytes.fromhex(text)
     except ValueError:
         key = b""
     if len(key) < 16:
-        raise QueryLogError(f"{path}: not a client hash key (expected {KEY_BYTES} bytes in hex)")
+        raise QueryLogError(f"{path}: not a client hash key (expected {KEY_BYTES} bytes in hex)", exit_code=1)
     if mode & 0o077:
         # A reader that does not own the file cannot fix it; the owner's next start does.
         with contextlib.suppress(OSError):

@@ -64,7 +64,9 @@ def open_writer(path: Path) -> sqlite3.Connection:
 def open_reader(path: Path) -> sqlite3.Connection:
     """A read-only connection; raises :class:`QueryLogError` with one clear line when that is impossible."""
     if not path.exists():
-        raise QueryLogError(f"{path}: no query log yet (it appears once the server has answered a query)")
+        raise QueryLogError(
+            f"{path}: no query log yet (the server creates it when it starts with the log on)", exit_code=1
+        )
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
@@ -73,5 +75,5 @@ def open_reader(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as err:
         if conn is not None:
             conn.close()
-        raise QueryLogError(f"{path}: cannot read the query log: {err}") from None
+        raise QueryLogError(f"{path}: cannot read the query log: {err}", exit_code=1) from None
     return conn

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blockdns.ops.clientid import ClientMasker, ClientMode, QueryLogError
+from blockdns.ops.clientid import HASH_CHARS, ClientMasker, ClientMode, QueryLogError
 from blockdns.ops.labels import qtype_name, rcode_name
 from blockdns.ops.querylog_db import open_reader
 
@@ -26,6 +27,8 @@ TOP = 10
 SERIES_POINTS = 60
 # Bucket widths the time series picks from, seconds: the smallest giving at most SERIES_POINTS buckets.
 BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
+
+_HASH = re.compile(f"[0-9a-f]{{{HASH_CHARS}}}")
 
 COLUMNS = (
     "ts, client, grp, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category, upstream,"
@@ -70,11 +73,15 @@ class QueryLogReader:
         if self.clients == "none":
             raise QueryLogError('the query log stores no client addresses ([querylog] clients = "none")')
         if self.clients == "hash":
-            masker = ClientMasker.for_database("hash", self.path, create=False)
-            hashed = masker.mask(address)
-            assert hashed is not None
+            given = client.strip()
+            try:
+                masker = ClientMasker.for_database("hash", self.path, create=False)
+            except QueryLogError:
+                if _HASH.fullmatch(given):
+                    return (given,)  # a hash copied from the log needs no key
+                raise
             # The address, its hash, or a hash pasted from earlier output.
-            return tuple(dict.fromkeys((address, hashed, client.strip())))
+            return tuple(dict.fromkeys((address, masker.mask(address), given)))
         return (address,)
 
     # ---------------------------------------------------------------------------------------- recent rows
@@ -114,7 +121,7 @@ class QueryLogReader:
         try:
             return conn.execute(sql, params).fetchall()
         except sqlite3.Error as err:
-            raise QueryLogError(f"{self.path}: cannot read the query log: {err}") from None
+            raise QueryLogError(f"{self.path}: cannot read the query log: {err}", exit_code=1) from None
 
     # -------------------------------------------------------------------------------------------- summary
 
