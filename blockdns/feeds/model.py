@@ -1,6 +1,7 @@
 """Feed definitions (``lists/feeds.toml``) and the normalised data a feed leaves in ``data_dir``.
 
-Stored data format, ``data_dir/<feed>.list``, one entry per line, written atomically by ``lists update``::
+Stored data format, one file per feed in ``data_dir`` (its name is recorded in ``data_dir/manifest.json``,
+see :func:`data_path`), one entry per line, written atomically by ``lists update``::
 
     +name        block name and everything below it
     =name        block exactly name
@@ -19,6 +20,7 @@ import ipaddress
 import os
 import tempfile
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blockdns.catalog import CATEGORIES, shipped_lists_dir
 from blockdns.errors import ConfigError
 
-FeedFormat = Literal["domains", "hosts", "adblock", "dnsmasq", "rpz", "v2fly", "ipranges-json", "m365-endpoints"]
+FeedFormat = Literal[
+    "domains", "hosts", "adblock", "dnsmasq", "rpz", "v2fly", "ipranges-json", "m365-endpoints"
+]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -113,36 +117,55 @@ class FeedData:
 
 
 def data_path(data_dir: Path, feed: str) -> Path:
+    """The file that holds ``feed``'s current data: the one ``data_dir/manifest.json`` names.
+
+    ``lists update`` writes each version of a feed's data under a content-addressed name
+    (``<feed>.<sha256 prefix>.list``) and then commits it by rewriting the manifest, so the manifest is the
+    single point that says which file is current (see :mod:`blockdns.feeds.update`). Without a manifest entry
+    (data written by hand or by an older version) the plain ``<feed>.list`` is used.
+    """
+    from blockdns.feeds.manifest import current_data_file
+
+    return current_data_file(data_dir, feed) or plain_data_path(data_dir, feed)
+
+
+def plain_data_path(data_dir: Path, feed: str) -> Path:
+    """``data_dir/<feed>.list``: where data lives when no manifest names a file for the feed."""
     return data_dir / f"{feed}.list"
 
 
 def read_data(path: Path) -> FeedData:
     """Read stored feed data. Lines were validated when written; a corrupt line raises ConfigError."""
+    with path.open(encoding="utf-8") as handle:
+        return parse_data(handle, source=str(path))
+
+
+def parse_data(lines: Iterable[str], source: str = "<data>") -> FeedData:
+    """Stored feed data from its lines (see the module docstring); a corrupt line raises ConfigError."""
     data = FeedData()
     targets = {"+": data.block_suffix, "=": data.block_exact}
     allow_targets = {"+": data.allow_suffix, "=": data.allow_exact}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\n")
-            if not line or line[0] == "#":
-                continue
-            kind = line[0]
-            if kind in targets:
-                targets[kind].add(line[1:])
-            elif kind == "@" and len(line) > 2 and line[1] in allow_targets:
-                allow_targets[line[1]].add(line[2:])
-            elif kind == "%":
-                try:
-                    data.networks.append(ipaddress.ip_network(line[1:], strict=False))
-                except ValueError:
-                    raise ConfigError(f"line {number}: bad network {line[1:]!r}", file=str(path)) from None
-            else:
-                raise ConfigError(f"line {number}: unknown entry {line[:40]!r}", file=str(path))
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\n")
+        if not line or line[0] == "#":
+            continue
+        kind = line[0]
+        if kind in targets and len(line) > 1:
+            targets[kind].add(line[1:])
+        elif kind == "@" and len(line) > 2 and line[1] in allow_targets:
+            allow_targets[line[1]].add(line[2:])
+        elif kind == "%":
+            try:
+                data.networks.append(ipaddress.ip_network(line[1:], strict=False))
+            except ValueError:
+                raise ConfigError(f"line {number}: bad network {line[1:]!r}", file=source) from None
+        else:
+            raise ConfigError(f"line {number}: unknown entry {line[:40]!r}", file=source)
     return data
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``path`` so that a reader sees either the old or the new file, never a mix (temp, fsync, rename)."""
+    """Write ``path`` so a reader sees either the old or the new file, never a mix (temp, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = text.encode("utf-8") if isinstance(text, str) else text
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -162,6 +185,11 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         os.close(dir_fd)
 
 
-def write_data(path: Path, data: FeedData, header: str = "") -> None:
+def render_data(data: FeedData, header: str = "") -> str:
+    """The stored text of ``data``: ``# header`` lines, then one entry per line in a stable order."""
     lines = [f"# {line}" for line in header.splitlines()] + data.lines()
-    write_atomic(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_data(path: Path, data: FeedData, header: str = "") -> None:
+    write_atomic(path, render_data(data, header))
