@@ -65,7 +65,7 @@ class ParseOptions:
     format: str
     max_rejected: float = 0.1
     suffix: bool = False  # "domains" feeds: entries cover subdomains (match = "suffix")
-    guard: bool = False  # role = "guard": partial wildcards protect their parent domain
+    guard: bool = False  # role = "guard": no compaction; partial wildcards protect their parent domain
 
 
 def split_lines(text: str) -> list[str]:
@@ -163,8 +163,11 @@ class Collector:
                 feed=options.feed,
                 line=line,
             )
+        # A guard feed's names each protect themselves and their parents from wholesale blocking, so a name
+        # below another one is not redundant there: only duplicates go (the sets already dropped them).
+        data = self.data if options.guard else compact(self.data)
         return ParseResult(
-            data=compact(self.data),
+            data=data,
             considered=self.considered,
             rejected=self.rejected,
             skipped=self.skipped,
