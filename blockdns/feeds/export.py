@@ -1,0 +1,349 @@
+"""``blockdns lists export``: the compiled policy written for another DNS server.
+
+Exports are built from :func:`blockdns.policy.compile_policy` (the selected selectors as block, the config's
+allow list as allow), the very structure the server decides with, so an export and the server agree on every
+name. Entries that change nothing are left out first (see :mod:`blockdns.feeds.compact`), and allow entries
+are written only where they lift a block.
+
+How each format keeps the meaning of an entry:
+
+==========  ====================  ======================  ============================  =====================
+format      block name and below  block exactly name      allow (exception)             address ranges
+==========  ====================  ======================  ============================  =====================
+domains     ``name`` (exact only) ``name``                subtracted                    skipped, commented
+hosts       ``0.0.0.0 name``      ``0.0.0.0 name``        subtracted                    skipped, commented
+adblock     ``||name^``           ``|name^``              ``@@||name^`` / ``@@|name^``  skipped, commented
+dnsmasq     ``address=/name/``    ``address=/name/`` +    ``server=/name/#`` (+         skipped, commented
+                                  ``server=/*.name/#``    ``address=/*.name/`` exact)
+unbound     ``always_nxdomain``   ``transparent`` zone    ``always_transparent``        skipped, commented
+                                  with null A/AAAA
+rpz         ``name`` + ``*.name``  ``name CNAME .``        ``CNAME rpz-passthru.``       ``rpz-ip`` triggers
+==========  ====================  ======================  ============================  =====================
+
+``domains`` and ``hosts`` can only name exact hosts: a suffix entry is written as its name, and the header
+says that names below it are not covered. A block beneath an allow beneath a block is expressed in adblock
+with ``$important``. Unbound cannot allow exactly one name inside a blocked domain: such an exception is
+left out (the name stays blocked) and a comment says so. dnsmasq's ``/*.name/`` form needs dnsmasq 2.86
+or later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from blockdns.config import Settings
+from blockdns.errors import InvalidName, SelectorError, UserError
+from blockdns.feeds.compact import Action, compact, merge_actions, nearest_suffix_action
+from blockdns.feeds.model import FeedData, Network
+from blockdns.names import normalise
+from blockdns.policy import GroupPolicy, Rule, Split, compile_policy, load_feed_sources, parse_selector
+from blockdns.runtime import data_dir, load_feed_definitions, load_settings_catalog
+
+EXPORT_FORMATS = ("domains", "hosts", "adblock", "dnsmasq", "unbound", "rpz")
+DEFAULT_ZONE = "rpz.blockdns"
+MAX_NAME = 253
+
+
+@dataclass(slots=True)
+class ExportSet:
+    """What an export writes: non-redundant entries, allow entries that lift a block, and address ranges."""
+
+    block_suffix: list[str] = field(default_factory=list)
+    block_exact: list[str] = field(default_factory=list)
+    allow_suffix: list[str] = field(default_factory=list)
+    allow_exact: list[str] = field(default_factory=list)
+    networks: list[tuple[Network, str]] = field(default_factory=list)  # (network, where it came from)
+    suffix_actions: dict[str, Action] = field(default_factory=dict)
+
+    def cover(self, name: str, *, include_self: bool) -> Action | None:
+        return nearest_suffix_action(name, self.suffix_actions, include_self=include_self)
+
+
+def _ranges(group: GroupPolicy) -> list[tuple[str, Rule]]:
+    ranges = group.ranges
+    if hasattr(ranges, "__iter__"):
+        return list(ranges)  # type: ignore[arg-type]
+    # RangeSet has no public iterator yet: read its tables (rows are (start, end, rule, network text)).
+    tables = ranges._tables.values()  # type: ignore[attr-defined]
+    return [(row[3], row[2]) for rows, _starts, _ends in tables for row in rows]
+
+
+def export_set(group: GroupPolicy) -> ExportSet:
+    data = FeedData()
+    for name, value in group.domains:
+        rules = (value.at_name, value.below) if isinstance(value, Split) else (value,)
+        for rule in rules:
+            if rule.action == "allow":
+                (data.allow_exact if rule.exact else data.allow_suffix).add(name)
+            else:
+                (data.block_exact if rule.exact else data.block_suffix).add(name)
+    data = compact(data)
+    result = ExportSet(suffix_actions=merge_actions(data.block_suffix, data.allow_suffix))
+    result.block_suffix = sorted(data.block_suffix)
+    result.block_exact = sorted(data.block_exact)
+    result.allow_suffix = sorted(
+        n for n in data.allow_suffix if result.cover(n, include_self=False) == "block"
+    )
+    result.allow_exact = sorted(n for n in data.allow_exact if result.cover(n, include_self=True) == "block")
+    for network, rule in _ranges(group):
+        if rule.action == "block":
+            result.networks.append((ipaddress.ip_network(network), rule.feed or rule.selector))
+    result.networks.sort(key=lambda pair: (pair[0].version, pair[0]))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ formats
+
+
+@dataclass(frozen=True, slots=True)
+class ExportContext:
+    selectors: tuple[str, ...]
+    allow: tuple[str, ...]
+    zone: str = DEFAULT_ZONE
+    ttl: int = 300
+    generated: str = ""
+
+
+def _header(marker: str, fmt: str, context: ExportContext, notes: Sequence[str]) -> list[str]:
+    lines = [
+        f"blockdns export, format {fmt}, generated {context.generated}",
+        f"block: {', '.join(context.selectors) or '(nothing)'}",
+        f"allow: {', '.join(context.allow) or '(nothing)'}",
+        *notes,
+    ]
+    return [f"{marker} {line}".rstrip() for line in lines]
+
+
+def _skipped_ranges(marker: str, entries: ExportSet, fmt: str) -> list[str]:
+    if not entries.networks:
+        return []
+    sources = sorted({source for _network, source in entries.networks})
+    return [
+        f"{marker} {len(entries.networks)} address ranges ({', '.join(sources)}) cannot be expressed in the "
+        f"{fmt} format and are skipped; use the rpz export for them"
+    ]
+
+
+def _exact_names(entries: ExportSet) -> list[str]:
+    """Names a hosts-like format blocks: suffix entries by their name (unless allowed exactly), exact ones."""
+    allowed = set(entries.allow_exact)
+    return sorted({*(n for n in entries.block_suffix if n not in allowed), *entries.block_exact})
+
+
+def render_domains(entries: ExportSet, context: ExportContext) -> list[str]:
+    notes = [
+        "Each line blocks exactly that name. This format cannot say 'and every name below it', so names",
+        "below these are NOT covered; the adblock, dnsmasq, unbound and rpz exports keep them.",
+    ]
+    return [
+        *_header("#", "domains", context, notes),
+        *_skipped_ranges("#", entries, "domains"),
+        *_exact_names(entries),
+    ]
+
+
+def render_hosts(entries: ExportSet, context: ExportContext) -> list[str]:
+    notes = [
+        "Each line blocks exactly that name (answers 0.0.0.0). A hosts file cannot say 'and every name",
+        "below it', so names below these are NOT covered; the adblock, dnsmasq, unbound and rpz exports",
+        "keep them.",
+    ]
+    body = [f"0.0.0.0 {name}" for name in _exact_names(entries)]
+    return [*_header("#", "hosts", context, notes), *_skipped_ranges("#", entries, "hosts"), *body]
+
+
+def render_adblock(entries: ExportSet, context: ExportContext) -> list[str]:
+    notes = [
+        "||name^ blocks the name and every name below it, |name^ exactly the name; @@ marks exceptions.",
+        "$important keeps a block that lies inside an exception (AdGuard Home, uBlock Origin).",
+    ]
+
+    def important_block(name: str, *, exact: bool) -> bool:
+        return entries.cover(name, include_self=exact) == "allow"
+
+    def important_allow(name: str, *, exact: bool) -> bool:
+        parent = _covering_suffix(name, entries.suffix_actions, include_self=exact)
+        return parent is not None and important_block(parent, exact=False)
+
+    rows = []
+    for name in entries.block_suffix:
+        rows.append((name, f"||{name}^" + ("$important" if important_block(name, exact=False) else "")))
+    for name in entries.block_exact:
+        rows.append((name, f"|{name}^" + ("$important" if important_block(name, exact=True) else "")))
+    for name in entries.allow_suffix:
+        rows.append((name, f"@@||{name}^" + ("$important" if important_allow(name, exact=False) else "")))
+    for name in entries.allow_exact:
+        rows.append((name, f"@@|{name}^" + ("$important" if important_allow(name, exact=True) else "")))
+    body = [rule for _name, rule in sorted(rows)]
+    return [*_header("!", "adblock", context, notes), *_skipped_ranges("!", entries, "adblock"), *body]
+
+
+def _covering_suffix(name: str, suffix_actions: dict[str, Action], *, include_self: bool) -> str | None:
+    """The name of the most specific suffix entry covering ``name``."""
+    if include_self and name in suffix_actions:
+        return name
+    start = name.find(".")
+    while start != -1:
+        parent = name[start + 1 :]
+        if parent in suffix_actions:
+            return parent
+        start = name.find(".", start + 1)
+    return None
+
+
+def render_dnsmasq(entries: ExportSet, context: ExportContext) -> list[str]:
+    notes = [
+        "address=/name/ answers NXDOMAIN for the name and every name below it; server=/name/# lets the name",
+        "and the names below it resolve as usual; /*.name/ matches only names below (dnsmasq 2.86 or later).",
+        "Exact entries pair the two: address=/name/ + server=/*.name/# blocks exactly name.",
+    ]
+    allowed_exact = set(entries.allow_exact)
+    blocked_exact = set(entries.block_exact)
+    rows: list[tuple[str, list[str]]] = []
+    for name in entries.block_suffix:
+        if name in allowed_exact:
+            continue  # written with the exact exception below
+        rows.append((name, [f"address=/{name}/"]))
+    for name in entries.block_exact:
+        rows.append((name, [f"address=/{name}/", f"server=/*.{name}/#"]))
+    for name in entries.allow_suffix:
+        if name in blocked_exact:
+            continue  # server=/*.name/# already lets the names below through
+        rows.append((name, [f"server=/{name}/#"]))
+    for name in entries.allow_exact:
+        rows.append((name, [f"server=/{name}/#", f"address=/*.{name}/"]))
+    body = [line for _name, lines in sorted(rows) for line in lines]
+    return [*_header("#", "dnsmasq", context, notes), *_skipped_ranges("#", entries, "dnsmasq"), *body]
+
+
+def render_unbound(entries: ExportSet, context: ExportContext) -> list[str]:
+    notes = [
+        'Include this file from unbound.conf (include: "/path/to/file"); it opens its own server: clause.',
+        "always_nxdomain blocks a name and every name below it; exact entries are transparent zones",
+        "answering 0.0.0.0 / :: (NODATA for other types) for the name alone; always_transparent marks",
+        "exceptions.",
+    ]
+    allowed_exact = set(entries.allow_exact)
+    rows: list[tuple[str, list[str]]] = []
+    for name in entries.block_suffix:
+        rows.append((name, [f'local-zone: "{name}." always_nxdomain']))
+    for name in entries.block_exact:
+        rows.append(
+            (
+                name,
+                [
+                    f'local-zone: "{name}." transparent',
+                    f'local-data: "{name}. A 0.0.0.0"',
+                    f'local-data: "{name}. AAAA ::"',
+                ],
+            )
+        )
+    for name in entries.allow_suffix:
+        rows.append((name, [f'local-zone: "{name}." always_transparent']))
+    for name in sorted(allowed_exact):
+        rows.append(
+            (name, [f"# exception for exactly {name} cannot be expressed in Unbound; it stays blocked"])
+        )
+    body = [f"    {line}" for _name, lines in sorted(rows) for line in lines]
+    head = [*_header("#", "unbound", context, notes), *_skipped_ranges("#", entries, "unbound")]
+    return [*head, "server:", *body]
+
+
+def _rpz_ip_owner(network: Network) -> str:
+    if network.version == 4:
+        octets = str(network.network_address).split(".")
+        return f"{network.prefixlen}.{'.'.join(reversed(octets))}.rpz-ip"
+    words = [format(int(word, 16), "x") for word in network.network_address.exploded.split(":")]
+    return f"{network.prefixlen}.{'.'.join(reversed(words))}.rpz-ip"
+
+
+def render_rpz(entries: ExportSet, context: ExportContext) -> list[str]:
+    zone = context.zone
+    notes = [
+        "A response policy zone: 'name CNAME .' answers NXDOMAIN for exactly name, '*.name' for the names",
+        "below it, 'CNAME rpz-passthru.' exempts, and N.reversed-address.rpz-ip blocks answers in a range.",
+        f'Load it as a response-policy zone named {zone}. (BIND: response-policy {{ zone "{zone}"; }};).',
+    ]
+    owners: dict[str, Action] = {}
+    for name in entries.block_suffix:
+        owners.setdefault(name, "block")
+        owners[f"*.{name}"] = "block"
+    for name in entries.allow_suffix:
+        owners.setdefault(name, "allow")
+        owners[f"*.{name}"] = "allow"
+    for name in entries.block_exact:
+        owners[name] = "block"  # an exact entry owns the name itself, whatever a suffix entry says
+    for name in entries.allow_exact:
+        owners[name] = "allow"
+    target = {"block": ".", "allow": "rpz-passthru."}
+    room = MAX_NAME - len(zone) - 1
+    too_long = sorted(owner for owner in owners if len(owner) > room)
+    body = [f"{owner} CNAME {target[owners[owner]]}" for owner in sorted(owners) if len(owner) <= room]
+    body += [f"{_rpz_ip_owner(network)} CNAME ." for network, _source in entries.networks]
+    serial = int(time.time()) & 0xFFFFFFFF
+    zone_head = [
+        f"$TTL {context.ttl}",
+        f"$ORIGIN {zone}.",
+        f"@ SOA localhost. hostmaster.localhost. {serial} 3600 600 86400 {context.ttl}",
+        "@ NS localhost.",
+    ]
+    skipped = [f"; {owner} is too long to be written under {zone}; skipped" for owner in too_long]
+    return [*_header(";", "rpz", context, notes), *zone_head, *skipped, *body]
+
+
+RENDERERS: dict[str, Callable[[ExportSet, ExportContext], list[str]]] = {
+    "domains": render_domains,
+    "hosts": render_hosts,
+    "adblock": render_adblock,
+    "dnsmasq": render_dnsmasq,
+    "unbound": render_unbound,
+    "rpz": render_rpz,
+}
+
+
+# --------------------------------------------------------------------------------------------- the export
+
+
+def selected_policy(settings: Settings, selectors: Iterable[str]) -> tuple[GroupPolicy, tuple[str, ...]]:
+    """The default group compiled with ``selectors`` as block (the config's block list when empty)."""
+    chosen = tuple(selectors) or tuple(settings.policy.block)
+    catalog = load_settings_catalog(settings)
+    definitions = load_feed_definitions(settings, catalog)
+    defined = {definition.name for definition in definitions}
+    for text in (*chosen, *settings.policy.allow):
+        selector = parse_selector(text)
+        if selector.kind == "feed" and selector.value not in defined:
+            raise SelectorError(f"{text}: no feed named {selector.value!r} is defined")
+    feeds = load_feed_sources(definitions, data_dir(settings))
+    policy = compile_policy(catalog, chosen, settings.policy.allow, feeds=feeds)
+    return policy.default, chosen
+
+
+def zone_name(text: str | None) -> str:
+    if text is None:
+        return DEFAULT_ZONE
+    try:
+        return normalise(text)
+    except InvalidName as err:
+        raise UserError(f"--zone: {err}") from None
+
+
+def export_text(settings: Settings, fmt: str, selectors: Iterable[str] = (), zone: str | None = None) -> str:
+    """The export of ``fmt`` for ``selectors`` (default: the config's policy), as text."""
+    if fmt not in RENDERERS:
+        raise UserError(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
+    if zone is not None and fmt != "rpz":
+        raise UserError("--zone applies only to --format rpz")
+    group, chosen = selected_policy(settings, selectors)
+    context = ExportContext(
+        selectors=chosen,
+        allow=tuple(settings.policy.allow),
+        zone=zone_name(zone),
+        ttl=settings.blocking.ttl,
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return "\n".join(RENDERERS[fmt](export_set(group), context)) + "\n"
