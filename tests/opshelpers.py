@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 import urllib.error
@@ -23,13 +24,25 @@ from blockdns.runtime import build_policy
 
 TOKEN = "s3cret-token"
 BLOCKED_NAME = "chat.deepseek.com"
+TEST_CATALOG = Path(__file__).resolve().parent / "data" / "catalog"
+# The small fixed test catalogue (as the server tests use) and no feeds, so these tests do not move with the
+# shipped lists.
+NO_FEEDS = Path(tempfile.mkdtemp(prefix="blockdns-ops-")) / "feeds.toml"
+NO_FEEDS.write_text("feeds = []\n")
+TEST_LISTS = {
+    "catalog": str(TEST_CATALOG / "vendors"),
+    "guard": str(TEST_CATALOG / "guard.toml"),
+    "feeds": str(NO_FEEDS),
+}
 
 
 class FakeControl:
     """Implements ServerControl over a real compiled policy, without sockets."""
 
     def __init__(self, settings: Settings | None = None, *, token: str = TOKEN) -> None:
-        self._settings = settings or from_dict({"api": {"token": token, "listen": "127.0.0.1:0"}})
+        self._settings = settings or from_dict(
+            {"api": {"token": token, "listen": "127.0.0.1:0"}, "lists": TEST_LISTS}
+        )
         self._policy = build_policy(self._settings)
         self.stats = ServerStats()
         self._paused_until: float | None = None

@@ -15,7 +15,7 @@ from blockdns.ops.querylog import QueryLog
 from blockdns.ops.stats import LATENCY_BUCKETS
 from blockdns.resolve import transport
 
-from opshelpers import FakeControl
+from opshelpers import TEST_LISTS, FakeControl
 
 
 def scrape(control: FakeControl, querylog: QueryLog | None = None) -> dict[tuple[str, tuple], float]:
@@ -37,7 +37,8 @@ B = "blockdns_blocked_total"
 
 @pytest.fixture
 def control(tmp_path: Path) -> FakeControl:
-    settings = from_dict({"lists": {"data_dir": "lists-data"}}, source=tmp_path / "blockdns.toml")
+    lists = {**TEST_LISTS, "data_dir": "lists-data"}
+    settings = from_dict({"lists": lists}, source=tmp_path / "blockdns.toml")
     return FakeControl(settings)
 
 
