@@ -11,13 +11,14 @@ test): referrals with glue at zone cuts, AA answers, CNAME chains inside its zon
 non-terminals, NXDOMAIN with the SOA, REFUSED for zones it does not serve, TC over UDP when the answer does
 not fit. ``extra_*`` records are added to every answer, to play a server that tries to poison caches.
 
-:func:`build_test_hierarchy` builds the hierarchy the recursive-resolver tests and ``bench/recursion_compare.py``
-share. Servers listen on port 53 of addresses in 127.53.0.0/16 (NS glue cannot carry a port); port 0
-also works for a server reached only through configured root hints.
+:func:`build_test_hierarchy` builds the hierarchy that the recursive-resolver tests and
+``bench/recursion_compare.py`` share. Servers listen on port 53 of addresses in 127.53.0.0/16 (NS glue
+cannot carry a port); port 0 also works for a server reached only through configured root hints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -180,10 +181,8 @@ class FakeAuthServer:
 
     @staticmethod
     def _send_quietly(sock: socket.socket, reply: bytes, peer: tuple[str, int]) -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.sendto(reply, peer)
-        except OSError:
-            pass
 
     def _serve_tcp(self, listener: socket.socket) -> None:
         while not self._stop.is_set():
