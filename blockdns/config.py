@@ -206,10 +206,14 @@ class BlockingSettings(Section):
 
 def _check_selectors(values: list[str]) -> list[str]:
     # Imported here: policy imports config for its types.
+    from blockdns.errors import SelectorError
     from blockdns.policy import parse_selector
 
     for value in values:
-        parse_selector(value)
+        try:
+            parse_selector(value)
+        except SelectorError as err:
+            raise ValueError(str(err)) from None
     return values
 
 

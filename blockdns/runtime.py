@@ -40,6 +40,8 @@ def load_settings_catalog(settings: Settings) -> Catalog:
 
 def load_feed_definitions(settings: Settings, catalog: Catalog) -> list[FeedDefinition]:
     path = feeds_file(settings)
+    if settings.lists.feeds is not None and not path.exists():
+        raise ConfigError("no such file", file=str(settings.source or "<defaults>"), key="lists.feeds")
     definitions = load_definitions(path)
     for index, definition in enumerate(definitions):
         if definition.vendor is not None and definition.vendor not in catalog.vendors:

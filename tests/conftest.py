@@ -103,6 +103,7 @@ def base_config(upstream: FakeDNS | None = None, **sections: dict[str, Any]) -> 
             "data_dir": "var/lists",
             "catalog": str(TEST_CATALOG / "vendors"),
             "guard": str(TEST_CATALOG / "guard.toml"),
+            "feeds": str(TEST_CATALOG / "feeds.toml"),
         },
         "querylog": {"path": ""},
         "api": {"listen": ""},

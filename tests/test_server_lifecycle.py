@@ -1,0 +1,174 @@
+"""The real `blockdns serve` process: SIGHUP reloads atomically, a bad config is refused while the old one
+keeps serving, a changed file reloads by itself, SIGTERM stops it. And the chain's order, asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from blockdns.resolve.base import Answer, Outcome
+from blockdns.server.engine import CHAIN_ORDER, build_chain
+from blockdns.wire import Reply
+
+from conftest import TEST_CATALOG
+from fakedns import FakeDNS
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, port: int, upstream: FakeDNS, block: str, extra: str = "") -> None:
+    path.write_text(
+        f"""
+[server]
+listen = ["127.0.0.1:{port}"]
+[resolver]
+mode = "forward"
+upstreams = ["{upstream.url}"]
+[policy]
+block = [{block}]
+[lists]
+catalog = "{TEST_CATALOG / "vendors"}"
+guard = "{TEST_CATALOG / "guard.toml"}"
+feeds = "{TEST_CATALOG / "feeds.toml"}"
+refresh = "0"
+[querylog]
+path = ""
+[api]
+listen = ""
+{extra}
+"""
+    )
+
+
+def rcode(port: int, name: str) -> int | None:
+    try:
+        response = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=1)
+    except dns.exception.Timeout:
+        return None
+    return response.rcode()
+
+
+def wait_for(predicate, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def upstream():
+    fake = (
+        FakeDNS("127.0.0.2")
+        .answer("chat.deepseek.com", "A", "192.0.2.1")
+        .answer("chat.openai.com", "A", "192.0.2.2")
+    )
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    processes = []
+
+    def start(config: Path) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "blockdns", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+
+def test_sighup_reloads_and_a_bad_config_is_refused(tmp_path, upstream, serve):
+    port = free_port()
+    config = tmp_path / "blockdns.toml"
+    write_config(config, port, upstream, '"vendor:deepseek"')
+    process = serve(config)
+    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NXDOMAIN)
+    assert rcode(port, "chat.openai.com") == dns.rcode.NOERROR
+
+    write_config(config, port, upstream, '"vendor:openai"')
+    process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN)
+    assert rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR
+
+    config.write_text(config.read_text() + "\n[bogus]\n")
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN  # the old policy still serves
+    assert process.poll() is None
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert "reload refused" in output and "bogus: unknown key" in output
+    assert "Traceback" not in output
+
+
+def test_a_changed_config_file_reloads_without_a_signal(tmp_path, upstream, serve):
+    port = free_port()
+    config = tmp_path / "blockdns.toml"
+    write_config(config, port, upstream, '"vendor:deepseek"')
+    serve(config)
+    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NXDOMAIN)
+    time.sleep(0.05)
+    write_config(config, port, upstream, "")
+    os.utime(config, (time.time() + 5, time.time() + 5))  # a distinct mtime even on coarse clocks
+    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR, seconds=10)
+
+
+def test_serve_with_a_bad_config_exits_2_with_one_line(tmp_path, serve):
+    config = tmp_path / "blockdns.toml"
+    config.write_text("[server]\nlisten = ['127.0.0.1:notaport']\n")
+    process = serve(config)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 2
+    assert output.strip().count("\n") == 0 and "server.listen" in output
+
+
+def test_chain_order_is_fixed_in_one_place():
+    calls: list[str] = []
+
+    class Recording:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def handle(self, query, next_handler):
+            calls.append(self.name)
+            return await next_handler(query)
+
+    async def resolve(query):
+        calls.append("resolve")
+        return Answer(Outcome.RESOLVED, Reply(rcode=0, counts=(0, 0, 0)))
+
+    parts = {name: Recording(name) for name in CHAIN_ORDER[:-1]}
+    asyncio.run(build_chain(parts, resolve)(None))
+    assert calls == ["access", "local", "blocking", "inspection", "cache", "resolve"]
+    assert tuple(calls) == CHAIN_ORDER
