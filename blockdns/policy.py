@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from blockdns.catalog import CATEGORIES, Catalog, Vendor
+from blockdns.catalog import CATEGORIES, JURISDICTIONS, Catalog, Vendor
 from blockdns.errors import InvalidName, SelectorError
 from blockdns.names import normalise, suffixes
 
@@ -55,9 +55,11 @@ def parse_selector(text: str) -> Selector:
     if kind == "category" and value not in CATEGORIES:
         raise SelectorError(f"{text!r}: unknown category; one of {', '.join(CATEGORIES)}")
     if kind == "jurisdiction":
-        if len(value) != 2 or not value.isalpha():
-            raise SelectorError(f"{text!r}: a jurisdiction is an ISO 3166-1 alpha-2 code such as CN")
         value = value.upper()
+        if value not in JURISDICTIONS:
+            raise SelectorError(f"{text!r}: a jurisdiction is an ISO 3166-1 alpha-2 code such as CN")
+    if kind in ("vendor", "feed"):
+        value = value.lower()
     if kind == "domain":
         try:
             value = normalise(value)
