@@ -73,10 +73,10 @@ class Message:
         return bool(self.flags & TC)
 
 
-def parse(data: bytes) -> Message:
+def parse(data: bytes | bytearray | memoryview) -> Message:
     """Parse a whole reply; raise :class:`WireError` on anything malformed."""
     try:
-        return _parse(data)
+        return _parse(bytes(data))  # slices of it are kept: they must be immutable and hashable
     except (IndexError, struct.error, UnicodeError) as err:
         raise WireError(f"malformed reply: {err}") from None
 
