@@ -160,14 +160,11 @@ def _follow(
             final = [exact] if exact is not None else []
         if final:
             return chain, final, name, frozenset(synthesized), redirections
+        # A DNAME above the name comes first: the CNAME a server sends with it is only its synthesis, and
+        # RFC 6672 §3.4 has the resolver make its own (a name under a DNAME cannot hold a real CNAME).
+        dname = _dname_above(dnames, name) if qtype != TYPE_DNAME else None
         cname = by_key.get((name, TYPE_CNAME)) if qtype != TYPE_CNAME else None
-        if cname is not None:
-            chain.append(cname)
-            name = cname.target()
-        else:
-            dname = _dname_above(dnames, name) if qtype != TYPE_DNAME else None
-            if dname is None:
-                break
+        if dname is not None:
             new_name = dnsname.replace_suffix(name, dname.name, dname.target())
             if new_name is None:
                 break
@@ -175,6 +172,11 @@ def _follow(
             synthesized.add(len(chain))
             chain.append(synthesized_cname(name, new_name, dname.rclass, dname.ttl))
             name = new_name
+        elif cname is not None:
+            chain.append(cname)
+            name = cname.target()
+        else:
+            break
         redirections += 1
         if name in seen:
             break  # a loop inside one reply: the resolver's loop check reports it
