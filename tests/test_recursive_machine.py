@@ -304,7 +304,7 @@ def test_referral_records_outside_the_bailiwick_are_ignored() -> None:
     assert cache.get_rrset(from_text("ns1.example.com"), TYPE_A, 1, 1.0, min_rank=RANK_GLUE) is not None
 
 
-def test_glue_for_names_outside_the_referral_zone_is_not_used() -> None:
+def test_glue_for_names_outside_the_senders_zone_is_not_used() -> None:
     # The com server gives glue for ns.example.net: not inside example.com, so it must be looked up.
     table = example_com_network(www_answer)
     table[(COM, "example.com.", TYPE_A)] = lambda ask: referral(
@@ -320,6 +320,16 @@ def test_glue_for_names_outside_the_referral_zone_is_not_used() -> None:
             action, table[(action.server, to_text(action.qname), action.qtype)](action), 0.01, 0
         )
     assert resolution.next_action(0) == NeedAddresses(from_text("ns.example.net"))
+
+
+def test_sibling_glue_from_the_delegating_zone_is_used() -> None:
+    # Like the root's referral to com. with glue for a.gtld-servers.net: the NS name is not inside the
+    # referral zone but is inside the zone of the server that sent it, so no lookup is needed.
+    table = example_com_network(www_answer)
+    table[(ROOT, "com.", TYPE_A)] = lambda ask: referral(ask, "com.", {"a.gtld-servers.net.": COM[0]})
+    network = Network(table)
+    assert network.run(machine("www.example.com")).addresses() == ["192.0.2.80"]
+    assert len(network.asked) == 3
 
 
 def test_answer_records_outside_the_zone_asked_are_dropped() -> None:

@@ -5,8 +5,10 @@ This is the poisoning defence (Unbound calls it scrubbing). A server is asked on
 
 * answer and authority records must be within ``zone`` (in bailiwick);
 * a referral must be to a zone strictly below ``zone`` and at or above the name being resolved;
-* glue is kept only for the referral's own NS names, and only when those names are inside the referral
-  zone (so a server cannot plant addresses for another zone's servers);
+* glue is kept only for the referral's own NS names, and only when those names are inside the zone of the
+  server that sent it (RFC 8499's "in-bailiwick", Unbound's ``harden-glue``): the root may give addresses
+  for ``a.gtld-servers.net`` with its referral to ``com.``, but a ``com.`` server cannot plant an address
+  for a name under ``net.``;
 * a negative answer's SOA must belong to ``zone`` or below and sit at or above the name denied.
 
 Everything else in the reply is ignored, never cached.
@@ -112,7 +114,7 @@ def classify(message: Message, question: Question) -> Classified:
 
     chain, final, end, synthesized, redirections = _follow(answer, question)
     if final:
-        glue = _glue(final[0], message) if question.qtype == TYPE_NS else ()
+        glue = _glue(final[0], message, zone) if question.qtype == TYPE_NS else ()
         return Answer(tuple(chain), tuple(final), None, synthesized, glue, redirections)
 
     soa = _soa_for(authority, zone, end)
@@ -219,12 +221,13 @@ def _referral(authority: list[RRset], message: Message, question: Question) -> R
         if any(rrset.rtype == TYPE_NS for rrset in group(message.authority)):
             return Lame("referral to a zone that is not below the zone asked")
         return None
-    return Referral(best.name, best, _glue(best, message))
+    return Referral(best.name, best, _glue(best, message, question.zone))
 
 
-def _glue(ns: RRset, message: Message) -> tuple[RRset, ...]:
-    """A and AAAA sets from the additional section for the NS names of ``ns`` that are inside its zone."""
-    wanted = {target for target in ns.targets() if dnsname.is_subdomain(target, ns.name)}
+def _glue(ns: RRset, message: Message, zone: bytes) -> tuple[RRset, ...]:
+    """A and AAAA sets from the additional section for the NS names of ``ns`` that lie inside ``zone``, the
+    zone of the server that sent them."""
+    wanted = {target for target in ns.targets() if dnsname.is_subdomain(target, zone)}
     return tuple(
         rrset
         for rrset in group(message.additional)
