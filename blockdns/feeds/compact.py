@@ -2,8 +2,10 @@
 
 An entry is redundant when the most specific *suffix* entry that covers it (a parent suffix entry for a suffix
 entry; a suffix entry on the same name or a parent for an exact entry) has the same action. Exact entries
-never cover anything but their own name, so they are never consulted. Where the same name carries a block and
-an allow entry of the same kind, the allow entry wins and the block entry goes, as in the policy compiler.
+never cover anything but their own name, so they are never consulted. Where the same name carries a block
+and an allow entry, the allow entry wins and the block entry goes, as in the policy compiler: an allow suffix
+entry on a name also voids an exact block entry on it (an exact allow entry beside a suffix block entry
+stays: it exempts the name itself and leaves the names below blocked).
 
 Removing a redundant entry cannot change the nearest covering action of any other name (it had the same action
 as its own cover), so judging every entry against the original sets is exact, and compacting twice changes
@@ -60,6 +62,8 @@ def compact(data: FeedData) -> FeedData:
         if nearest_suffix_action(name, suffix, include_self=False) != action:
             (result.allow_suffix if action == "allow" else result.block_suffix).add(name)
     for name, action in exact.items():
+        if action == "block" and suffix.get(name) == "allow":
+            continue  # allow wins on the same name: the exact block never decides anything
         if nearest_suffix_action(name, suffix, include_self=True) != action:
             (result.allow_exact if action == "allow" else result.block_exact).add(name)
     result.networks = collapse_networks(data.networks)

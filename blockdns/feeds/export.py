@@ -48,6 +48,11 @@ DEFAULT_ZONE = "rpz.blockdns"
 MAX_NAME = 253
 
 
+def tree_order(name: str) -> tuple[str, ...]:
+    """Sort key that keeps a domain next to the names below it: by labels from the right."""
+    return tuple(reversed(name.split(".")))
+
+
 @dataclass(slots=True)
 class ExportSet:
     """What an export writes: non-redundant entries, allow entries that lift a block, and address ranges."""
@@ -131,7 +136,9 @@ def _skipped_ranges(marker: str, entries: ExportSet, fmt: str) -> list[str]:
 def _exact_names(entries: ExportSet) -> list[str]:
     """Names a hosts-like format blocks: suffix entries by their name (unless allowed exactly), exact ones."""
     allowed = set(entries.allow_exact)
-    return sorted({*(n for n in entries.block_suffix if n not in allowed), *entries.block_exact})
+    return sorted(
+        {*(n for n in entries.block_suffix if n not in allowed), *entries.block_exact}, key=tree_order
+    )
 
 
 def render_domains(entries: ExportSet, context: ExportContext) -> list[str]:
@@ -178,7 +185,7 @@ def render_adblock(entries: ExportSet, context: ExportContext) -> list[str]:
         rows.append((name, f"@@||{name}^" + ("$important" if important_allow(name, exact=False) else "")))
     for name in entries.allow_exact:
         rows.append((name, f"@@|{name}^" + ("$important" if important_allow(name, exact=True) else "")))
-    body = [rule for _name, rule in sorted(rows)]
+    body = [rule for _name, rule in sorted(rows, key=lambda row: tree_order(row[0]))]
     return [*_header("!", "adblock", context, notes), *_skipped_ranges("!", entries, "adblock"), *body]
 
 
@@ -216,7 +223,7 @@ def render_dnsmasq(entries: ExportSet, context: ExportContext) -> list[str]:
         rows.append((name, [f"server=/{name}/#"]))
     for name in entries.allow_exact:
         rows.append((name, [f"server=/{name}/#", f"address=/*.{name}/"]))
-    body = [line for _name, lines in sorted(rows) for line in lines]
+    body = [line for _name, lines in sorted(rows, key=lambda row: tree_order(row[0])) for line in lines]
     return [*_header("#", "dnsmasq", context, notes), *_skipped_ranges("#", entries, "dnsmasq"), *body]
 
 
@@ -248,7 +255,9 @@ def render_unbound(entries: ExportSet, context: ExportContext) -> list[str]:
         rows.append(
             (name, [f"# exception for exactly {name} cannot be expressed in Unbound; it stays blocked"])
         )
-    body = [f"    {line}" for _name, lines in sorted(rows) for line in lines]
+    body = [
+        f"    {line}" for _name, lines in sorted(rows, key=lambda row: tree_order(row[0])) for line in lines
+    ]
     head = [*_header("#", "unbound", context, notes), *_skipped_ranges("#", entries, "unbound")]
     return [*head, "server:", *body]
 
@@ -266,7 +275,7 @@ def render_rpz(entries: ExportSet, context: ExportContext) -> list[str]:
     notes = [
         "A response policy zone: 'name CNAME .' answers NXDOMAIN for exactly name, '*.name' for the names",
         "below it, 'CNAME rpz-passthru.' exempts, and N.reversed-address.rpz-ip blocks answers in a range.",
-        f'Load it as a response-policy zone named {zone}. (BIND: response-policy {{ zone "{zone}"; }};).',
+        f'Load it as the response-policy zone {zone} (BIND: response-policy {{ zone "{zone}"; }};).',
     ]
     owners: dict[str, Action] = {}
     for name in entries.block_suffix:
@@ -281,8 +290,9 @@ def render_rpz(entries: ExportSet, context: ExportContext) -> list[str]:
         owners[name] = "allow"
     target = {"block": ".", "allow": "rpz-passthru."}
     room = MAX_NAME - len(zone) - 1
-    too_long = sorted(owner for owner in owners if len(owner) > room)
-    body = [f"{owner} CNAME {target[owners[owner]]}" for owner in sorted(owners) if len(owner) <= room]
+    ordered = sorted(owners, key=lambda owner: (tree_order(owner.removeprefix("*.")), owner.startswith("*.")))
+    too_long = [owner for owner in ordered if len(owner) > room]
+    body = [f"{owner} CNAME {target[owners[owner]]}" for owner in ordered if len(owner) <= room]
     body += [f"{_rpz_ip_owner(network)} CNAME ." for network, _source in entries.networks]
     serial = int(time.time()) & 0xFFFFFFFF
     zone_head = [
