@@ -28,7 +28,8 @@ def entries(data: FeedData) -> set[str]:
 
 
 def test_domains_are_exact_unless_the_definition_says_suffix() -> None:
-    body = "# a comment\nExample.COM.\n\n! another comment\nb.example.org  # inline\n*.wild.example\n.dot.example\n"
+    body = "# a comment\nExample.COM.\n\n! another comment\nb.example.org  # inline\n"
+    body += "*.wild.example\n.dot.example\n"
     assert entries(parse("domains", body).data) == {
         "=example.com",
         "=b.example.org",
@@ -336,7 +337,10 @@ def test_ipranges_json_collapses_and_rejects() -> None:
         ' {"ipv6Prefix": "2001:db8::/32"}, {"ipv4Prefix": "192.0.2.7/32"}, {"service": "x"}]}'
     )
     result = parse("ipranges-json", body, max_rejected=0.5)
-    assert result.data.networks == [ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32")]
+    assert result.data.networks == [
+        ipaddress.ip_network("192.0.2.0/24"),
+        ipaddress.ip_network("2001:db8::/32"),
+    ]
     assert result.issues[0].where == "prefixes[4]"
 
 
@@ -373,8 +377,7 @@ def test_compaction_keeps_meaningful_nesting() -> None:
         "+a.example",  # b.a.example and e.a.example are covered by it
         "@+c.a.example",
         "+d.c.a.example",  # a block inside an allow inside a block stays
-        "@+x.example",  # allow wins the tie with the block suffix; the exact block stays (more specific)
-        "=x.example",
+        "@+x.example",  # allow wins on the same name, against the block suffix and the exact block
         "=only.example",
         "@=g.a.example",
     }  # f.c.a.example (allow inside an allow) went
