@@ -260,3 +260,30 @@ def test_openapi_describes_every_route(api: ApiThread, control: FakeControl) -> 
             if method == "post":
                 assert {"401", "403"} <= set(operation["responses"]), path
                 assert operation["security"] == [{"bearer": []}]
+
+
+def test_summary_cache_computes_once_for_concurrent_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from blockdns.ops import api as api_module
+
+    class SlowLog:
+        calls = 0
+
+        def summary(self, since: float) -> dict[str, object]:
+            SlowLog.calls += 1
+            time.sleep(0.05)
+            return {"calls": SlowLog.calls}
+
+    async def scenario() -> None:
+        cache = api_module.SummaryCache()
+        log = SlowLog()
+        results = await asyncio.gather(*(cache.get(log, 86400) for _ in range(5)))  # type: ignore[arg-type]
+        assert SlowLog.calls == 1 and all(r == {"calls": 1} for r in results)
+        assert await cache.get(log, 86400) == {"calls": 1}  # kept: 20 x 50 ms
+        assert await cache.get(log, 3600) == {"calls": 2}  # another window is its own entry
+        monkeypatch.setattr(api_module, "SUMMARY_MAX_AGE", 0.0)
+        await cache.get(log, 60)
+        assert (await cache.get(log, 60))["calls"] == 4  # expired at once: computed again
+
+    asyncio.run(scenario())

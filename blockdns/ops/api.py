@@ -47,6 +47,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONTROL: web.AppKey[ServerControl] = web.AppKey("control")
 QUERYLOG: web.AppKey[QueryLog | None] = web.AppKey("querylog")
 REGISTRY: web.AppKey[object] = web.AppKey("registry")
+SUMMARIES: web.AppKey[SummaryCache] = web.AppKey("summaries")
 LOOPBACK_ONLY: web.AppKey[bool] = web.AppKey("loopback_only")
 
 SECURITY_HEADERS = {
@@ -59,6 +60,42 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SUMMARY_COST_FACTOR = 20.0  # keep a summary this many times as long as it took to compute...
+SUMMARY_MAX_AGE = 30.0  # ...but never longer than this
+
+
+class SummaryCache:
+    """The query log summary for ``GET /api/stats``, computed once for concurrent callers and kept for a
+    while in proportion to its cost: free on a small log, at most ~5% of a core on a big one however many
+    dashboards are open."""
+
+    def __init__(self) -> None:
+        self._entries: dict[float, tuple[float, asyncio.Future[dict[str, object]]]] = {}
+
+    async def get(self, querylog: QueryLog, seconds: float) -> dict[str, object]:
+        now = time.monotonic()
+        entry = self._entries.get(seconds)
+        if entry is None or entry[0] <= now:
+            if len(self._entries) > 32:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            future = asyncio.ensure_future(self._compute(querylog, seconds))
+            entry = (float("inf"), future)  # fresh until computed
+            self._entries[seconds] = entry
+        return await asyncio.shield(entry[1])
+
+    async def _compute(self, querylog: QueryLog, seconds: float) -> dict[str, object]:
+        started = time.monotonic()
+        try:
+            result = await asyncio.to_thread(querylog.summary, time.time() - seconds)
+        except BaseException:
+            self._entries.pop(seconds, None)
+            raise
+        elapsed = time.monotonic() - started
+        current = self._entries.get(seconds)
+        if current is not None:
+            keep = min(SUMMARY_MAX_AGE, elapsed * SUMMARY_COST_FACTOR)
+            self._entries[seconds] = (time.monotonic() + keep, current[1])
+        return result
 
 
 class ApiRunner(web.AppRunner):
@@ -155,15 +192,15 @@ class BadInput(Exception):
     """A request parameter that cannot be used: becomes a 400 with this message."""
 
 
-def _since(request: web.Request, default: float | None) -> float | None:
+def _since_seconds(request: web.Request, default: float | None) -> float | None:
+    """How far back ``since`` reaches, in seconds (``default`` when absent)."""
     text = request.query.get("since", "").strip()
     if not text:
-        return time.time() - default if default is not None else None
+        return default
     try:
-        seconds = parse_duration(text)
+        return parse_duration(text)
     except ValueError as err:
         raise BadInput(f"since: {err}") from None
-    return time.time() - seconds
 
 
 def _limit(request: web.Request) -> int:
@@ -243,14 +280,15 @@ def bad_input(func: Handler) -> Handler:
 
 @bad_input
 async def get_stats(request: web.Request) -> web.StreamResponse:
-    since = _since(request, DEFAULT_STATS_SINCE)
+    seconds = _since_seconds(request, DEFAULT_STATS_SINCE)
+    assert seconds is not None
     body = server_snapshot(request.app[CONTROL], request.app[QUERYLOG])
     querylog = request.app[QUERYLOG]
     if querylog is not None:
         state = body["querylog"]
         assert isinstance(state, dict)
         try:
-            state["summary"] = await asyncio.to_thread(querylog.summary, since)
+            state["summary"] = await request.app[SUMMARIES].get(querylog, seconds)
         except QueryLogError as err:
             state["summary"] = None
             state["error"] = str(err)
@@ -261,7 +299,8 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
 async def get_querylog(request: web.Request) -> web.StreamResponse:
     querylog = request.app[QUERYLOG]
     limit, blocked, client = _limit(request), _flag(request, "blocked"), _client(request)
-    since = _since(request, None)
+    seconds = _since_seconds(request, None)
+    since = time.time() - seconds if seconds is not None else None
     if querylog is None:
         return error(404, 'the query log is off ([querylog] path = "")')
     rows = await asyncio.to_thread(querylog.recent, limit, blocked, client, since)
@@ -349,6 +388,7 @@ def make_app(
     app[CONTROL] = control
     app[QUERYLOG] = querylog
     app[REGISTRY] = metrics.make_registry(control, querylog)
+    app[SUMMARIES] = SummaryCache()
     app[LOOPBACK_ONLY] = loopback_only
     app.router.add_get("/", get_dashboard)
     app.router.add_get("/static/{name}", get_static)

@@ -128,7 +128,11 @@ class QueryLogReader:
     def summary(
         self, since: float | None = None, top: int = TOP, points: int = SERIES_POINTS
     ) -> dict[str, object]:
-        """Totals, block rate, top blocked vendors/domains/clients and a queries/blocked time series."""
+        """Totals, block rate, top blocked vendors/names/clients and a queries/blocked time series.
+
+        Shaped for a big log (a million rows a day): one pass over the covering (ts, outcome) index for the
+        totals and the series, and the partial index of blocked rows for the top lists.
+        """
         now = time.time()
         with closing(self._connect()) as conn:
             if since is None:
@@ -136,39 +140,45 @@ class QueryLogReader:
                 start = float(first) if first is not None else now
             else:
                 start = since
-            window = (start,)
-            by_outcome = dict(
-                self._fetch(
-                    conn, "SELECT outcome, COUNT(*) FROM queries WHERE ts >= ? GROUP BY outcome", window
-                )
+            width = bucket_width(max(now - start, 1.0), points)
+            buckets = self._fetch(
+                conn,
+                "SELECT CAST(ts / ? AS INTEGER) AS b, outcome, COUNT(*) FROM queries"
+                " INDEXED BY queries_ts_outcome WHERE ts >= ? GROUP BY b, outcome",
+                (width, start),
             )
-            blocked_where = "FROM queries WHERE outcome = 'blocked' AND ts >= ?"
+            blocked_rows = "FROM queries INDEXED BY queries_blocked_ts WHERE outcome = 'blocked' AND ts >= ?"
             vendors = self._fetch(
                 conn,
-                f"SELECT vendor, category, COUNT(*) AS n {blocked_where} GROUP BY vendor, category"
+                f"SELECT vendor, category, COUNT(*) AS n {blocked_rows} GROUP BY vendor, category"
                 " ORDER BY n DESC, vendor LIMIT ?",
                 (start, top),
             )
             domains = self._fetch(
                 conn,
-                f"SELECT qname, vendor, COUNT(*) AS n {blocked_where} GROUP BY qname"
+                f"SELECT qname, vendor, COUNT(*) AS n {blocked_rows} GROUP BY qname"
                 " ORDER BY n DESC, qname LIMIT ?",
                 (start, top),
             )
             clients = self._fetch(
                 conn,
-                "SELECT client, COUNT(*) AS n, SUM(outcome = 'blocked') AS b FROM queries"
-                " WHERE ts >= ? AND client IS NOT NULL GROUP BY client"
-                " ORDER BY b DESC, n DESC, client LIMIT ?",
+                f"SELECT client, COUNT(*) AS n {blocked_rows} AND client IS NOT NULL GROUP BY client"
+                " ORDER BY n DESC, client LIMIT ?",
                 (start, top),
             )
-            width = bucket_width(max(now - start, 1.0), points)
-            series_rows = self._fetch(
-                conn,
-                "SELECT CAST(ts / ? AS INTEGER) AS b, COUNT(*), SUM(outcome = 'blocked') FROM queries"
-                " WHERE ts >= ? GROUP BY b ORDER BY b",
-                (width, start),
-            )
+            top_clients = [
+                {
+                    "client": client,
+                    "queries": self._fetch(
+                        conn, "SELECT COUNT(*) FROM queries WHERE client = ? AND ts >= ?", (client, start)
+                    )[0][0],
+                    "blocked": blocked,
+                }
+                for client, blocked in clients
+            ]
+        by_outcome: dict[str, int] = {}
+        for _, outcome, count in buckets:
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + count
         total = sum(by_outcome.values())
         blocked = by_outcome.get("blocked", 0)
         return {
@@ -185,22 +195,25 @@ class QueryLogReader:
             "top_domains": [
                 {"name": name, "vendor": vendor, "count": count} for name, vendor, count in domains
             ],
-            "top_clients": [
-                {"client": client, "queries": count, "blocked": blocked_count or 0}
-                for client, count, blocked_count in clients
-            ],
-            "series": _series(series_rows, width, start, now),
+            "top_clients": top_clients,
+            "series": _series(buckets, width, start, now),
         }
 
 
 def _series(rows: list[tuple], width: int, start: float, now: float) -> dict[str, object]:
-    counts = {int(bucket): (count, blocked or 0) for bucket, count, blocked in rows}
+    """Rows of (bucket, outcome, count) as one point per bucket from ``start`` to ``now``, gaps as zeros."""
+    counts: dict[int, list[int]] = {}
+    for bucket, outcome, count in rows:
+        point = counts.setdefault(int(bucket), [0, 0])
+        point[0] += count
+        if outcome == "blocked":
+            point[1] += count
     # Every row is at or after start; rows stamped in the future (a clock stepped back) stay out.
     first, last = math.floor(start / width), math.floor(now / width)
     points = []
     for bucket in range(first, last + 1):
-        count, blocked = counts.get(bucket, (0, 0))
-        points.append({"ts": bucket * width, "queries": count, "blocked": blocked})
+        queries, blocked = counts.get(bucket, (0, 0))
+        points.append({"ts": bucket * width, "queries": queries, "blocked": blocked})
     return {"bucket_seconds": width, "points": points}
 
 
