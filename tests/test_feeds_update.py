@@ -390,3 +390,21 @@ def test_a_damaged_manifest_is_recovered(server: FeedServer, tmp_path: Path) -> 
     assert "if-none-match" not in server.last("/plain.txt").headers
     assert json.loads((tmp_path / "manifest.json").read_text())["feeds"]["plain"]["status"] == "ok"
     assert_consistent(tmp_path)
+
+
+def test_a_full_disk_fails_the_feed_not_the_run(
+    server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.serve("/plain.txt", LIST)
+    run([domains_feed(server)], tmp_path)
+    good = read_data(data_path(tmp_path, "plain"))
+
+    def disk_full(path: Path, text: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_atomic", disk_full)
+    server.serve("/plain.txt", LIST + "more.example\n")
+    report = run([domains_feed(server)], tmp_path)
+    assert (report.exit_code, report.outcomes[0].status) == (1, "failed")
+    assert "No space left on device" in (report.outcomes[0].error or "")
+    assert read_data(data_path(tmp_path, "plain")) == good

@@ -162,6 +162,12 @@ class DataStore:
         if raw_dir.is_dir():
             doomed += [p for p in raw_dir.iterdir() if _RAW.fullmatch(p.name) and p.name not in bodies]
             doomed += [p for p in raw_dir.iterdir() if _TEMPORARY.fullmatch(p.name)]
+        removed = []
         for path in doomed:
-            path.unlink(missing_ok=True)
-        return doomed
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                log.warning("cannot remove %s: %s", path, err.strerror)
+            else:
+                removed.append(path)
+        return removed

@@ -124,7 +124,13 @@ class Updater:
             self.progress.close()
 
     async def _feed(self, definition: FeedDefinition) -> FeedOutcome:
-        outcome = await self._update(definition)
+        try:
+            outcome = await self._update(definition)
+        except OSError as err:  # the data directory, not the feed: disk full, permissions
+            reason = err.strerror or str(err)
+            outcome = FeedOutcome(
+                definition.name, "failed", error=f"cannot write in {self.store.data_dir}: {reason}"
+            )
         self.progress.done(definition.name, outcome.status)
         return outcome
 
