@@ -66,15 +66,6 @@ _TTL = struct.Struct(">I")
 _DO_BIT = 0x8000
 
 
-class FastQuery(tuple):
-    """The fields the hot path needs, as a plain tuple subclass for speed.
-
-    (id, flags, qname (lowercased wire), qtype, qclass, question_end, payload (0: no EDNS), do)
-    """
-
-    __slots__ = ()
-
-
 def parse_query_fast(
     data: bytes,
 ) -> tuple[int, int, bytes, int, int, int, int, int] | None:

@@ -69,16 +69,13 @@ def decide(group: GroupPolicy, qname_wire: bytes, qname: str) -> Decision:
     """The group's decision for a name, memoised by wire name for the hot path."""
     decision = group.memo.get(qname_wire)
     if decision is None:
-        decision = group.decide(qname) if qname else _NO_RULE(group)
+        # A name with bytes no host name has cannot match any entry (and must not be read as one that does).
+        decision = group.decide(qname) if qname else Decision(name="", group=group.name, action="none")
         memo = group.memo
         if len(memo) >= MEMO_LIMIT:
             memo.clear()
         memo[qname_wire] = decision
     return decision
-
-
-def _NO_RULE(group: GroupPolicy) -> Decision:
-    return Decision(name="", group=group.name, action="none")
 
 
 def inspect(

@@ -262,16 +262,23 @@ class Server:
         paths.append(catalog.parent / "guard.toml")
         directory = data_dir(settings)
         paths += sorted(directory.glob("*.list"))
+        paths.append(directory / "manifest.json")
         return paths
 
+    def _watched_mtimes(self) -> dict[Path, float]:
+        return {path: _mtime(path) for path in self._watched_paths()}
+
     def _snapshot_watched(self) -> None:
-        self._watched = {path: _mtime(path) for path in self._watched_paths()}
+        self._watched = self._watched_mtimes()
 
     async def _watch_files(self) -> None:
-        """Reload when the config, the catalogue, the feed definitions or the fetched lists change."""
+        """Reload when the config, the catalogue, the feed definitions or the fetched lists change.
+
+        The directory scan runs in a worker thread: a hundred stat calls would otherwise stall every query
+        behind them for a millisecond or two."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            current = {path: _mtime(path) for path in self._watched_paths()}
+            current = await asyncio.to_thread(self._watched_mtimes)
             if current != self._watched:
                 self._watched = current
                 log.info("configuration or list files changed: reloading")
