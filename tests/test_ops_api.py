@@ -287,3 +287,16 @@ def test_summary_cache_computes_once_for_concurrent_callers(monkeypatch: pytest.
         assert (await cache.get(log, 60))["calls"] == 4  # expired at once: computed again
 
     asyncio.run(scenario())
+
+
+def test_a_taken_port_is_one_clear_error(api: ApiThread, control: FakeControl) -> None:
+    import asyncio
+
+    from blockdns.errors import BlockdnsError
+    from blockdns.ops.api import start_api
+
+    async def clash() -> None:
+        await start_api(control, None, "127.0.0.1", api.runner.port)
+
+    with pytest.raises(BlockdnsError, match=r"cannot listen on 127\.0\.0\.1:\d+ for the admin API"):
+        asyncio.run(clash())

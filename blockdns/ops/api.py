@@ -414,7 +414,8 @@ def _is_loopback_address(host: str) -> bool:
 async def start_api(control: ServerControl, querylog: QueryLog | None, host: str, port: int) -> ApiRunner:
     """Serve the API on ``host:port`` (port 0: any free port; read it from ``runner.port``).
 
-    Stop it with ``await runner.cleanup()``. Raises OSError when the address cannot be bound.
+    Stop it with ``await runner.cleanup()``. Raises :class:`BlockdnsError` (one line) when the address cannot
+    be bound.
     """
     app = make_app(control, querylog, loopback_only=_is_loopback_address(host))
     runner = ApiRunner(app, access_log=None, handle_signals=False)
@@ -422,6 +423,12 @@ async def start_api(control: ServerControl, querylog: QueryLog | None, host: str
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise BlockdnsError(
+            f"cannot listen on {where} for the admin API ([api] listen): {err.strerror}"
+        ) from None
     except BaseException:
         await runner.cleanup()
         raise
