@@ -74,6 +74,8 @@ def test_rows_land_in_sqlite_in_wal_mode(make_log, control: FakeControl) -> None
     with sqlite3.connect(querylog.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert querylog.written == 2
+    for suffix in ("", "-wal"):  # not world-readable, whatever the umask
+        assert stat.S_IMODE(Path(f"{querylog.path}{suffix}").stat().st_mode) & 0o007 == 0, suffix
 
 
 def test_batches_are_written_without_waiting_for_the_interval(make_log, control: FakeControl) -> None:

@@ -6,12 +6,15 @@ writer thread commits; a reader never blocks the writer and the writer never blo
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
 from blockdns.ops.clientid import QueryLogError
 
 SCHEMA_VERSION = 1
+DB_MODE = 0o640
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (
@@ -48,6 +51,10 @@ INSERT = (
 def open_writer(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the database for writing, in WAL mode with the schema in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Who asked for what is personal data: the file (and the -wal/-shm files SQLite gives the same mode)
+    # is readable by its owner and group only, whatever the umask.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_MODE))
     conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
     try:
         if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
