@@ -12,10 +12,12 @@ resolves each name cold, ``--repeat`` times, with:
   local zone lifted), primed with a ``. NS`` query,
   timed from a dnspython client over loopback UDP (so its figure includes one client round trip, ~0.1 ms).
 
-Upstream queries are counted at the fake servers (a TCP retry after truncation counts as a query), after
-priming, so both start from the same state: the root NS set known, nothing else. Both talk IPv4 only.
-Then every name is resolved once more in sequence on one warm instance of each, to compare the work
-shared through the cache. Loopback only; nothing leaves the machine.
+The fake servers run in a child process of their own, so their threads do not compete with blockdns's
+event loop for the GIL (Unbound is a process of its own too). Upstream queries are counted at the fake
+servers (a TCP retry after truncation counts as a query), after priming, so both start from the same
+state: the root NS set known, nothing else. Both talk IPv4 only. Then every name is resolved once more
+in sequence on one warm instance of each, to compare the work shared through the cache. Loopback only;
+nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import shutil
 import statistics
 import subprocess
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import dns.exception
@@ -45,10 +49,11 @@ from blockdns.errors import UpstreamError
 from blockdns.resolve.recursive import RecursiveResolver
 from blockdns.resolve.recursive.dnsname import from_text
 
-from fakeauth import ROOT_SERVERS, FakeHierarchy, build_test_hierarchy
+from fakeauth import ROOT_SERVERS, build_test_hierarchy
 
 UNBOUND_ADDRESS = "127.53.9.1"
 UNBOUND_PORT = 5399
+MAX_COMMANDS = 1_000_000  # far more than one run sends to the hierarchy process
 
 NAMES: list[tuple[str, str, str]] = [
     ("www.glue.test", "A", "delegation with glue"),
@@ -65,6 +70,46 @@ NAMES: list[tuple[str, str, str]] = [
     ("www.sub.evil.test", "A", "referral with poison"),
     ("www.loop1.test", "A", "delegation loop (fails)"),
 ]
+
+
+class Hierarchy:
+    """The fake hierarchy, served from a child process; ``reset()`` and ``total()`` ask it over a pipe."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("fork")  # the parent has no threads yet: forking is safe
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(target=_serve_hierarchy, args=(child,), daemon=True)
+
+    def __enter__(self) -> Hierarchy:
+        self._process.start()
+        if self._pipe.recv() != "ready":
+            raise RuntimeError("the fake hierarchy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pipe.send("stop")
+        self._process.join(10)
+
+    def reset(self) -> None:
+        self._pipe.send("reset")
+        self._pipe.recv()
+
+    def total(self) -> int:
+        self._pipe.send("total")
+        return int(self._pipe.recv())
+
+
+def _serve_hierarchy(pipe: Connection) -> None:
+    with build_test_hierarchy() as hierarchy:
+        pipe.send("ready")
+        for _ in range(MAX_COMMANDS):
+            try:
+                command = pipe.recv()
+            except EOFError:  # the parent is gone
+                return
+            if command == "stop":
+                return
+            pipe.send(hierarchy.reset() if command == "reset" else hierarchy.total())
 
 
 @dataclass
@@ -85,7 +130,7 @@ def blockdns_settings() -> ResolverSettings:
     return ResolverSettings(root_hints=ROOT_SERVERS, timeout=1.0, total_timeout=5.0, ipv6=False)
 
 
-async def blockdns_cold(hierarchy: FakeHierarchy, name: str, qtype: str) -> Run:
+async def blockdns_cold(hierarchy: Hierarchy, name: str, qtype: str) -> Run:
     resolver = RecursiveResolver(blockdns_settings())
     await resolver.start()
     hierarchy.reset()
@@ -100,7 +145,7 @@ async def blockdns_cold(hierarchy: FakeHierarchy, name: str, qtype: str) -> Run:
     return Run(hierarchy.total(), elapsed, outcome)
 
 
-async def blockdns_sequence(hierarchy: FakeHierarchy) -> tuple[int, float]:
+async def blockdns_sequence(hierarchy: Hierarchy) -> tuple[int, float]:
     resolver = RecursiveResolver(blockdns_settings())
     await resolver.start()
     hierarchy.reset()
@@ -195,7 +240,7 @@ remote-control:
         return response
 
 
-def settle(hierarchy: FakeHierarchy, quiet: float = 0.15, limit: float = 2.0) -> None:
+def settle(hierarchy: Hierarchy, quiet: float = 0.15, limit: float = 2.0) -> None:
     """Wait until the fake servers have seen no query for ``quiet`` seconds (Unbound may still be
     fetching NS addresses in the background after it answered)."""
     deadline = time.monotonic() + limit
@@ -208,7 +253,7 @@ def settle(hierarchy: FakeHierarchy, quiet: float = 0.15, limit: float = 2.0) ->
         last = now
 
 
-def unbound_cold(binary: str, hierarchy: FakeHierarchy, name: str, qtype: str) -> Run:
+def unbound_cold(binary: str, hierarchy: Hierarchy, name: str, qtype: str) -> Run:
     with tempfile.TemporaryDirectory() as workdir, Unbound(binary, Path(workdir)) as unbound:
         settle(hierarchy)
         hierarchy.reset()
@@ -222,7 +267,7 @@ def unbound_cold(binary: str, hierarchy: FakeHierarchy, name: str, qtype: str) -
         return Run(hierarchy.total(), elapsed, outcome)
 
 
-def unbound_sequence(binary: str, hierarchy: FakeHierarchy) -> tuple[int, float]:
+def unbound_sequence(binary: str, hierarchy: Hierarchy) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as workdir, Unbound(binary, Path(workdir)) as unbound:
         settle(hierarchy)
         hierarchy.reset()
@@ -255,7 +300,7 @@ def main() -> int:
     if not have_unbound:
         print(f"unbound not found at {args.unbound}: blockdns figures only", file=sys.stderr)
 
-    with build_test_hierarchy() as hierarchy:
+    with Hierarchy() as hierarchy:
         columns = ("blockdns q", "ms", "unbound q", "ms")
         header = f"{'name':34} {'type':5} {'what':32} " + "{:>10} {:>7} {:>10} {:>7}  rcode".format(*columns)
         print(header)
