@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from blockdns import __version__
-from blockdns.cli import check_cmd, config_cmd, lists_cmd, serve_cmd
+from blockdns.cli import check_cmd, config_cmd, lists_cmd, log_cmd, serve_cmd
 
 app = typer.Typer(
     name="blockdns",
@@ -18,6 +18,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("check")(check_cmd.check)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(lists_cmd.app, name="lists")
+log_cmd.register(app)
 
 
 def _version(value: bool) -> None:

@@ -141,8 +141,13 @@ class Server:
 
     def _apply(self, settings: Settings, policy: Policy) -> None:
         old = self._settings
-        if settings.server.listen != old.server.listen:
-            log.warning("server.listen changed: restart blockdns to listen on the new addresses")
+        for section, changed in (
+            ("server.listen", settings.server.listen != old.server.listen),
+            ("querylog", settings.querylog != old.querylog),
+            ("api.listen", settings.api.listen != old.api.listen),
+        ):
+            if changed:
+                log.warning("%s changed: restart blockdns to apply it", section)
         if settings.cache != old.cache:
             self.cache.max_entries = settings.cache.max_entries
             self.cache.clear()
