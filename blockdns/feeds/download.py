@@ -93,9 +93,7 @@ class FeedDownloader:
         while pending:
             if len(tree.files) + len(pending) > MAX_FILES:
                 raise FeedFormatError(f"includes more than {MAX_FILES} files", feed=self.definition.name)
-            texts = await asyncio.gather(
-                *(self._text(f"{base}/{name}", keep_raw=True) for name in pending)
-            )
+            texts = await asyncio.gather(*(self._text(f"{base}/{name}", keep_raw=True) for name in pending))
             for name, text in zip(pending, texts, strict=True):
                 tree.add(name, text or "")
             pending = tree.missing()
