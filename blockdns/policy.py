@@ -207,6 +207,12 @@ class RangeSet:
     def __len__(self) -> int:
         return sum(len(table[0]) for table in self._tables.values())
 
+    def __iter__(self) -> Iterator[tuple[str, Rule]]:
+        """Every range as (network text, rule)."""
+        for rows, _starts, _max_end in self._tables.values():
+            for row in rows:
+                yield row[3], row[2]
+
     def match(self, address: str) -> tuple[str, Rule] | None:
         """The narrowest range holding ``address``, or None."""
         try:

@@ -69,12 +69,7 @@ class ExportSet:
 
 
 def _ranges(group: GroupPolicy) -> list[tuple[str, Rule]]:
-    ranges = group.ranges
-    if hasattr(ranges, "__iter__"):
-        return list(ranges)  # type: ignore[arg-type]
-    # RangeSet has no public iterator yet: read its tables (rows are (start, end, rule, network text)).
-    tables = ranges._tables.values()  # type: ignore[attr-defined]
-    return [(row[3], row[2]) for rows, _starts, _ends in tables for row in rows]
+    return list(group.ranges)
 
 
 def export_set(group: GroupPolicy) -> ExportSet:

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, ResolverSettings, Settings
 from blockdns.errors import BlockdnsError
+from blockdns.feeds.refresh import update_command
 from blockdns.names import normalise
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.stats import ServerStats
@@ -300,9 +300,7 @@ class Server:
         first_wait = max(0.0, period - (time.time() - _mtime(manifest))) if manifest.exists() else 0.0
         await asyncio.sleep(first_wait)
         while True:
-            command = [sys.executable, "-m", "blockdns", "lists", "update"]
-            if self._settings.source:
-                command += ["--config", str(self._settings.source)]
+            command = update_command(self._settings.source)
             process = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
             )
