@@ -111,6 +111,23 @@ def test_start_never_raises_when_no_root_answers() -> None:
     run(scenario())
 
 
+def test_an_expired_root_ns_set_is_primed_again_in_the_background(hierarchy: FakeHierarchy) -> None:
+    async def scenario() -> None:
+        resolver = await primed()
+        resolver.cache._entries.clear()  # as if a day had passed
+        resolver._primed_at = -1e9
+        hierarchy.reset()
+        assert addresses(await ask(resolver, "www.glue.test")) == ["192.0.2.1"]  # from the hints meanwhile
+        assert resolver._priming is not None
+        await resolver._priming
+        assert resolver.cache.get_rrset(ROOT, TYPE_NS, 1, 0.0, min_rank=RANK_ANSWER) is not None
+        await resolver.close()
+
+    run(scenario())
+    asked = [query for address in ROOT_SERVERS for query in hierarchy[address].asked()]
+    assert (".", "NS") in asked
+
+
 # ------------------------------------------------------------------------------ cold and warm costs
 
 COLD_COSTS = [
