@@ -267,29 +267,35 @@ def measure(server: Server, inputs: dict[str, Path], runs: int, seconds: float, 
 
 
 COMPILE_PROBE = """
-import json, resource, time, gc
-from blockdns.catalog import Catalog
+import gc, json, sys, tempfile, time
 from pathlib import Path
+from blockdns.catalog import Catalog
+from blockdns.feeds.model import read_data
 from blockdns.policy import FeedSource, compile_policy
+
 def rss():
     return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024
-names = {f"ai{i:07d}.vendor{i % 997}.test" for i in range(1_000_000)}
+
+# The real path: a stored 1,000,000-entry feed file, read and compiled as the server does on (re)load.
+path = Path(tempfile.mkdtemp()) / "big.list"
+path.write_text("".join(f"+ai{i:07d}.vendor{i % 997}.test\\n" for i in range(1_000_000)))
 gc.collect()
 before = rss()
 started = time.perf_counter()
-feed = FeedSource("big", None, "chat", "block", names, set(), set(), set())
+data = read_data(path)
+feed = FeedSource("big", None, "chat", "block", data.block_suffix, set(), set(), set())
 policy = compile_policy(Catalog({}, {}, Path(".")), ["feed:big"], [], [], [feed])
 elapsed = time.perf_counter() - started
-del names, feed
+del data, feed
 gc.collect()
 group = policy.default
 probes = [f"x.ai{i:07d}.vendor{i % 997}.test" for i in range(0, 1_000_000, 10)] + ["www.example.org"] * 1000
 t = time.perf_counter()
 for name in probes:
-    group.decide(name)
-per_lookup = (time.perf_counter() - t) / len(probes) * 1e6
+    group.domains.match(name)
+per_match = (time.perf_counter() - t) / len(probes) * 1e6
 print(json.dumps({"seconds": elapsed, "mb": rss() - before, "entries": len(group.domains),
-                  "lookup_us": per_lookup}))
+                  "lookup_us": per_match}))
 """
 
 
@@ -344,7 +350,8 @@ def main() -> int:
         figures = policy_compile()
         print(
             f"\npolicy compile: {figures['entries']:,} entries in {figures['seconds']:.2f} s, "
-            f"{figures['mb']:.0f} MB; lookup {figures['lookup_us']:.2f} µs per name"
+            f"(read from the stored feed file and compiled), {figures['mb']:.0f} MB resident for the "
+            f"compiled form; match {figures['lookup_us']:.2f} µs per name"
         )
     return 0
 
