@@ -204,7 +204,7 @@ class Resolution:
         server = self._pick_server(now)
         if server is not None:
             return self._ask(server, now)
-        name = self._next_unresolved(now)
+        name = self._next_unresolved()
         if name is not None:
             self.pending = NeedAddresses(name)
             return self.pending
@@ -391,7 +391,7 @@ class Resolution:
             candidates = [address for address in candidates if servers.usable(address, zone.zone, now)]
         return servers.choose(candidates, self.context.rng)
 
-    def _next_unresolved(self, now: float) -> bytes | None:
+    def _next_unresolved(self) -> bytes | None:
         """The next NS name to look up, skipping loops; None when none is left."""
         zone = self._zone()
         while zone.unresolved:

@@ -10,7 +10,6 @@ import ipaddress
 import struct
 from dataclasses import dataclass, replace
 
-from blockdns.resolve.recursive import dnsname
 from blockdns.resolve.recursive.message import Record
 from blockdns.wire import TYPE_A, TYPE_AAAA
 
@@ -114,7 +113,3 @@ def _unique(records: list[Record]) -> tuple[Record, ...]:
 def synthesized_cname(owner: bytes, target: bytes, rclass: int, ttl: int) -> RRset:
     """The CNAME a DNAME implies for ``owner`` (RFC 6672 §3.4: its TTL is the DNAME's)."""
     return RRset(owner, 5, rclass, ttl, (target,))
-
-
-def name_text(name: bytes) -> str:
-    return dnsname.to_text(name)
