@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,8 +15,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from blockdns import tomlfile
 from blockdns.errors import CatalogError, InvalidName
 from blockdns.names import normalise
+from blockdns.tomlfile import schema_problems
 
 CATEGORIES = ("chat", "api", "coding", "media", "search", "agent", "model-hub", "bypass")
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -218,43 +219,6 @@ def _parse(path: Path, model: type[ModelT]) -> ModelT:
         raise CatalogError(message, file=str(path), key=key) from None
 
 
-_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
-
-
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; every failure is a :class:`CatalogError` naming the file (syntax: the line)."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CatalogError("no such file", file=str(path)) from None
-    except OSError as err:
-        raise CatalogError(f"cannot read: {err.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise CatalogError("not UTF-8 text", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        found = _TOML_LINE.search(str(err))
-        key = f"line {found.group(1)}" if found else None
-        raise CatalogError(f"not valid TOML: {err}", file=str(path), key=key) from None
-
-
-def schema_problems(err: ValidationError) -> list[tuple[str, str]]:
-    """Every problem pydantic found, as ``(dotted key, one-line message)``, in document order."""
-    problems = []
-    for error in err.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        problems.append((key, _explain(error)))
-    return problems
-
-
-def _explain(error: Any) -> str:
-    kind, field = error["type"], str(error["loc"][-1]) if error["loc"] else ""
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if field == "evidence" and kind in ("missing", "string_too_short"):
-        return "evidence is missing: cite a vendor document URL or an 'owner/repo path' list reference"
-    if kind == "missing":
-        return "required key is missing"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if kind not in ("value_error", "assertion_error") and "input" in error:
-        message = f"{message} (got {error['input']!r})"
-    return message
+    return tomlfile.read_toml(path, CatalogError)

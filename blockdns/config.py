@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from blockdns.errors import ConfigError, InvalidName
 from blockdns.names import normalise
+from blockdns.tomlfile import read_toml, schema_problems
 
 DEFAULT_CONFIG_NAME = "blockdns.toml"
 
@@ -324,16 +324,7 @@ def load(path: Path | str | None = None) -> Settings:
             return Settings()
         path = candidate
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=str(path)) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}", file=str(path)) from None
+    raw = read_toml(path)
     return from_dict(raw, source=path.resolve())
 
 
@@ -345,14 +336,7 @@ def from_dict(raw: dict, *, source: Path | None = None) -> Settings:
 
 
 def _first_error(err: ValidationError, source: Path | None) -> ConfigError:
-    first = err.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    else:
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] not in ("value_error", "assertion_error") and "input" in first:
-            message = f"{message} (got {first['input']!r})"
+    key, message = schema_problems(err)[0]
     return ConfigError(message, file=str(source) if source else "<defaults>", key=key)
 
 

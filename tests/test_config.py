@@ -44,7 +44,7 @@ def blockdns(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         ("[lists]\nrefresh = 'soon'\n", "lists.refresh", "duration"),
         ("[querylog]\nclients = 'some'\n", "querylog.clients", "full"),
         ("[api]\nlisten = 'localhost:80'\n", "api.listen", "not an IP address"),
-        ("server = [\n", "", "not valid TOML"),
+        ("[server]\nlisten = = 1\n", "line 2", "not valid TOML"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, toml, key, words):

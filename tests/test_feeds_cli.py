@@ -96,7 +96,7 @@ def test_dry_run_and_force_flags(server: FeedServer, tmp_path: Path) -> None:
          "feeds.toml: feeds.0.format:"),
         ('[[feeds]]\nname = "x"\nurl = "https://e.invalid/x"\nformat = "domains"\nvendor = "nobody"\n',
          "feeds.toml: feeds.0.vendor: feed 'x' names vendor 'nobody', which is not in the catalogue"),
-        ("[[feeds]\n", "feeds.toml: not valid TOML"),
+        ("[[feeds]\n", "feeds.toml: line 1: not valid TOML"),
     ],
 )  # fmt: skip
 def test_bad_feed_definitions_exit_2_with_one_line(

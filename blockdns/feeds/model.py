@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blockdns.catalog import CATEGORIES, shipped_lists_dir
 from blockdns.errors import ConfigError
+from blockdns.tomlfile import read_toml, schema_problems
 
 FeedFormat = Literal[
     "domains", "hosts", "adblock", "dnsmasq", "rpz", "v2fly", "ipranges-json", "m365-endpoints"
@@ -70,17 +70,10 @@ def load_definitions(path: Path | None = None) -> list[FeedDefinition]:
     if not path.exists():
         return []
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        definitions = FeedsFile.model_validate(raw).feeds
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}", file=str(path)) from None
+        definitions = FeedsFile.model_validate(read_toml(path)).feeds
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ConfigError(message.removeprefix("Value error, "), file=str(path), key=key) from None
+        key, message = schema_problems(err)[0]
+        raise ConfigError(message, file=str(path), key=key) from None
     names = [d.name for d in definitions]
     for name in names:
         if names.count(name) > 1:
