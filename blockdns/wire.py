@@ -55,6 +55,7 @@ EDE_NOT_READY = 14
 EDE_NO_REACHABLE_AUTHORITY = 22
 EDE_NETWORK_ERROR = 23
 
+MAX_POINTER_JUMPS = 64  # more compression pointers than this in one name: a loop or an attack
 MAX_UDP_PAYLOAD = 1232  # what blockdns offers and accepts at most over UDP (DNS Flag Day 2020)
 MIN_UDP_PAYLOAD = 512
 
@@ -431,18 +432,23 @@ def _skip_name(data: bytes, pos: int) -> int:
         pos += length + 1
 
 
-def _read_name(data: bytes, pos: int) -> str:
-    """Read a possibly compressed name as lowercase text; pointers must go backwards (no loops)."""
-    labels: list[str] = []
-    jumps = 0
+def read_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """Read a possibly compressed name at ``pos``; return it in uncompressed wire form (case kept) and the
+    position just after it in the message. Pointers must point backwards, so a loop cannot form."""
+    out = bytearray()
+    end = None
     limit = pos
+    jumps = 0
     while True:
         length = data[pos]
         if length == 0:
+            out.append(0)
             break
         if length & 0xC0 == 0xC0:
             target = ((length & 0x3F) << 8) | data[pos + 1]
-            if target >= limit or jumps > 64:
+            if end is None:
+                end = pos + 2
+            if target >= limit or jumps >= MAX_POINTER_JUMPS:
                 raise WireError("compression pointer loop or forward pointer")
             limit = target
             pos = target
@@ -450,9 +456,29 @@ def _read_name(data: bytes, pos: int) -> str:
             continue
         if length > 63:
             raise WireError("reserved label type")
-        labels.append(data[pos + 1 : pos + 1 + length].decode("ascii", errors="replace").lower())
+        label = data[pos + 1 : pos + 1 + length]
+        if len(label) != length:
+            raise WireError("name runs past the end of the message")
+        out.append(length)
+        out += label
+        if len(out) > 255:
+            raise WireError("name longer than 255 bytes")
         pos += length + 1
-    return ".".join(labels)
+    return bytes(out), (end if end is not None else pos + 1)
+
+
+def _read_name(data: bytes, pos: int) -> str:
+    """A possibly compressed name as lowercase presentation text."""
+    wire_name, _ = read_name(data, pos)
+    return b".".join(_labels(wire_name)).decode("ascii", errors="replace").lower()
+
+
+def _labels(wire_name: bytes) -> list[bytes]:
+    labels, pos = [], 0
+    while wire_name[pos]:
+        labels.append(wire_name[pos + 1 : pos + 1 + wire_name[pos]])
+        pos += wire_name[pos] + 1
+    return labels
 
 
 def _ipv6_text(raw: bytes) -> str:

@@ -13,11 +13,10 @@ import struct
 from dataclasses import dataclass
 
 from blockdns.errors import WireError
-from blockdns.wire import AA, TC, TYPE_OPT
+from blockdns.wire import AA, TC, TYPE_OPT, read_name
 
 _HEADER = struct.Struct(">HHHHHH")
 _RR_FIXED = struct.Struct(">HHIH")
-_MAX_POINTER_JUMPS = 64
 
 # How the data of each type that may hold compressed names is laid out: a sequence of "n" (a name) and
 # integers (that many opaque bytes). "s" is a character-string (a length byte and that many bytes).
@@ -118,41 +117,6 @@ def _parse(data: bytes) -> Message:
         tuple(sections[2]),
         has_opt,
     )
-
-
-def read_name(data: bytes, pos: int) -> tuple[bytes, int]:
-    """Read a possibly compressed name at ``pos``; return it in uncompressed wire form (case kept) and the
-    position just after it in the message. Pointers must point backwards, so a loop cannot form."""
-    out = bytearray()
-    end = None
-    limit = pos
-    jumps = 0
-    while True:
-        length = data[pos]
-        if length == 0:
-            out.append(0)
-            break
-        if length & 0xC0 == 0xC0:
-            target = ((length & 0x3F) << 8) | data[pos + 1]
-            if end is None:
-                end = pos + 2
-            if target >= limit or jumps >= _MAX_POINTER_JUMPS:
-                raise WireError("compression pointer loop or forward pointer")
-            limit = target
-            pos = target
-            jumps += 1
-            continue
-        if length > 63:
-            raise WireError("reserved label type")
-        label = data[pos + 1 : pos + 1 + length]
-        if len(label) != length:
-            raise WireError("name runs past the end of the message")
-        out.append(length)
-        out += label
-        if len(out) > 255:
-            raise WireError("name longer than 255 bytes")
-        pos += length + 1
-    return bytes(out), (end if end is not None else pos + 1)
 
 
 def _decompress_rdata(data: bytes, rtype: int, start: int, end: int) -> bytes:
