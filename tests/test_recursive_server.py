@@ -59,3 +59,34 @@ def test_a_delegation_loop_is_a_servfail_that_says_why(server: RunningServer) ->
     response = server.query("www.loop1.test")
     assert response.rcode() == dns.rcode.SERVFAIL
     assert any(code == 0 and "delegation loop" in text for code, text in ede_of(response))
+
+
+def test_blocking_answers_the_same_in_recursive_and_forward_mode(
+    hierarchy: FakeHierarchy, start_server: Callable[[dict[str, Any]], RunningServer]
+) -> None:
+    from fakedns import FakeDNS
+
+    policy = {"block": ["domain:target.example"]}
+    recursive = start_server(
+        base_config(
+            policy=policy,
+            resolver={"mode": "recursive", "root_hints": ROOT_SERVERS, "ipv6": False, "timeout": 0.5},
+        )
+    )
+    upstream = FakeDNS("127.0.0.2")
+    upstream.answer(
+        "alias.glue.test",
+        "A",
+        "alias.glue.test. 300 IN CNAME www.target.example.",
+        "www.target.example. 300 IN A 192.0.2.1",
+    )
+    upstream.start()
+    try:
+        forward = start_server(base_config(upstream, policy=policy))
+        for name in ("www.target.example", "alias.glue.test"):
+            answers = [server.query(name) for server in (recursive, forward)]
+            assert {a.rcode() for a in answers} == {dns.rcode.NXDOMAIN}, name
+            assert ede_of(answers[0]) == ede_of(answers[1]) != [], name
+            assert [str(rr) for a in answers for rr in a.answer] == [], name
+    finally:
+        upstream.stop()
