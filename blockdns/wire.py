@@ -176,6 +176,13 @@ class Reply:
     # The records with TTLs as of ``_age`` seconds after storing; rebuilt at most once a second.
     _aged_records: bytes = field(default=b"", repr=False)
     _age: int = field(default=-1, repr=False)
+    # The OPT record for a client without (index 0) and with (index 1) the DO bit, built once.
+    _opts: list[bytes] = field(default_factory=list, repr=False)
+
+    def opt(self, do: int) -> bytes:
+        if not self._opts:
+            self._opts = [opt_record(0, self.ede), opt_record(1, self.ede)]
+        return self._opts[1 if do else 0]
 
     def records_at(self, age: int) -> bytes:
         """The records with every TTL reduced by ``age`` seconds (never below zero)."""
@@ -222,7 +229,7 @@ def render(
     an, ns, ar = reply.counts
     records = reply.records_at(age)
     if payload:
-        opt = opt_record(do, reply.ede)
+        opt = reply.opt(do)
         ar += 1
     else:
         opt = b""

@@ -50,6 +50,8 @@ from blockdns.wire import (
 log = logging.getLogger(__name__)
 
 _MISSING = object()
+PARSE_MEMO_LIMIT = 65536
+TCP_LIMIT = 65535
 
 
 @dataclass(slots=True)
@@ -95,6 +97,7 @@ class Engine:
         self._numbers = 0
         self._cache_handler = CacheHandler(cache, stats)
         self._bad_packet_log = RateLimitedLog(log, interval=10.0)
+        self._parsed: dict[bytes, tuple] = {}  # query bytes after the ID -> what answer_fast needs
 
     # ------------------------------------------------------------------------------------- generations
 
@@ -128,32 +131,37 @@ class Engine:
 
     def answer_fast(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         """Answer from memos and the cache without dnslib, or None to take the slow path."""
-        parsed = parse_query_fast(data)
-        if parsed is None:
-            return None
+        # Clients repeat themselves: everything after the ID parses the same every time, so the parse is
+        # memoised by those bytes (a dict probe instead of a walk over the labels).
+        known = self._parsed.get(data[2:])
+        if known is None:
+            known = self._remember_parse(data)
+            if known is None:
+                return None
         gen = self.generation
         group = gen.clients.get(client)  # type: ignore[union-attr]
         if group is None:
             return None
-        qid, flags, qname, qtype, qclass, question_end, payload, do = parsed
+        flags, qname, qtype, question, payload, do, key, udp_limit = known
+        qid = (data[0] << 8) | data[1]
         decision = group.memo.get(qname)
         if decision is None:
             return None
         now = time.monotonic()
         paused = self.pause.until > now
-        limit = response_limit(payload, tcp)
+        limit = TCP_LIMIT if tcp else udp_limit
         stats = self.stats
         if decision.action == "block" and not paused:
             reply = gen.blocked.get((group.name, qname, qtype))  # type: ignore[union-attr]
             if reply is None:
                 return None
-            out = render(qid, flags, data[12:question_end], reply, 0, payload, do, limit)  # type: ignore[arg-type]
+            out = render(qid, flags, question, reply, 0, payload, do, limit)  # type: ignore[arg-type]
             stats.queries[(qtype, "blocked", group.name)] += 1
             rule = decision.rule
             stats.blocks[(rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)] += 1  # type: ignore[union-attr]
-            self._log(client, group.name, qname, qtype, "blocked", reply.rcode, decision, None, tcp)  # type: ignore[attr-defined]
+            if self.querylog is not None:
+                self._log(client, group.name, qname, qtype, "blocked", reply.rcode, decision, None, tcp)  # type: ignore[attr-defined]
             return out
-        key = (qname, qtype, qclass, do, bool(flags & CD))
         entry = self.cache.entries.get(key)
         if entry is None or entry.expires <= now:
             return None
@@ -169,11 +177,35 @@ class Engine:
                 return None  # blocked through its CNAME chain or an address: the slow path says so
         self.cache.entries.move_to_end(key)
         reply = entry.reply
-        out = render(qid, flags, data[12:question_end], reply, int(now - entry.stored), payload, do, limit)
+        out = render(qid, flags, question, reply, int(now - entry.stored), payload, do, limit)
         stats.queries[(qtype, "cached", group.name)] += 1
         stats.cache_hits += 1
-        self._log(client, group.name, qname, qtype, "cached", reply.rcode, None, entry.upstream, tcp)
+        if self.querylog is not None:
+            self._log(client, group.name, qname, qtype, "cached", reply.rcode, None, entry.upstream, tcp)
         return out
+
+    def _remember_parse(self, data: bytes) -> tuple | None:
+        """Parse a query and memoise what the fast path needs, keyed by everything after the ID."""
+        parsed = parse_query_fast(data)
+        if parsed is None:
+            return None
+        _, flags, qname, qtype, qclass, question_end, payload, do = parsed
+        qname = bytes(qname)
+        cache_key = (qname, qtype, qclass, do, bool(flags & CD))
+        known = (
+            flags,
+            qname,
+            qtype,
+            data[12:question_end],
+            payload,
+            do,
+            cache_key,
+            response_limit(payload, False),
+        )
+        if len(self._parsed) >= PARSE_MEMO_LIMIT:
+            self._parsed.clear()
+        self._parsed[data[2:]] = known
+        return known
 
     def _log(
         self,
