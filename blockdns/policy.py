@@ -167,7 +167,7 @@ class DomainSet:
         entries = self._entries
         hit = entries.get(name)
         if hit is not None:
-            return name, hit.at_name if type(hit) is Split else hit  # type: ignore[union-attr]
+            return name, hit.at_name if isinstance(hit, Split) else hit
         start = name.find(".")
         while start != -1:
             parent = name[start + 1 :]
@@ -479,16 +479,20 @@ class _Compiler:
                     continue
                 builder.add(entry.name, rule)
         for feed in feeds:
-            vendor = self.catalog.vendors.get(feed.vendor) if feed.vendor else None
-            category = feed.category or (vendor.category if vendor else None)
-            suffix = Rule(action, False, label, vendor=vendor, category=category, feed=feed.name)
-            exact = Rule(action, True, label, vendor=vendor, category=category, feed=feed.name)
+            feed_vendor = self.catalog.vendors.get(feed.vendor) if feed.vendor else None
+            category = feed.category or (feed_vendor.category if feed_vendor else None)
+            suffix = Rule(action, False, label, vendor=feed_vendor, category=category, feed=feed.name)
+            exact = Rule(action, True, label, vendor=feed_vendor, category=category, feed=feed.name)
             if action == "block":
                 builder.add_many((n for n in feed.block_suffix if not self._guarded(n, False)), suffix)
                 builder.add_many((n for n in feed.block_exact if not self._guarded(n, True)), exact)
                 # A feed's own allow entries stay allow entries wherever the feed is selected.
-                allow_suffix = Rule("allow", False, label, vendor=vendor, category=category, feed=feed.name)
-                allow_exact = Rule("allow", True, label, vendor=vendor, category=category, feed=feed.name)
+                allow_suffix = Rule(
+                    "allow", False, label, vendor=feed_vendor, category=category, feed=feed.name
+                )
+                allow_exact = Rule(
+                    "allow", True, label, vendor=feed_vendor, category=category, feed=feed.name
+                )
                 builder.add_many(feed.allow_suffix, allow_suffix)
                 builder.add_many(feed.allow_exact, allow_exact)
                 ranges.extend((network, suffix) for network in feed.networks)

@@ -87,9 +87,9 @@ def inspect(
         if decision.blocked:
             return Decision(qname, group.name, "block", decision.entry, decision.rule, via=f"CNAME {target}")
     for address in addresses:
-        decision = group.decide_address(qname, address)
-        if decision is not None:
-            return decision
+        by_address = group.decide_address(qname, address)
+        if by_address is not None:
+            return by_address
     return None
 
 

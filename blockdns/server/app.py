@@ -13,15 +13,19 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, ResolverSettings, Settings
 from blockdns.errors import BlockdnsError
 from blockdns.feeds.refresh import update_command
 from blockdns.names import normalise
+from blockdns.ops.api import start_api
 from blockdns.ops.control import ReloadResult
+from blockdns.ops.querylog import QueryLog
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Decision, Policy
 from blockdns.resolve.blocking import PauseSwitch
@@ -73,8 +77,14 @@ class Server:
         self.cache = AnswerCache(settings.cache.max_entries)
         self.upstream = make_upstream(settings.resolver, settings.cache.max_entries)
         self.resolver = ResolveHandler(self.upstream, settings.cache, self.stats.observe_upstream_latency)
-        self.engine = Engine(self.cache, self.resolver, self.stats, self.pause_switch)
-        self.engine.install(self.engine.make_generation(settings, policy or build_policy(settings)))
+        self.engine = Engine(
+            self.cache,
+            self.resolver,
+            self.stats,
+            self.pause_switch,
+            settings,
+            policy or build_policy(settings),
+        )
         self.tasks = TaskSet(settings.server.max_inflight)
         self.tcp = TcpServer(
             self.engine,
@@ -83,7 +93,7 @@ class Server:
             max_connections=settings.server.tcp_max_connections,
         )
         self.listeners: list[Listener] = []
-        self.querylog: object | None = None
+        self.querylog: QueryLog | None = None
         self.api: object | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
@@ -217,10 +227,6 @@ class Server:
         path = self._settings.querylog_path()
         if path is None:
             return
-        try:
-            from blockdns.ops.querylog import QueryLog
-        except ImportError:  # pragma: no cover - the ops package ships with blockdns
-            return
         querylog = QueryLog(self._settings.querylog, path, self.stats)
         querylog.start()
         self.querylog = querylog
@@ -230,14 +236,10 @@ class Server:
         address = self._settings.api.address()
         if address is None:
             return
-        try:
-            from blockdns.ops.api import start_api
-        except ImportError:  # pragma: no cover
-            return
-        self.api = await start_api(self, self.querylog, address[0], address[1])  # type: ignore[arg-type]
+        self.api = await start_api(self, self.querylog, address[0], address[1])
 
-    def _start_background(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _start_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 
 from blockdns.config import Settings
+from blockdns.ops.querylog import QueryLog
 from blockdns.ops.stats import ServerStats
-from blockdns.policy import Decision, GroupPolicy, Policy
+from blockdns.policy import Decision, GroupPolicy, Policy, Rule
 from blockdns.resolve.access import AccessControl, AccessHandler
 from blockdns.resolve.base import Answer, Handler, Next, Outcome, Query, chain
 from blockdns.resolve.blocking import BlockingHandler, BlockResponder, InspectionHandler, PauseSwitch, inspect
@@ -37,6 +38,7 @@ from blockdns.wire import (
     NOTIMP,
     OPCODE_MASK,
     QR,
+    Reply,
     build_query,
     error_response,
     parse_message,
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _MISSING = object()
 PARSE_MEMO_LIMIT = 65536
+MEMO_LIMIT = 100_000  # entries in each per-generation memo; a full memo is cleared, never grown
 TCP_LIMIT = 65535
 
 
@@ -69,7 +72,14 @@ class Generation:
     # client address -> its group, filled only for allowed clients (refused ones always take the slow path)
     clients: dict[str, GroupPolicy] = field(default_factory=dict)
     # (group name, qname wire, qtype) -> the blocked reply, filled by the slow path
-    blocked: dict[tuple[str, bytes, int], object] = field(default_factory=dict)
+    blocked: dict[tuple[str, bytes, int], Reply] = field(default_factory=dict)
+
+
+def block_key(rule: Rule | None) -> tuple[str, str, str]:
+    """How blocks are counted: (vendor id or "", category or "", selector)."""
+    if rule is None:
+        return ("", "", "")
+    return (rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)
 
 
 def build_chain(generation_parts: dict[str, Handler], last: Next) -> Next:
@@ -86,18 +96,24 @@ CHAIN_ORDER = ("access", "local", "blocking", "inspection", "cache", "resolve")
 
 class Engine:
     def __init__(
-        self, cache: AnswerCache, resolver: ResolveHandler, stats: ServerStats, pause: PauseSwitch
+        self,
+        cache: AnswerCache,
+        resolver: ResolveHandler,
+        stats: ServerStats,
+        pause: PauseSwitch,
+        settings: Settings,
+        policy: Policy,
     ) -> None:
         self.cache = cache
         self.resolver = resolver
         self.stats = stats
         self.pause = pause
-        self.querylog: object | None = None  # ops.querylog.QueryLog when the log is on
-        self.generation: Generation | None = None
+        self.querylog: QueryLog | None = None  # set when the query log is on
         self._numbers = 0
         self._cache_handler = CacheHandler(cache, stats)
         self._bad_packet_log = RateLimitedLog(log, interval=10.0)
         self._parsed: dict[bytes, tuple] = {}  # query bytes after the ID -> what answer_fast needs
+        self.generation = self.make_generation(settings, policy)
 
     # ------------------------------------------------------------------------------------- generations
 
@@ -139,7 +155,7 @@ class Engine:
             if known is None:
                 return None
         gen = self.generation
-        group = gen.clients.get(client)  # type: ignore[union-attr]
+        group = gen.clients.get(client)
         if group is None:
             return None
         flags, qname, qtype, question, payload, do, key, udp_limit = known
@@ -152,27 +168,27 @@ class Engine:
         limit = TCP_LIMIT if tcp else udp_limit
         stats = self.stats
         if decision.action == "block" and not paused:
-            reply = gen.blocked.get((group.name, qname, qtype))  # type: ignore[union-attr]
+            reply = gen.blocked.get((group.name, qname, qtype))
             if reply is None:
                 return None
-            out = render(qid, flags, question, reply, 0, payload, do, limit)  # type: ignore[arg-type]
+            out = render(qid, flags, question, reply, 0, payload, do, limit)
             stats.queries[(qtype, "blocked", group.name)] += 1
             rule = decision.rule
-            stats.blocks[(rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)] += 1  # type: ignore[union-attr]
+            stats.blocks[block_key(rule)] += 1
             if self.querylog is not None:
-                self._log(client, group.name, qname, qtype, "blocked", reply.rcode, decision, None, tcp)  # type: ignore[attr-defined]
+                self._log(client, group.name, qname, qtype, "blocked", reply.rcode, decision, None, tcp)
             return out
         entry = self.cache.entries.get(key)
         if entry is None or entry.expires <= now:
             return None
         if (entry.cnames or entry.addresses) and not paused:
-            if entry.verdict_generation != gen.number:  # type: ignore[union-attr]
+            if entry.verdict_generation != gen.number:
                 entry.verdicts = {}
-                entry.verdict_generation = gen.number  # type: ignore[union-attr]
+                entry.verdict_generation = gen.number
             verdict = entry.verdicts.get(group.name, _MISSING)
             if verdict is _MISSING:
                 verdict = inspect(group, decision.name, entry.cnames, entry.addresses)
-                entry.verdicts[group.name] = verdict  # type: ignore[assignment]
+                entry.verdicts[group.name] = verdict
             if verdict is not None:
                 return None  # blocked through its CNAME chain or an address: the slow path says so
         self.cache.entries.move_to_end(key)
@@ -224,8 +240,8 @@ class Engine:
         querylog = self.querylog
         if querylog is None:
             return
-        queue = querylog.queue  # type: ignore[attr-defined]
-        if len(queue) < querylog.capacity:  # type: ignore[attr-defined]
+        queue = querylog.queue
+        if len(queue) < querylog.capacity:
             queue.append(
                 (
                     time.time(),
@@ -261,6 +277,8 @@ class Engine:
         group = gen.policy.group_for(client)
         allowed = gen.access.allowed(client)
         if allowed:
+            if len(gen.clients) >= MEMO_LIMIT:
+                gen.clients.clear()
             gen.clients.setdefault(client, group)
         text = wire_name_to_text(qname) or ""
         query = Query(
@@ -297,11 +315,10 @@ class Engine:
             self.stats.refused_clients += 1
         decision = answer.decision
         if answer.outcome is Outcome.BLOCKED and decision is not None and decision.rule is not None:
-            rule = decision.rule
-            self.stats.blocks[
-                (rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)
-            ] += 1
+            self.stats.blocks[block_key(decision.rule)] += 1
             if decision.via is None:
+                if len(gen.blocked) >= MEMO_LIMIT:
+                    gen.blocked.clear()  # random names under a blocked domain must not grow it without end
                 gen.blocked[(group, query.qname_wire, query.qtype)] = answer.reply
         duration_ms = (time.monotonic() - started) * 1000
         self._log(
