@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -83,7 +84,7 @@ def _cells(row: dict[str, object]) -> tuple[str, ...]:
 
 
 def columns(
-    headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set[str] = frozenset()
+    headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozenset[str] | set[str] = frozenset()
 ) -> list[str]:
     """Aligned plain-text columns, one line per row, nothing cut: easy to read and to grep."""
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -141,7 +142,7 @@ def _rows(value: object) -> list[dict[str, object]]:
     return [row for row in value if isinstance(row, dict)] if isinstance(value, list) else []
 
 
-def _top(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _top(title: str, headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     if not rows:
         return
     print()

@@ -44,9 +44,9 @@ def render_report(report: UpdateReport) -> str:
             lines.append(f"  {feed}: {shown}{more}")
     bad = [outcome for outcome in outcomes if outcome.bad]
     if bad:
-        names = ", ".join(outcome.name for outcome in bad)
+        failed = ", ".join(outcome.name for outcome in bad)
         lines.append(
-            f"{len(bad)} of {len(outcomes)} feeds failed or were refused ({names}); "
+            f"{len(bad)} of {len(outcomes)} feeds failed or were refused ({failed}); "
             "their last good data is kept"
         )
     return "\n".join(lines)

@@ -180,8 +180,8 @@ class ServerCollector(Collector):
         group_entries = GaugeMetricFamily(
             "blockdns_policy_group_entries", "Domain entries per client group", labels=["group"]
         )
-        for name, group in sorted(policy.groups.items()):
-            group_entries.add_metric([name], len(group.domains))
+        for name, group_policy in sorted(policy.groups.items()):
+            group_entries.add_metric([name], len(group_policy.domains))
         yield group_entries
 
     def _latency(self) -> HistogramMetricFamily:

@@ -81,7 +81,8 @@ class QueryLogReader:
                     return (given,)  # a hash copied from the log needs no key
                 raise
             # The address, its hash, or a hash pasted from earlier output.
-            return tuple(dict.fromkeys((address, masker.mask(address), given)))
+            candidates = (address, masker.mask(address), given)
+            return tuple(dict.fromkeys(c for c in candidates if c is not None))
         return (address,)
 
     # ---------------------------------------------------------------------------------------- recent rows

@@ -10,6 +10,7 @@ which flight it is waiting on, and a join that would close a cycle is refused wi
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -49,7 +50,7 @@ class Flights(Generic[T]):
         if flight is None:
             flight = _Flight(asyncio.create_task(start()))
             self._running[key] = flight
-            flight.task.add_done_callback(lambda task, key=key: self._finished(key, task))
+            flight.task.add_done_callback(functools.partial(self._finished, key))
             self.started += 1
         else:
             if waiter is not None and self._reaches(key, waiter):

@@ -9,6 +9,7 @@ checked against address, port, ID and question, TCP on truncation), run the sub-
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Coroutine
@@ -168,7 +169,7 @@ class RecursiveResolver:
             sub = machine.address_lookup(name, qtype)
             try:
                 result = await self._flights.join(
-                    key, lambda sub=sub, key=key: self._run(sub, key), waiter=waiter, timeout=remaining
+                    key, functools.partial(self._run, sub, key), waiter=waiter, timeout=remaining
                 )
             except UpstreamError as err:
                 error = err
