@@ -27,14 +27,16 @@ run: setup ## serve with the built-in defaults (127.0.0.1:1053 and [::1]:1053, r
 system-deps: ## install the Debian tools the tests and benchmark use (dnsmasq, unbound, bind9-utils, dnsperf, chromium)
 	@bash tests/system-deps.sh
 
-test: setup system-deps ## lint the code and the catalogue, then run the whole test suite
+test: setup system-deps ## lint and type-check the code, lint the catalogue, then run the whole test suite
 	$(BIN)/ruff check blockdns tests bench
+	$(BIN)/mypy blockdns
 	$(BIN)/blockdns lists lint
 	$(BIN)/pytest -q
 
 lint: setup ## ruff (lint + format check) and the catalogue lint
 	$(BIN)/ruff check blockdns tests bench
 	$(BIN)/ruff format --check blockdns tests bench
+	$(BIN)/mypy blockdns
 	$(BIN)/blockdns lists lint
 
 format: setup ## format the code with ruff
