@@ -38,6 +38,7 @@ from blockdns.wire import (
     NOTIMP,
     OPCODE_MASK,
     QR,
+    RD,
     Reply,
     build_query,
     error_response,
@@ -82,16 +83,14 @@ def block_key(rule: Rule | None) -> tuple[str, str, str]:
     return (rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)
 
 
-def build_chain(generation_parts: dict[str, Handler], last: Next) -> Next:
-    """The one place that fixes the order of the chain (asserted by a test):
-
-    access -> local answers -> blocking (the name) -> inspection (CNAMEs, addresses) -> cache -> resolve
-    """
-    order = ("access", "local", "blocking", "inspection", "cache")
-    return chain([generation_parts[name] for name in order], last)
-
-
+# The one place that fixes the order of the chain (asserted by a test): access -> local answers ->
+# blocking (the name) -> inspection (CNAMEs, addresses, on the way back) -> cache -> resolve.
 CHAIN_ORDER = ("access", "local", "blocking", "inspection", "cache", "resolve")
+
+
+def build_chain(parts: dict[str, Handler], resolve: Next) -> Next:
+    """Assemble the handlers named in CHAIN_ORDER around ``resolve``, the last link."""
+    return chain([parts[name] for name in CHAIN_ORDER[:-1]], resolve)
 
 
 class Engine:
@@ -173,8 +172,7 @@ class Engine:
                 return None
             out = render(qid, flags, question, reply, 0, payload, do, limit)
             stats.queries[(qtype, "blocked", group.name)] += 1
-            rule = decision.rule
-            stats.blocks[block_key(rule)] += 1
+            stats.blocks[block_key(decision.rule)] += 1
             if self.querylog is not None:
                 self._log(client, group.name, qname, qtype, "blocked", reply.rcode, decision, None, tcp)
             return out
@@ -272,7 +270,6 @@ class Engine:
             if parsed is None:
                 return data or None  # an error response, or silence
         gen = self.generation
-        assert gen is not None
         qid, flags, qname, qtype, qclass, question_end, payload, do = parsed
         group = gen.policy.group_for(client)
         allowed = gen.access.allowed(client)
@@ -371,7 +368,7 @@ class Engine:
             qname,
             question.qtype,
             question.qclass,
-            rd=bool(flags & 0x0100),
+            rd=bool(flags & RD),
             cd=bool(flags & CD),
             do=bool(opt and opt.ttl & 0x8000),
             edns=opt is not None,
@@ -384,4 +381,4 @@ class Engine:
 
     def _bad(self, what: str) -> None:
         self.stats.bad_packets += 1
-        self._bad_packet_log.warning("dropping bad packet: %s", what)
+        self._bad_packet_log.warning("bad packet: %s", what)
