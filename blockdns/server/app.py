@@ -23,7 +23,7 @@ from blockdns.config import ListenAddress, ResolverSettings, Settings
 from blockdns.errors import BlockdnsError
 from blockdns.feeds.refresh import update_command
 from blockdns.names import normalise
-from blockdns.ops.api import start_api
+from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog
 from blockdns.ops.stats import ServerStats
@@ -94,7 +94,7 @@ class Server:
         )
         self.listeners: list[Listener] = []
         self.querylog: QueryLog | None = None
-        self.api: object | None = None
+        self.api: ApiRunner | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -110,7 +110,7 @@ class Server:
 
     @property
     def policy(self) -> Policy:
-        return self.engine.generation.policy  # type: ignore[union-attr]
+        return self.engine.generation.policy
 
     @property
     def paused_until(self) -> float | None:
@@ -253,7 +253,7 @@ class Server:
         await self.tasks.cancel_all()
         if self.api is not None:
             with contextlib.suppress(Exception):
-                await self.api.cleanup()  # type: ignore[attr-defined]
+                await self.api.cleanup()
         if self.querylog is not None:
             await asyncio.to_thread(self.querylog.close)  # type: ignore[attr-defined]
         await self.upstream.close()
