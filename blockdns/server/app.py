@@ -255,7 +255,7 @@ class Server:
             with contextlib.suppress(Exception):
                 await self.api.cleanup()
         if self.querylog is not None:
-            await asyncio.to_thread(self.querylog.close)  # type: ignore[attr-defined]
+            await asyncio.to_thread(self.querylog.close)
         await self.upstream.close()
         self._stopped.set()
 
