@@ -45,9 +45,9 @@ import dns.rdatatype
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from blockdns.config import ResolverSettings
+from blockdns.dnsname import from_text
 from blockdns.errors import UpstreamError
 from blockdns.resolve.recursive import RecursiveResolver
-from blockdns.resolve.recursive.dnsname import from_text
 
 from fakeauth import ROOT_SERVERS, build_test_hierarchy
 

@@ -14,8 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from blockdns.errors import ConfigError, InvalidName
-from blockdns.names import normalise
+from blockdns.errors import ConfigError
 from blockdns.tomlfile import read_toml, schema_problems
 
 DEFAULT_CONFIG_NAME = "blockdns.toml"
@@ -338,10 +337,3 @@ def from_dict(raw: dict, *, source: Path | None = None) -> Settings:
 def _first_error(err: ValidationError, source: Path | None) -> ConfigError:
     key, message = schema_problems(err)[0]
     return ConfigError(message, file=str(source) if source else "<defaults>", key=key)
-
-
-def validate_domain(value: str) -> str:
-    try:
-        return normalise(value)
-    except InvalidName as err:
-        raise ValueError(str(err)) from None

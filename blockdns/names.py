@@ -41,14 +41,6 @@ def normalise(name: str) -> str:
     return lowered
 
 
-def is_valid(name: str) -> bool:
-    try:
-        normalise(name)
-    except InvalidName:
-        return False
-    return True
-
-
 def _to_a_labels(text: str, *, original: str) -> str:
     try:
         return idna.encode(text, uts46=True).decode("ascii")
@@ -80,19 +72,6 @@ def suffixes(name: str) -> Iterator[str]:
 def is_subdomain(name: str, parent: str) -> bool:
     """True when ``name`` equals ``parent`` or lies below it (both normalised)."""
     return name == parent or name.endswith("." + parent)
-
-
-def to_wire(name: str) -> bytes:
-    """The uncompressed wire form of a normalised name (the root is ``""``)."""
-    if not name:
-        return b"\x00"
-    out = bytearray()
-    for label in name.split("."):
-        raw = label.encode("ascii")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    return bytes(out)
 
 
 def from_wire(wire: bytes) -> str:

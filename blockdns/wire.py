@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from dnslib import DNSRecord
 
 from blockdns.errors import WireError
+from blockdns.names import from_wire
 
 # Header flag bits.
 QR = 0x8000
@@ -124,18 +125,6 @@ def wire_name_to_text(wire: bytes) -> str | None:
         pos += length + 1
         length = wire[pos]
     return b".".join(labels).decode("ascii")
-
-
-def text_to_wire(name: str) -> bytes:
-    if not name or name == ".":
-        return b"\x00"
-    out = bytearray()
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("ascii")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    return bytes(out)
 
 
 # ------------------------------------------------------------------------------------------ EDNS / OPT
@@ -476,16 +465,7 @@ def read_name(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def _read_name(data: bytes, pos: int) -> str:
     """A possibly compressed name as lowercase presentation text."""
-    wire_name, _ = read_name(data, pos)
-    return b".".join(_labels(wire_name)).decode("ascii", errors="replace").lower()
-
-
-def _labels(wire_name: bytes) -> list[bytes]:
-    labels, pos = [], 0
-    while wire_name[pos]:
-        labels.append(wire_name[pos + 1 : pos + 1 + wire_name[pos]])
-        pos += wire_name[pos] + 1
-    return labels
+    return from_wire(read_name(data, pos)[0])
 
 
 def _ipv6_text(raw: bytes) -> str:

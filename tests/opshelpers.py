@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blockdns import dnsname
 from blockdns.config import Settings, from_dict
-from blockdns.names import normalise, to_wire
+from blockdns.names import normalise
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Decision, Policy
@@ -109,7 +110,7 @@ def row(
         time.time() if ts is None else ts,
         client,
         decision.group if decision else "default",
-        to_wire(normalise(name)),
+        dnsname.from_text(normalise(name)),
         qtype,
         outcome,
         3 if blocked else 0,

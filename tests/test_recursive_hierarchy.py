@@ -13,10 +13,10 @@ import dns.rcode
 import pytest
 
 from blockdns.config import ResolverSettings
+from blockdns.dnsname import ROOT, from_text
 from blockdns.errors import UpstreamError
 from blockdns.resolve.recursive import RecursiveResolver
 from blockdns.resolve.recursive.cache import RANK_ANSWER
-from blockdns.resolve.recursive.dnsname import ROOT, from_text
 from blockdns.wire import (
     EDE_NETWORK_ERROR,
     EDE_NO_REACHABLE_AUTHORITY,

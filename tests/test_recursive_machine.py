@@ -11,9 +11,9 @@ import dns.message
 import pytest
 from dnslib import QTYPE, RD, RR, DNSHeader, DNSQuestion, DNSRecord
 
+from blockdns.dnsname import from_text, to_text
 from blockdns.errors import UpstreamError
 from blockdns.resolve.recursive.cache import RANK_ANSWER, RANK_GLUE, RecursionCache
-from blockdns.resolve.recursive.dnsname import from_text, to_text
 from blockdns.resolve.recursive.hints import RootHints
 from blockdns.resolve.recursive.limits import Budget, Limits
 from blockdns.resolve.recursive.machine import (

@@ -15,9 +15,9 @@ from dnslib import RR, DNSHeader, DNSQuestion, DNSRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blockdns import dnsname
 from blockdns.config import ResolverSettings
 from blockdns.errors import WireError
-from blockdns.resolve.recursive import dnsname
 from blockdns.resolve.recursive.cache import RANK_ANSWER, RANK_GLUE, RANK_REFERRAL, RecursionCache
 from blockdns.resolve.recursive.flights import Flights
 from blockdns.resolve.recursive.hints import IANA_ROOT_SERVERS, root_hints

@@ -43,6 +43,3 @@ class ServerStats:
 
     def total_queries(self) -> int:
         return sum(self.queries.values())
-
-    def total_blocked(self) -> int:
-        return sum(count for (_, outcome, _), count in self.queries.items() if outcome == "blocked")

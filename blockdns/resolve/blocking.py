@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from blockdns import dnsname
 from blockdns.config import BlockingSettings
 from blockdns.policy import Decision, GroupPolicy
 from blockdns.resolve.base import Answer, Next, Outcome, Query
@@ -23,7 +24,6 @@ from blockdns.wire import (
     TYPE_AAAA,
     Reply,
     ede_option,
-    text_to_wire,
 )
 
 MEMO_LIMIT = 200_000
@@ -60,7 +60,7 @@ class BlockResponder:
             return address_reply(qtype, self.ipv4, self.ttl, ede)
         if qtype == TYPE_AAAA and self.ipv6 is not None:
             return address_reply(qtype, self.ipv6, self.ttl, ede)
-        zone = text_to_wire(decision.entry) if decision.entry and not decision.via else query_name
+        zone = dnsname.from_text(decision.entry) if decision.entry and not decision.via else query_name
         rcode = NXDOMAIN if self.mode == "nxdomain" else NOERROR
         return negative_reply(query_name, zone, rcode, self.ttl, ede)
 

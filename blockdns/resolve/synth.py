@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from blockdns.wire import CLASS_IN, NOERROR, TYPE_A, TYPE_AAAA, TYPE_SOA, Reply
+from blockdns.dnsname import ROOT, is_strict_subdomain
+from blockdns.wire import CLASS_IN, NOERROR, TYPE_SOA, Reply
 
 SOA_MNAME = b"\x02ns\x08blockdns\x07invalid\x00"
 SOA_RNAME = b"\x0ahostmaster\x08blockdns\x07invalid\x00"
@@ -19,19 +20,9 @@ _QUESTION_OFFSET = 12
 def _owner_pointer(qname: bytes, zone: bytes) -> bytes:
     """A pointer to ``zone`` inside the question name when it is a suffix of it, else to the whole name."""
     offset = _QUESTION_OFFSET
-    if zone != qname and qname.endswith(zone) and len(zone) > 1:
+    if zone != ROOT and is_strict_subdomain(qname, zone):
         offset += len(qname) - len(zone)
-        # The suffix must start on a label boundary to be a name.
-        if not _is_label_boundary(qname, len(qname) - len(zone)):
-            offset = _QUESTION_OFFSET
     return struct.pack(">H", 0xC000 | offset)
-
-
-def _is_label_boundary(wire: bytes, target: int) -> bool:
-    pos = 0
-    while pos < target:
-        pos += wire[pos] + 1
-    return pos == target
 
 
 def soa_record(owner: bytes, ttl: int) -> bytes:
@@ -50,7 +41,3 @@ def address_reply(
     raw = address.packed
     record = b"\xc0\x0c" + struct.pack(">HHIH", qtype, CLASS_IN, ttl, len(raw)) + raw
     return Reply(rcode=NOERROR, counts=(1, 0, 0), records=record, ede=ede)
-
-
-def is_address_type(qtype: int) -> bool:
-    return qtype in (TYPE_A, TYPE_AAAA)

@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from blockdns import dnsname
 from blockdns.config import Settings
 from blockdns.ops.querylog import QueryLog
 from blockdns.ops.stats import ServerStats
@@ -46,7 +47,6 @@ from blockdns.wire import (
     parse_query_fast,
     render,
     response_limit,
-    text_to_wire,
     wire_name_to_text,
 )
 
@@ -359,7 +359,7 @@ class Engine:
             return error_response(data, BADVERS) or b"", None
         question = message.questions[0]
         try:
-            qname = text_to_wire(str(question.qname).lower())
+            qname = dnsname.from_text(str(question.qname))
         except (UnicodeError, ValueError):
             return error_response(data, FORMERR) or b"", None
         opt = opts[0] if opts else None

@@ -18,7 +18,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from blockdns.resolve.recursive import dnsname
+from blockdns import dnsname
 from blockdns.resolve.recursive.rrset import RRset
 from blockdns.wire import NXDOMAIN
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from blockdns.resolve.recursive import dnsname
+from blockdns import dnsname
 from blockdns.resolve.recursive.message import Message
 from blockdns.resolve.recursive.rrset import TYPE_RRSIG, RRset, group, synthesized_cname
 from blockdns.wire import (

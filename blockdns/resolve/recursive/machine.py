@@ -27,8 +27,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from blockdns import dnsname
 from blockdns.errors import UpstreamError, WireError
-from blockdns.resolve.recursive import dnsname
 from blockdns.resolve.recursive.cache import (
     RANK_ANSWER,
     RANK_GLUE,

@@ -16,9 +16,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from blockdns import dnsname
 from blockdns.config import ResolverSettings
 from blockdns.errors import UpstreamError
-from blockdns.resolve.recursive import dnsname
 from blockdns.resolve.recursive.cache import RANK_ANSWER, RecursionCache
 from blockdns.resolve.recursive.flights import Flights
 from blockdns.resolve.recursive.hints import root_hints

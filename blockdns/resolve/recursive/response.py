@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from blockdns.resolve.recursive import dnsname
+from blockdns import dnsname
 from blockdns.resolve.recursive.classify import TYPE_NSEC, TYPE_NSEC3
 from blockdns.resolve.recursive.machine import Result
 from blockdns.resolve.recursive.message import Record
