@@ -228,8 +228,9 @@ def render(
     return _HEADER.pack(qid, flags, 1, an, ns, ar) + question + records + opt
 
 
-def error_response(data: bytes, rcode: int, ede: bytes = b"") -> bytes | None:
-    """A bare error response (FORMERR, NOTIMP, REFUSED, SERVFAIL) echoing what can be read of the query.
+def error_response(data: bytes, rcode: int, *, has_opt: bool, ede: bytes = b"") -> bytes | None:
+    """A bare error response (FORMERR, NOTIMP, BADVERS, ...) echoing what can be read of the query; an OPT
+    record when the query had one (``has_opt``, known to the caller, which has parsed it already).
 
     Returns None when not even the header can be read (such a packet gets silence).
     """
@@ -244,7 +245,6 @@ def error_response(data: bytes, rcode: int, ede: bytes = b"") -> bytes | None:
         question = _question_bytes(data) or b""
     qdcount = 1 if question else 0
     out_flags = QR | RA | opcode_bits | (flags & (RD | CD)) | (rcode & 0xF)
-    has_opt = _has_opt(data)
     opt = opt_record(0, ede, ext_rcode=rcode >> 4) if has_opt or rcode > 15 else b""
     return _HEADER.pack(qid, out_flags, qdcount, 0, 0, 1 if opt else 0) + question + opt
 
@@ -265,14 +265,6 @@ def _question_bytes(data: bytes) -> bytes | None:
         pos += length + 1
     end = pos + 5
     return data[12:end] if end <= len(data) else None
-
-
-def _has_opt(data: bytes) -> bool:
-    try:
-        record = DNSRecord.parse(data)
-    except Exception:
-        return False
-    return any(rr.rtype == TYPE_OPT for rr in record.ar)
 
 
 # ------------------------------------------------------------------------------------ upstream messages

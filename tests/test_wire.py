@@ -60,9 +60,9 @@ def test_fast_parser_never_raises(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300))
-def test_error_response_never_raises_and_never_answers_a_response(data):
-    out = wire.error_response(data, wire.FORMERR)
+@given(st.binary(max_size=300), st.booleans())
+def test_error_response_never_raises_and_never_answers_a_response(data, has_opt):
+    out = wire.error_response(data, wire.FORMERR, has_opt=has_opt)
     if out is not None:
         assert len(out) >= 12 and out[:2] == data[:2]
         assert not data[2] & 0x80

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from blockdns import dnsname
 from blockdns.config import Settings
+from blockdns.errors import WireError
 from blockdns.ops.querylog import QueryLog
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Decision, GroupPolicy, Policy, Rule
@@ -40,6 +41,7 @@ from blockdns.wire import (
     OPCODE_MASK,
     QR,
     RD,
+    TYPE_OPT,
     Reply,
     build_query,
     error_response,
@@ -342,26 +344,33 @@ class Engine:
         if flags & QR:
             self._bad("response sent as a query")
             return b"", None
-        if flags & OPCODE_MASK:
-            return error_response(data, NOTIMP) or b"", None
         try:
             message = parse_message(data)
-        except Exception:
+        except WireError:
+            message = None
+        has_opt = message is not None and any(rr.rtype == TYPE_OPT for rr in message.ar)
+
+        def refuse(rcode: int) -> tuple[bytes, None]:
+            return error_response(data, rcode, has_opt=has_opt) or b"", None
+
+        if flags & OPCODE_MASK:
+            return refuse(NOTIMP)
+        if message is None:
             self._bad("unparseable query")
-            return error_response(data, FORMERR) or b"", None
+            return refuse(FORMERR)
         if len(message.questions) != 1 or message.rr or message.auth:
             self._bad("not exactly one question")
-            return error_response(data, FORMERR) or b"", None
-        opts = [rr for rr in message.ar if rr.rtype == 41]
+            return refuse(FORMERR)
+        opts = [rr for rr in message.ar if rr.rtype == TYPE_OPT]
         if len(opts) > 1:
-            return error_response(data, FORMERR) or b"", None
+            return refuse(FORMERR)
         if opts and (opts[0].ttl >> 16) & 0xFF:
-            return error_response(data, BADVERS) or b"", None
+            return refuse(BADVERS)
         question = message.questions[0]
         try:
             qname = dnsname.from_text(str(question.qname))
         except (UnicodeError, ValueError):
-            return error_response(data, FORMERR) or b"", None
+            return refuse(FORMERR)
         opt = opts[0] if opts else None
         clean = build_query(
             message.header.id,
@@ -376,7 +385,7 @@ class Engine:
         )
         parsed = parse_query_fast(clean)
         if parsed is None:
-            return error_response(data, FORMERR) or b"", None
+            return refuse(FORMERR)
         return clean, parsed
 
     def _bad(self, what: str) -> None:
