@@ -178,8 +178,8 @@ class Engine:
             if self.querylog is not None:
                 self._log(client, group.name, qname, qtype, "blocked", reply.rcode, decision, None, tcp)
             return out
-        entry = self.cache.entries.get(key)
-        if entry is None or entry.expires <= now:
+        entry = self.cache.get(key, now)
+        if entry is None:
             return None
         if (entry.cnames or entry.addresses) and not paused:
             if entry.verdict_generation != gen.number:
@@ -191,7 +191,6 @@ class Engine:
                 entry.verdicts[group.name] = verdict
             if verdict is not None:
                 return None  # blocked through its CNAME chain or an address: the slow path says so
-        self.cache.entries.move_to_end(key)
         reply = entry.reply
         out = render(qid, flags, question, reply, int(now - entry.stored), payload, do, limit)
         stats.queries[(qtype, "cached", group.name)] += 1
