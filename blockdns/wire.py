@@ -60,7 +60,7 @@ MAX_POINTER_JUMPS = 64  # more compression pointers than this in one name: a loo
 MAX_UDP_PAYLOAD = 1232  # what blockdns offers and accepts at most over UDP (DNS Flag Day 2020)
 MIN_UDP_PAYLOAD = 512
 
-_HEADER = struct.Struct(">HHHHHH")
+HEADER = struct.Struct(">HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
 _TYPE_CLASS = struct.Struct(">HH")
 _OPT_FIXED = struct.Struct(">HHIH")  # type, class (payload size), ttl (ext-rcode, version, flags), rdlength
 _RR_FIXED = struct.Struct(">HHIH")
@@ -79,7 +79,7 @@ def parse_query_fast(
     size = len(data)
     if size < 17:
         return None
-    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if flags & (QR | OPCODE_MASK) or qdcount != 1 or ancount or nscount or arcount > 1:
         return None
     pos = 12
@@ -224,8 +224,8 @@ def render(
         opt = b""
     size = 12 + len(question) + len(records) + len(opt)
     if size > limit:
-        return _HEADER.pack(qid, flags | TC, 1, 0, 0, 1 if payload else 0) + question + opt
-    return _HEADER.pack(qid, flags, 1, an, ns, ar) + question + records + opt
+        return HEADER.pack(qid, flags | TC, 1, 0, 0, 1 if payload else 0) + question + opt
+    return HEADER.pack(qid, flags, 1, an, ns, ar) + question + records + opt
 
 
 def error_response(data: bytes, rcode: int, *, has_opt: bool, ede: bytes = b"") -> bytes | None:
@@ -246,12 +246,12 @@ def error_response(data: bytes, rcode: int, *, has_opt: bool, ede: bytes = b"") 
     qdcount = 1 if question else 0
     out_flags = QR | RA | opcode_bits | (flags & (RD | CD)) | (rcode & 0xF)
     opt = opt_record(0, ede, ext_rcode=rcode >> 4) if has_opt or rcode > 15 else b""
-    return _HEADER.pack(qid, out_flags, qdcount, 0, 0, 1 if opt else 0) + question + opt
+    return HEADER.pack(qid, out_flags, qdcount, 0, 0, 1 if opt else 0) + question + opt
 
 
 def _question_bytes(data: bytes) -> bytes | None:
     """The raw question (name, type, class) when it is uncompressed and complete, else None."""
-    if len(data) < 17 or _HEADER.unpack_from(data)[2] != 1:
+    if len(data) < 17 or HEADER.unpack_from(data)[2] != 1:
         return None
     pos = 12
     while True:
@@ -284,7 +284,7 @@ def build_query(
 ) -> bytes:
     """A query for an upstream or authoritative server; ``qname`` in wire form."""
     flags = (RD if rd else 0) | (CD if cd else 0)
-    header = _HEADER.pack(qid, flags, 1, 0, 0, 1 if edns else 0)
+    header = HEADER.pack(qid, flags, 1, 0, 0, 1 if edns else 0)
     opt = opt_record(1 if do else 0, payload=payload) if edns else b""
     return header + qname + _TYPE_CLASS.pack(qtype, qclass) + opt
 
@@ -333,7 +333,7 @@ def parse_reply(
 
 
 def _parse_reply(data: bytes, qname: bytes, min_ttl: int, max_ttl: int, negative_max_ttl: int) -> ParsedReply:
-    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    _, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if qdcount != 1:
         raise WireError("reply without exactly one question")
     question_end = 12 + len(qname) + 4

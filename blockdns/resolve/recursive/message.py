@@ -13,9 +13,8 @@ import struct
 from dataclasses import dataclass
 
 from blockdns.errors import WireError
-from blockdns.wire import AA, TC, TYPE_OPT, read_name
+from blockdns.wire import AA, HEADER, TC, TYPE_OPT, read_name
 
-_HEADER = struct.Struct(">HHHHHH")
 _RR_FIXED = struct.Struct(">HHIH")
 
 # How the data of each type that may hold compressed names is laid out: a sequence of "n" (a name) and
@@ -81,7 +80,7 @@ def parse(data: bytes | bytearray | memoryview) -> Message:
 
 
 def _parse(data: bytes) -> Message:
-    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if qdcount > 1:
         raise WireError("reply with more than one question")
     pos = 12

@@ -15,9 +15,8 @@ from blockdns.resolve.recursive.classify import TYPE_NSEC, TYPE_NSEC3
 from blockdns.resolve.recursive.machine import Result
 from blockdns.resolve.recursive.message import Record
 from blockdns.resolve.recursive.rrset import TYPE_RRSIG
-from blockdns.wire import QR, RA, RD
+from blockdns.wire import HEADER, QR, RA, RD
 
-_HEADER = struct.Struct(">HHHHHH")
 _DNSSEC_ONLY = (TYPE_RRSIG, TYPE_NSEC, TYPE_NSEC3)
 
 
@@ -57,7 +56,7 @@ def build_response(result: Result, *, do: bool, qid: int = 0) -> bytes:
     ]
     writer = _Writer()
     flags = QR | RD | RA | (result.rcode & 0xF)
-    writer.buffer += _HEADER.pack(qid, flags, 1, len(answer), len(authority), 0)
+    writer.buffer += HEADER.pack(qid, flags, 1, len(answer), len(authority), 0)
     writer.name(result.qname)
     writer.buffer += struct.pack(">HH", result.qtype, result.qclass)
     for record in (*answer, *authority):
