@@ -15,10 +15,10 @@ Time is passed in (``now``, from the event loop's clock), so this module never r
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from blockdns import dnsname
+from blockdns.lru import ExpiringLRU
 from blockdns.resolve.recursive.rrset import RRset
 from blockdns.wire import NXDOMAIN
 
@@ -56,20 +56,23 @@ _Key = tuple  # ("rr", name, type, class) | ("nx", name, class) | ("nodata", nam
 
 class RecursionCache:
     def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[_Key, _RRsetEntry | NegativeEntry] = OrderedDict()
+        self._entries: ExpiringLRU[_Key, _RRsetEntry | NegativeEntry] = ExpiringLRU(max_entries)
         self.hits = 0
         self.misses = 0
-        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions
 
     # ----------------------------------------------------------------------------------------- RRsets
 
     def put_rrset(self, rrset: RRset, rank: int, now: float, *, dnssec: bool) -> None:
         key = ("rr", rrset.name, rrset.rtype, rrset.rclass)
-        old = self._entries.get(key)
+        stored = self._entries.peek(key)
+        old = stored[1] if stored is not None else None
         if isinstance(old, _RRsetEntry) and old.expires > now and old.rank > rank:
             return
         ttl = min(rrset.ttl, MAX_TTL)
@@ -125,23 +128,10 @@ class RecursionCache:
     # ---------------------------------------------------------------------------------------- storage
 
     def _store(self, key: _Key, entry: _RRsetEntry | NegativeEntry) -> None:
-        if self.max_entries <= 0:
-            return
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-            self.evictions += 1
+        self._entries.put(key, entry, entry.expires)
 
     def _get(self, key: _Key, now: float) -> _RRsetEntry | NegativeEntry | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.expires <= now:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry
+        return self._entries.get(key, now)
 
 
 def _remaining(expires: float, now: float) -> int:

@@ -1,0 +1,54 @@
+"""One bounded, expiring map for every cache that needs one (the answer cache, the recursion cache).
+
+Each value lives until the instant it was stored with and is forgotten when read after it. Past
+``max_entries`` the least recently used entry goes first. Time is passed in, so this module never reads a
+clock and its users decide which clock they count in.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ExpiringLRU(Generic[K, V]):
+    __slots__ = ("_items", "evictions", "max_entries")
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self.evictions = 0  # live entries pushed out by newer ones (expired ones do not count)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K, now: float) -> V | None:
+        """The live value for ``key`` (marked as just used), or None; an expired one is dropped."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def peek(self, key: K) -> tuple[float, V] | None:
+        """``(expires, value)`` whether or not it has expired, without marking it used."""
+        return self._items.get(key)
+
+    def put(self, key: K, value: V, expires: float) -> None:
+        if self.max_entries <= 0:
+            return
+        items = self._items
+        items[key] = (expires, value)
+        items.move_to_end(key)
+        while len(items) > self.max_entries:
+            items.popitem(last=False)
+            self.evictions += 1
+
+    def clear(self) -> None:
+        self._items.clear()
