@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -276,16 +276,15 @@ class Decision:
         }
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class GroupPolicy:
+    """One client group's compiled policy. Immutable, and compared by identity (memos key on it)."""
+
     name: str
     domains: DomainSet
     ranges: RangeSet
     block_selectors: tuple[str, ...]
     allow_selectors: tuple[str, ...]
-    # Memo of decisions by lowercase wire name, filled by the server's hot path. Safe to share: a policy is
-    # immutable, so a memoised decision is true for the policy's whole life.
-    memo: dict[bytes, Decision] = field(default_factory=dict)
 
     def decide(self, name: str) -> Decision:
         hit = self.domains.match(name)

@@ -163,15 +163,27 @@ class Reply:
     flags: int = 0  # extra header bits to set (AA, AD)
     ede: bytes = b""
     # The records with TTLs as of ``_age`` seconds after storing; rebuilt at most once a second.
-    _aged_records: bytes = field(default=b"", repr=False)
-    _age: int = field(default=-1, repr=False)
+    _aged_records: bytes = field(default=b"", repr=False, compare=False)
+    _age: int = field(default=-1, repr=False, compare=False)
     # The OPT record for a client without (index 0) and with (index 1) the DO bit, built once.
-    _opts: list[bytes] = field(default_factory=list, repr=False)
+    _opts: list[bytes] = field(default_factory=list, repr=False, compare=False)
 
     def opt(self, do: int) -> bytes:
         if not self._opts:
             self._opts = [opt_record(0, self.ede), opt_record(1, self.ede)]
         return self._opts[1 if do else 0]
+
+    def clamped(self, low: int, high: int) -> Reply:
+        """This reply with every TTL held within [low, high] (itself when none is outside)."""
+        if all(low <= ttl <= high for _, ttl in self.ttl_fields):
+            return self
+        buffer = bytearray(self.records)
+        fields = []
+        for offset, ttl in self.ttl_fields:
+            held = min(max(ttl, low), high)
+            _TTL.pack_into(buffer, offset, held)
+            fields.append((offset, held))
+        return Reply(self.rcode, self.counts, bytes(buffer), tuple(fields), self.flags, self.ede)
 
     def records_at(self, age: int) -> bytes:
         """The records with every TTL reduced by ``age`` seconds (never below zero)."""
@@ -305,46 +317,49 @@ def reply_matches(data: bytes, qid: int, qname: bytes, qtype: int, qclass: int) 
     return data[12:end].lower() == qname and _TYPE_CLASS.unpack_from(data, end) == (qtype, qclass)
 
 
-@dataclass(slots=True)
-class ParsedReply:
-    """An upstream response taken apart for caching and inspection."""
+@dataclass(frozen=True, slots=True)
+class ParsedResponse:
+    """A response taken apart once, for the cache, inspection and (later) validation: never parsed again.
+
+    Built from an upstream's wire bytes (:func:`parse_reply`) or straight from the recursive resolver's
+    RRsets; both give the same fields for the same records.
+    """
 
     rcode: int
-    flags: int
-    reply: Reply  # records without OPT, TTLs clamped
-    min_ttl: int  # how long the reply may be cached (RFC 2308 rules for negative replies)
-    cnames: tuple[str, ...]  # CNAME/DNAME targets met in the answer section, in order
-    addresses: tuple[str, ...]  # A/AAAA addresses in the answer section
+    reply: Reply  # the records after the question (no OPT), TTLs as the server gave them
+    # How long the response may be cached before the cache's own clamps: the smallest record TTL of the
+    # answer and authority sections, or for a negative answer min(SOA TTL, SOA MINIMUM) (RFC 2308). None:
+    # a negative answer without a SOA, which must not be cached at all.
+    ttl: int | None
     negative: bool  # NXDOMAIN, or NOERROR without an answer of the asked type (NODATA)
+    cnames: tuple[str, ...] = ()  # CNAME/DNAME targets met in the answer section, in order
+    addresses: tuple[str, ...] = ()  # A/AAAA addresses in the answer section
 
 
-def parse_reply(
-    data: bytes, qname: bytes, *, min_ttl: int = 0, max_ttl: int = 86400, negative_max_ttl: int = 3600
-) -> ParsedReply:
-    """Walk an upstream response (already matched to our question) into a cacheable :class:`Reply`.
+def parse_reply(data: bytes, qname: bytes) -> ParsedResponse:
+    """Walk an upstream response (already matched to our question) into a :class:`ParsedResponse`.
 
-    The OPT record is cut out; TTLs are clamped to [min_ttl, max_ttl] in place. Raises WireError on a
+    The OPT record is cut out; AA is dropped (a resolver never claims it), AD kept. Raises WireError on a
     malformed message.
     """
     try:
-        return _parse_reply(data, qname, min_ttl, max_ttl, negative_max_ttl)
+        return _parse_reply(data, qname)
     except (IndexError, struct.error) as err:
         raise WireError(f"malformed reply: {err}") from None
 
 
-def _parse_reply(data: bytes, qname: bytes, min_ttl: int, max_ttl: int, negative_max_ttl: int) -> ParsedReply:
+def _parse_reply(data: bytes, qname: bytes) -> ParsedResponse:
     _, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if qdcount != 1:
         raise WireError("reply without exactly one question")
     question_end = 12 + len(qname) + 4
     qtype = _TYPE_CLASS.unpack_from(data, 12 + len(qname))[0]
-    pieces: list[bytes] = []
     ttl_fields: list[tuple[int, int]] = []
     cnames: list[str] = []
     addresses: list[str] = []
     counts = [ancount, nscount, arcount]
     pos = question_end
-    out_len = 0
+    cut = 0  # bytes of OPT record cut out before ``pos`` (only ever at the very end)
     smallest = None
     soa_negative_ttl = None
     has_answer_of_type = False
@@ -362,15 +377,11 @@ def _parse_reply(data: bytes, qname: bytes, min_ttl: int, max_ttl: int, negative
             if rtype == TYPE_OPT:
                 if pos != len(data):
                     # Cutting an OPT out of the middle would shift names that later pointers refer to.
-                    return _parse_reply(_without_opt(data), qname, min_ttl, max_ttl, negative_max_ttl)
+                    return _parse_reply(_without_opt(data), qname)
                 counts[section] -= 1  # an OPT is added per client at render time
+                cut = pos - start
                 continue
-            clamped = min(max(ttl, min_ttl), max_ttl)
-            record = bytearray(data[start:pos])
-            struct.pack_into(">I", record, ttl_pos - start, clamped)
-            ttl_fields.append((out_len + ttl_pos - start, clamped))
-            pieces.append(bytes(record))
-            out_len += len(record)
+            ttl_fields.append((ttl_pos - question_end, ttl))
             if section == 0:
                 if rtype == qtype or qtype == TYPE_ANY:
                     has_answer_of_type = True
@@ -381,25 +392,21 @@ def _parse_reply(data: bytes, qname: bytes, min_ttl: int, max_ttl: int, negative
                 elif rtype == TYPE_AAAA and rdlength == 16:
                     addresses.append(_ipv6_text(data[rdata_start:pos]))
             if section < 2:  # glue in the additional section does not shorten the answer's life
-                smallest = clamped if smallest is None else min(smallest, clamped)
+                smallest = ttl if smallest is None else min(smallest, ttl)
             if section == 1 and rtype == TYPE_SOA:
                 soa_minimum = struct.unpack_from(">I", data, pos - 4)[0]
                 soa_negative_ttl = min(ttl, soa_minimum)
     negative = rcode == NXDOMAIN or (rcode == NOERROR and not has_answer_of_type and not cnames)
-    if negative:
-        # RFC 2308: negative answers are cached for min(SOA TTL, SOA MINIMUM); without a SOA, not at all.
-        cache_ttl = min(soa_negative_ttl, negative_max_ttl) if soa_negative_ttl is not None else 0
-        cache_ttl = min(max(cache_ttl, min_ttl), max_ttl) if soa_negative_ttl is not None else 0
-    else:
-        cache_ttl = smallest if smallest is not None else 0
+    # RFC 2308: negative answers are cached for min(SOA TTL, SOA MINIMUM); without a SOA, not at all.
+    cache_ttl = soa_negative_ttl if negative else (smallest if smallest is not None else 0)
     reply = Reply(
         rcode=rcode,
         counts=(counts[0], counts[1], counts[2]),
-        records=b"".join(pieces),
+        records=data[question_end : len(data) - cut],
         ttl_fields=tuple(ttl_fields),
         flags=flags & AD,  # AA is for authorities; a resolver never claims it
     )
-    return ParsedReply(rcode, flags, reply, cache_ttl, tuple(cnames), tuple(addresses), negative)
+    return ParsedResponse(rcode, reply, cache_ttl, negative, tuple(cnames), tuple(addresses))
 
 
 def _without_opt(data: bytes) -> bytes:

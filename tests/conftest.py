@@ -15,7 +15,11 @@ import dns.rdatatype
 import pytest
 
 from blockdns import config
+from blockdns.resolve.recursive.machine import Result
+from blockdns.resolve.recursive.response import parsed_response
+from blockdns.resolve.upstream import UpstreamResult
 from blockdns.server.app import Server
+from blockdns.wire import RD, render
 
 from fakedns import FakeDNS
 
@@ -78,6 +82,20 @@ class RunningServer:
         send = dns.query.tcp if tcp else dns.query.udp
         kwargs = {"source": source} if source else {}
         return send(message, "127.0.0.1", port=self.port, timeout=timeout, **kwargs)
+
+
+def response_wire(
+    result: UpstreamResult, qname: bytes, qtype: int, *, qid: int = 0, do: bool = False, qclass: int = 1
+) -> bytes:
+    """An upstream's parsed result rendered as the complete response to ``qname qtype`` (for dnspython)."""
+    question = qname + qtype.to_bytes(2, "big") + qclass.to_bytes(2, "big")
+    return render(qid, RD, question, result.response.reply, 0, 1232, 0x8000 if do else 0, 65535)
+
+
+def render_result(result: Result, *, do: bool, qid: int = 0) -> bytes:
+    """A recursive resolution's result as the complete response a client would get."""
+    upstream = UpstreamResult(parsed_response(result, do=do), "recursive")
+    return response_wire(upstream, result.qname, result.qtype, qid=qid, do=do, qclass=result.qclass)
 
 
 def ede_of(response: dns.message.Message) -> list[tuple[int, str]]:

@@ -19,6 +19,7 @@ from blockdns import dnsname
 from blockdns.config import Settings, from_dict
 from blockdns.names import normalise
 from blockdns.ops.control import ReloadResult
+from blockdns.ops.querylog import Row
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Decision, Policy
 from blockdns.runtime import build_policy
@@ -96,7 +97,7 @@ def row(
     outcome: str | None = None,
     ts: float | None = None,
     duration_ms: float = 1.5,
-) -> tuple[Any, ...]:
+) -> Row:
     """A query-log row as the server's hot path builds it; blocked when the policy blocks ``name``."""
     decision = None
     if control is not None:
@@ -106,7 +107,7 @@ def row(
     if outcome is None:
         outcome = "blocked" if decision is not None and decision.blocked else "resolved"
     blocked = outcome == "blocked"
-    return (
+    return Row(
         time.time() if ts is None else ts,
         client,
         decision.group if decision else "default",

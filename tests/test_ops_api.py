@@ -47,9 +47,9 @@ def querylog(tmp_path: Path, control: FakeControl) -> Iterator[QueryLog]:
     querylog = QueryLog(QueryLogSettings(), tmp_path / "q.sqlite", control.stats)
     querylog.start()
     for index in range(4):
-        querylog.queue.append(row(BLOCKED_NAME, control=control, client=f"10.0.0.{index}"))
+        querylog.offer(row(BLOCKED_NAME, control=control, client=f"10.0.0.{index}"))
     for _ in range(6):
-        querylog.queue.append(row("example.com", control=control, qtype=28))
+        querylog.offer(row("example.com", control=control, qtype=28))
     assert querylog.flush()
     yield querylog
     querylog.close()

@@ -42,10 +42,10 @@ def config_file(tmp_path: Path) -> Iterator[Path]:
     querylog.start()
     now = time.time()
     for index in range(3):
-        querylog.queue.append(row(BLOCKED_NAME, control=control, client="10.0.0.9", ts=now - 60 - index))
+        querylog.offer(row(BLOCKED_NAME, control=control, client="10.0.0.9", ts=now - 60 - index))
     for index in range(5):
-        querylog.queue.append(row(f"www{index}.example.org", control=control, client="10.0.0.8", ts=now - 60))
-    querylog.queue.append(row("old.example.org", client="10.0.0.8", ts=now - 3 * 3600))
+        querylog.offer(row(f"www{index}.example.org", control=control, client="10.0.0.8", ts=now - 60))
+    querylog.offer(row("old.example.org", client="10.0.0.8", ts=now - 3 * 3600))
     assert querylog.flush()
     yield path  # the writer stays open while the CLI reads, as with a running server
     querylog.close()
@@ -114,7 +114,7 @@ def test_log_off_missing_and_private(tmp_path: Path) -> None:
     settings = config.load(private)
     querylog = QueryLog(settings.querylog, settings.querylog_path(), FakeControl().stats)  # type: ignore[arg-type]
     querylog.start()
-    querylog.queue.append(row("a.example"))
+    querylog.offer(row("a.example"))
     querylog.close()
     code, _, err = run("log", "--client", "10.0.0.1", "--config", str(private))
     assert code == 2 and "stores no client addresses" in err

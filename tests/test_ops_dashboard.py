@@ -31,7 +31,7 @@ def control() -> FakeControl:
     control.stats.queries[(1, "resolved", "default")] += 5
     control.stats.queries[(28, "cached", "default")] += 1
     control.stats.blocks[("deepseek", "chat", "all")] += 4
-    control.stats.cache_hits, control.stats.cache_misses = 1, 6
+    control.stats.cache.hits, control.stats.cache.misses = 1, 6
     for seconds in (0.004, 0.012, 0.020):
         control.stats.observe_upstream_latency(seconds)
     return control
@@ -42,9 +42,9 @@ def api(tmp_path: Path, control: FakeControl) -> Iterator[ApiThread]:
     querylog = QueryLog(QueryLogSettings(), tmp_path / "q.sqlite", control.stats)
     querylog.start()
     for index in range(4):
-        querylog.queue.append(row(BLOCKED_NAME, control=control, client=f"192.168.1.{10 + index}"))
+        querylog.offer(row(BLOCKED_NAME, control=control, client=f"192.168.1.{10 + index}"))
     for index in range(6):
-        querylog.queue.append(row(f"www{index}.example.org", control=control))
+        querylog.offer(row(f"www{index}.example.org", control=control))
     assert querylog.flush()
     thread = ApiThread(control, querylog).start()
     yield thread

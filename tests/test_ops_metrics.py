@@ -49,7 +49,7 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     stats.queries[(65534, "resolved", "default")] = 2
     stats.blocks[("deepseek", "chat", "all")] = 5
     stats.blocks[("", "", "domain:example.com")] = 2
-    stats.cache_hits, stats.cache_misses = 11, 13
+    stats.cache.hits, stats.cache.misses = 11, 13
     stats.refused_clients, stats.bad_packets, stats.log_dropped = 1, 2, 3
     stats.dropped_overload, stats.handler_failures = 4, 5
     samples = scrape(control)
@@ -101,7 +101,7 @@ def test_upstream_latency_is_a_cumulative_histogram(control: FakeControl) -> Non
 
 def test_upstream_transport_counters(control: FakeControl, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = transport.TransportStats(queries=9, replies=8, mismatched=1, timeouts=2, errors=3, tcp_fallbacks=4)
-    monkeypatch.setattr(transport, "STATS", fake)
+    monkeypatch.setattr(control.stats, "upstream", fake)
     samples = scrape(control)
     for field in ("queries", "replies", "mismatched", "timeouts", "errors", "tcp_fallbacks"):
         assert value(samples, f"blockdns_upstream_{field}_total") == getattr(fake, field)
@@ -144,7 +144,7 @@ def test_querylog_gauges(control: FakeControl, tmp_path: Path) -> None:
 def test_registries_are_separate(control: FakeControl) -> None:
     """Two servers in one process (tests, workers) each get their own registry: no duplicate errors."""
     other = FakeControl()
-    control.stats.cache_hits = 1
-    other.stats.cache_hits = 2
+    control.stats.cache.hits = 1
+    other.stats.cache.hits = 2
     assert value(scrape(control), "blockdns_cache_hits_total") == 1
     assert value(scrape(other), "blockdns_cache_hits_total") == 2

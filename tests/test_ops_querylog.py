@@ -14,7 +14,7 @@ import pytest
 
 from blockdns.config import QueryLogSettings
 from blockdns.ops.clientid import QueryLogError, key_path
-from blockdns.ops.querylog import QueryLog
+from blockdns.ops.querylog import QueryLog, Row
 from blockdns.ops.querylog_read import QueryLogReader, bucket_width
 from blockdns.ops.stats import ServerStats
 
@@ -45,12 +45,9 @@ def make_log(tmp_path: Path) -> Iterator:
         querylog.close()
 
 
-def produce(querylog: QueryLog, item: tuple) -> None:
-    """Exactly what the server's hot path does."""
-    if len(querylog.queue) < querylog.capacity:
-        querylog.queue.append(item)
-    else:
-        querylog.stats.log_dropped += 1
+def produce(querylog: QueryLog, item: Row) -> None:
+    """Exactly what the server does for each answer."""
+    querylog.offer(item)
 
 
 def stored(path: Path) -> list[tuple]:

@@ -27,6 +27,7 @@ from blockdns.wire import (
     parse_reply,
 )
 
+from conftest import response_wire
 from fakeauth import (
     BIG_TXT_STRINGS,
     EVIL_SERVER,
@@ -69,7 +70,7 @@ async def ask(
     resolver: RecursiveResolver, name: str, qtype: int = TYPE_A, *, do: bool = False
 ) -> dns.message.Message:
     answer = await resolver.resolve(from_text(name), qtype, 1, do=do, cd=False)
-    message = dns.message.from_wire(answer.data)
+    message = dns.message.from_wire(response_wire(answer, from_text(name), qtype, do=do))
     assert str(message.question[0].name) == name + "." and message.question[0].rdtype == qtype
     assert message.flags & 0x0180 == 0x0180  # RD and RA
     return message
@@ -278,13 +279,16 @@ def test_the_response_suits_the_servers_cache(hierarchy: FakeHierarchy) -> None:
     async def scenario() -> None:
         resolver = await primed()
         answer = await resolver.resolve(from_text("alias.glue.test"), TYPE_A, 1, do=False, cd=False)
-        parsed = parse_reply(answer.data, from_text("alias.glue.test"))
+        parsed = answer.response
         assert parsed.cnames == ("www.target.example",) and parsed.addresses == ("192.0.2.50",)
-        assert 0 < parsed.min_ttl <= 300 and not parsed.negative
+        assert parsed.ttl is not None and 0 < parsed.ttl <= 300 and not parsed.negative
         assert answer.server.startswith("recursive (")
+        # What the server's cache sees is what parsing the rendered response would give.
+        rendered = response_wire(answer, from_text("alias.glue.test"), TYPE_A)
+        assert parse_reply(rendered, from_text("alias.glue.test")) == parsed
         nx = await resolver.resolve(from_text("nx.glue.test"), TYPE_A, 1, do=False, cd=False)
-        negative = parse_reply(nx.data, from_text("nx.glue.test"))
-        assert negative.negative and negative.min_ttl == 300
+        negative = nx.response
+        assert negative.negative and negative.ttl == 300
         await resolver.close()
 
     run(scenario())

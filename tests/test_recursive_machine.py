@@ -24,7 +24,6 @@ from blockdns.resolve.recursive.machine import (
     Resolution,
     Result,
 )
-from blockdns.resolve.recursive.response import build_response
 from blockdns.resolve.recursive.servers import ServerTable
 from blockdns.wire import (
     EDE_NETWORK_ERROR,
@@ -39,6 +38,8 @@ from blockdns.wire import (
     TYPE_AAAA,
     TYPE_NS,
 )
+
+from conftest import render_result
 
 ROOT = ("198.51.100.1", 53)
 COM = ("198.51.100.10", 53)
@@ -695,8 +696,8 @@ def test_the_do_bit_goes_to_authorities_and_rrsigs_stay_with_their_rrsets() -> N
     network = Network(table)
     result = network.run(machine("www.example.com", do=True))
     assert len(result.answer) == 1 and len(result.answer[0].sigs) == 1
-    signed = dns.message.from_wire(build_response(result, do=True))
-    unsigned = dns.message.from_wire(build_response(result, do=False))
+    signed = dns.message.from_wire(render_result(result, do=True))
+    unsigned = dns.message.from_wire(render_result(result, do=False))
     assert sorted(rrset.rdtype for rrset in signed.answer) == [1, 46]
     assert [rrset.rdtype for rrset in unsigned.answer] == [1]
 

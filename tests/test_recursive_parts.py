@@ -24,10 +24,11 @@ from blockdns.resolve.recursive.hints import IANA_ROOT_SERVERS, root_hints
 from blockdns.resolve.recursive.machine import DelegationLoop, Result
 from blockdns.resolve.recursive.message import parse
 from blockdns.resolve.recursive.minimise import MAX_MINIMISE_COUNT, next_label_count
-from blockdns.resolve.recursive.response import build_response
 from blockdns.resolve.recursive.rrset import RRset, group
 from blockdns.resolve.recursive.servers import HOLD_AFTER_FAILURES, MIN_RTO, ServerTable
 from blockdns.wire import NXDOMAIN, TYPE_A, TYPE_NS
+
+from conftest import render_result
 
 name = dnsname.from_text
 
@@ -276,7 +277,7 @@ def test_the_response_is_a_complete_message_for_the_exact_question() -> None:
     result = Result(
         name("www.example.com"), TYPE_A, 1, 0, (cname, _a("cdn.example.net", "192.0.2.7", ttl=60)), (), "x"
     )
-    data = build_response(result, do=False, qid=4242)
+    data = render_result(result, do=False, qid=4242)
     message = dns.message.from_wire(data)
     assert message.id == 4242
     assert message.flags & 0x8180 == 0x8180 and not message.flags & 0x0400  # QR RD RA, never AA
@@ -292,10 +293,10 @@ def test_negative_responses_carry_the_soa_and_proofs_only_with_do() -> None:
     soa = RRset(name("example.com"), 6, 1, 60, (soa_data,))
     nsec = RRset(name("example.com"), 47, 1, 60, (name("a.example.com") + b"\x00\x01\x40",))
     result = Result(name("nx.example.com"), TYPE_A, 1, NXDOMAIN, (), (soa, nsec), "x")
-    plain = dns.message.from_wire(build_response(result, do=False))
+    plain = dns.message.from_wire(render_result(result, do=False))
     assert plain.rcode() == NXDOMAIN
     assert [dns.rdatatype.to_text(rrset.rdtype) for rrset in plain.authority] == ["SOA"]
-    signed = dns.message.from_wire(build_response(result, do=True))
+    signed = dns.message.from_wire(render_result(result, do=True))
     assert [dns.rdatatype.to_text(rrset.rdtype) for rrset in signed.authority] == ["SOA", "NSEC"]
 
 

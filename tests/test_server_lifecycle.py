@@ -1,9 +1,8 @@
 """The real `blockdns serve` process: SIGHUP reloads atomically, a bad config is refused while the old one
-keeps serving, a changed file reloads by itself, SIGTERM stops it. And the chain's order, asserted."""
+keeps serving, a changed file reloads by itself, SIGTERM stops it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -16,10 +15,6 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-
-from blockdns.resolve.base import Answer, Outcome
-from blockdns.server.engine import CHAIN_ORDER, build_chain
-from blockdns.wire import Reply
 
 from conftest import TEST_CATALOG
 from fakedns import FakeDNS
@@ -151,24 +146,3 @@ def test_serve_with_a_bad_config_exits_2_with_one_line(tmp_path, serve):
     output, _ = process.communicate(timeout=20)
     assert process.returncode == 2
     assert output.strip().count("\n") == 0 and "server.listen" in output
-
-
-def test_chain_order_is_fixed_in_one_place():
-    calls: list[str] = []
-
-    class Recording:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        async def handle(self, query, next_handler):
-            calls.append(self.name)
-            return await next_handler(query)
-
-    async def resolve(query):
-        calls.append("resolve")
-        return Answer(Outcome.RESOLVED, Reply(rcode=0, counts=(0, 0, 0)))
-
-    parts = {name: Recording(name) for name in CHAIN_ORDER[:-1]}
-    asyncio.run(build_chain(parts, resolve)(None))
-    assert calls == ["access", "local", "blocking", "inspection", "cache", "resolve"]
-    assert tuple(calls) == CHAIN_ORDER

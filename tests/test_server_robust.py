@@ -102,7 +102,7 @@ def test_unusual_but_legal_query_takes_the_slow_path_and_is_answered(start_serve
 
 def test_a_failing_handler_becomes_servfail_for_that_query_only(start_server, upstream):
     server = start_server(base_config(upstream, policy={"block": []}))
-    resolver = server.server.resolver
+    resolver = server.server.generation.handlers["resolve"]
     real = resolver.upstream
 
     class Exploding:
@@ -135,7 +135,7 @@ def test_work_in_flight_is_bounded(start_server, upstream):
 
 def test_a_flood_of_bad_packets_logs_a_few_lines(start_server, upstream, caplog):
     server = start_server(base_config(upstream))
-    caplog.set_level(logging.WARNING, logger="blockdns.server.engine")
+    caplog.set_level(logging.WARNING, logger="blockdns.server")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for i in range(300):
             sock.sendto(b"\x00\x01\x00", ("127.0.0.1", server.port))
@@ -156,6 +156,6 @@ def test_upstream_errors_never_become_nxdomain(start_server, upstream):
         async def resolve(self, qname, qtype, qclass, *, do, cd):
             raise UpstreamError("everything is down", 22)
 
-    server.server.resolver.upstream = Failing()
+    server.server.generation.handlers["resolve"].upstream = Failing()
     response = server.query("anything.example")
     assert response.rcode() == dns.rcode.SERVFAIL

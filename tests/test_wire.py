@@ -90,11 +90,12 @@ def test_parse_reply_then_render_round_trips(name, addresses, ttl, age, client_c
     client_name = name.swapcase() if client_case else name
     client_query = DNSRecord.question(client_name, "A")
     question = bytes(client_query.pack())[12:]
-    out = wire.render(7, wire.RD, question, parsed.reply, age, 0, 0, 65535)
+    assert parsed.ttl == ttl and not parsed.negative  # TTLs as the server gave them...
+    out = wire.render(7, wire.RD, question, parsed.reply.clamped(0, 86400), age, 0, 0, 65535)
     message = dns.message.from_wire(out)
     assert message.id == 7 and message.edns == -1
     assert [rr.address for rr in message.answer[0]] == addresses
-    assert message.answer[0].ttl == max(min(ttl, 86400) - age, 0)  # clamped to max_ttl, then aged
+    assert message.answer[0].ttl == max(min(ttl, 86400) - age, 0)  # ...clamped to max_ttl, then aged
     assert message.question[0].name.to_text().rstrip(".") == client_name
 
 

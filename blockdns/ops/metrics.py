@@ -1,7 +1,7 @@
 """Prometheus metrics: a collector that reads the server's counters at scrape time.
 
-Nothing is counted twice: the hot path keeps updating plain ints and dicts in :class:`ServerStats` and
-``transport.STATS``; this collector turns them into metric families when Prometheus asks. It lives on its
+Nothing is counted twice: the hot path keeps updating plain ints and dicts in the server's
+:class:`ServerStats`; this collector turns them into metric families when Prometheus asks. It lives on its
 own :class:`CollectorRegistry`, so several servers in one process (tests) never collide.
 
 Scrapes run on the server's event loop (the same thread that updates the counters), so the dicts never
@@ -32,7 +32,6 @@ from prometheus_client.registry import Collector
 from blockdns import __version__
 from blockdns.ops.labels import qtype_name
 from blockdns.ops.stats import LATENCY_BUCKETS
-from blockdns.resolve import transport
 
 if TYPE_CHECKING:
     from blockdns.ops.control import ServerControl
@@ -137,10 +136,10 @@ class ServerCollector(Collector):
         yield category_family
 
         yield CounterMetricFamily(
-            "blockdns_cache_hits", "Answers served from the cache", value=stats.cache_hits
+            "blockdns_cache_hits", "Answers served from the cache", value=stats.cache.hits
         )
         yield CounterMetricFamily(
-            "blockdns_cache_misses", "Cache lookups that found nothing", value=stats.cache_misses
+            "blockdns_cache_misses", "Cache lookups that found nothing", value=stats.cache.misses
         )
         yield GaugeMetricFamily(
             "blockdns_cache_entries", "Entries in the answer cache", value=control.cache_size()
@@ -199,7 +198,7 @@ class ServerCollector(Collector):
         return family
 
     def _upstream(self) -> Iterator[Metric]:
-        counters = transport.STATS
+        counters = self.control.stats.upstream
         for name, text in (
             ("queries", "Queries sent to upstreams and authoritative servers"),
             ("replies", "Valid replies received"),

@@ -1,17 +1,14 @@
-"""The query log: the server appends one tuple per query to a deque; a writer thread stores them in SQLite.
+"""The query log: the server offers one :class:`Row` per query to a deque; a writer thread stores them in
+SQLite.
 
-The hot path costs one ``len`` and one ``append`` (both atomic under the GIL)::
+:meth:`QueryLog.offer` costs one ``len`` and one ``append`` (both atomic under the GIL), or a dropped row
+counted when the writer has fallen behind, so DNS never waits for the disk.
 
-    if len(ql.queue) < ql.capacity:
-        ql.queue.append(row)
-    else:
-        stats.log_dropped += 1
-
-so DNS never waits for the disk. The writer thread wakes every ``flush_interval`` seconds, or sooner when a
-batch is full (it looks every 50 ms), turns rows into records (wire names to text, client addresses masked
-per ``[querylog] clients``, decisions to vendor/category/selector) and commits each batch with one
-``executemany``. It also purges rows older than ``retention_days`` at start and then every
-``purge_interval`` seconds (``retention_days = 0`` keeps everything).
+The writer thread wakes every ``flush_interval`` seconds, or sooner when a batch is full (it looks every
+50 ms), turns rows into records (wire names to text, client addresses masked per ``[querylog] clients``,
+decisions to vendor/category/selector) and commits each batch with one ``executemany``. It also purges
+rows older than ``retention_days`` at start and then every ``purge_interval`` seconds
+(``retention_days = 0`` keeps everything).
 
 Reading goes through :class:`~blockdns.ops.querylog_read.QueryLogReader`, which opens its own read-only
 connection, so the API and ``blockdns log`` work while the server writes.
@@ -26,7 +23,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from blockdns.names import from_wire
 from blockdns.ops.clientid import ClientMasker, QueryLogError
@@ -40,8 +37,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blockdns.querylog")
 
-# (ts, client, group, qname_wire, qtype, outcome, rcode, reason, decision, upstream, duration_ms, transport)
-Row = tuple[float, str, str, bytes, int, str, int, str | None, Decision | None, str | None, float, str]
+
+class Row(NamedTuple):
+    """One answered query as the server hands it over; the writer thread turns it into a stored record."""
+
+    ts: float  # time.time() of the answer
+    client: str  # the client's address (masked by the writer as ``[querylog] clients`` says)
+    group: str
+    qname_wire: bytes
+    qtype: int
+    outcome: str  # an Outcome value: resolved, cached, blocked, local, refused, error
+    rcode: int
+    reason: str | None
+    decision: Decision | None
+    upstream: str | None
+    duration_ms: float
+    transport: str
+
+
 Record = tuple[object, ...]
 
 PURGE_CHUNK = 5000
@@ -155,6 +168,15 @@ class QueryLog:
             while self._purges_done == done and time.monotonic() < deadline:
                 self._cond.wait(0.05)
             return self.purged - before
+
+    # ------------------------------------------------------------------------------------------- writing
+
+    def offer(self, row: Row) -> None:
+        """Queue ``row`` for the writer; when the queue is full, drop it and count the drop."""
+        if len(self.queue) < self.capacity:
+            self.queue.append(row)
+        else:
+            self.stats.log_dropped += 1
 
     # -------------------------------------------------------------------------------------------- reading
 

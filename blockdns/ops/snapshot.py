@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from blockdns import __version__
 from blockdns.ops.labels import qtype_name
-from blockdns.resolve import transport
 
 if TYPE_CHECKING:
     from blockdns.ops.control import ServerControl
@@ -41,11 +40,11 @@ def server_snapshot(control: ServerControl, querylog: QueryLog | None) -> dict[s
     vendors: Counter[tuple[str, str]] = Counter()
     for (vendor, category, _selector), count in stats.blocks.items():
         vendors[(vendor, category)] += count
-    lookups = stats.cache_hits + stats.cache_misses
+    lookups = stats.cache.hits + stats.cache.misses
     latency_count = stats.upstream_latency_count
     until = paused_until(control, now)
     policy = control.policy
-    upstream = transport.STATS
+    upstream = stats.upstream
     return {
         "version": __version__,
         "now": now,
@@ -66,9 +65,9 @@ def server_snapshot(control: ServerControl, querylog: QueryLog | None) -> dict[s
             for (vendor, category), count in vendors.most_common(TOP)
         ],
         "cache": {
-            "hits": stats.cache_hits,
-            "misses": stats.cache_misses,
-            "hit_rate": stats.cache_hits / lookups if lookups else 0.0,
+            "hits": stats.cache.hits,
+            "misses": stats.cache.misses,
+            "hit_rate": stats.cache.hits / lookups if lookups else 0.0,
             "entries": control.cache_size(),
         },
         "upstream": {

@@ -1,5 +1,9 @@
 """Counters the server keeps while it answers. Plain ints and dicts: updating one costs a dict probe, so
 the hot path can afford it; metrics and the API read them when asked (a Prometheus collector at scrape time).
+
+One :class:`ServerStats` instance belongs to a running server and outlives its configuration generations;
+the parts that other layers update (the upstream transport's counters, the cache's) are instances of those
+layers' own types, handed to them when a generation is built.
 """
 
 from __future__ import annotations
@@ -7,6 +11,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+from blockdns.resolve.cache import CacheCounters
+from blockdns.resolve.transport import TransportStats
 
 # Upstream latency histogram bucket bounds, seconds (Prometheus style, cumulative at export time).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -19,8 +26,8 @@ class ServerStats:
     queries: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     # (vendor or "", category or "", selector) -> count of blocked answers
     blocks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    cache_hits: int = 0
-    cache_misses: int = 0
+    cache: CacheCounters = field(default_factory=CacheCounters)
+    upstream: TransportStats = field(default_factory=TransportStats)  # queries sent to other servers
     refused_clients: int = 0  # queries from addresses outside server.allow_clients
     bad_packets: int = 0  # unparseable queries (FORMERR or silence)
     dropped_overload: int = 0  # slow-path queries dropped because too many were in flight

@@ -6,27 +6,33 @@ from __future__ import annotations
 import ipaddress
 
 from blockdns.config import Network
-from blockdns.resolve.base import Answer, Next, Outcome, Query
+from blockdns.resolve.base import Answer, FastNext, Next, Outcome, Query
 from blockdns.wire import EDE_PROHIBITED, REFUSED, Reply, ede_option
 
 MEMO_LIMIT = 65536
 
-REFUSED_REPLY = Reply(rcode=REFUSED, counts=(0, 0, 0), ede=ede_option(EDE_PROHIBITED, "client not allowed"))
+REFUSED_ANSWER = Answer(
+    Outcome.REFUSED,
+    Reply(rcode=REFUSED, counts=(0, 0, 0), ede=ede_option(EDE_PROHIBITED, "client not allowed")),
+    reason="client not allowed",
+)
 
 
 class AccessControl:
+    """Whether an address may ask, memoised by address (bounded: a full memo is cleared, never grown)."""
+
     def __init__(self, networks: list[Network]) -> None:
         self._v4 = [n for n in networks if n.version == 4]
         self._v6 = [n for n in networks if n.version == 6]
-        self._memo: dict[str, bool] = {}
+        self.memo: dict[str, bool] = {}
 
     def allowed(self, client: str) -> bool:
-        verdict = self._memo.get(client)
+        verdict = self.memo.get(client)
         if verdict is None:
             verdict = self._check(client)
-            if len(self._memo) >= MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[client] = verdict
+            if len(self.memo) >= MEMO_LIMIT:
+                self.memo.clear()
+            self.memo[client] = verdict
         return verdict
 
     def _check(self, client: str) -> bool:
@@ -47,6 +53,12 @@ class AccessHandler:
         self.access = access
 
     async def handle(self, query: Query, next_handler: Next) -> Answer:
-        if not self.access.allowed(query.client):
-            return Answer(Outcome.REFUSED, REFUSED_REPLY, reason="client not allowed")
+        if not self.access.allowed(query.client.address):
+            return REFUSED_ANSWER
         return await next_handler(query)
+
+    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+        allowed = self.access.memo.get(query.client.address)
+        if allowed is None:
+            return None
+        return next_fast(query) if allowed else REFUSED_ANSWER

@@ -1,19 +1,40 @@
-"""The types every handler shares: the frozen :class:`Query`, the :class:`Answer` with its typed
-:class:`Outcome` and reason, and the :class:`Handler` protocol.
+"""The types every handler shares, and the one fold that turns an ordered list of handlers into a chain with
+two speeds.
 
-A handler receives the query and the rest of the chain; it answers itself or calls ``next_handler``. The
-outcome and reason set here are what the EDE text, the query log and the metrics all read.
+A query is a :class:`Question` (what was asked, parsed once and memoised by the packet bytes after the ID)
+asked by a :class:`Client` (who asked, over which transport, and so which policy group), at an instant.
+Handlers answer with an :class:`Answer`: a typed :class:`Outcome`, the reply records, and the reason that
+the EDE text, the query log and the metrics all read.
+
+Every :class:`Handler` has two methods over the same :class:`Query`:
+
+* ``handle(query, next_handler)``, a coroutine, the slow path: it may do any work, await the rest of the
+  chain, and fill its own memos.
+* ``fast(query, next_fast)``, synchronous, the fast path: it returns exactly the answer ``handle`` would
+  return at this moment, or None when it cannot know that from its own memos without doing work. It changes
+  nothing (no counting, no memo filling) so a query it gives up on can run the slow path from scratch.
+
+:func:`chain` folds one ordered list of handlers into both entry points, so a handler added to the chain
+is on both paths, and one that has no fast answer (the resolver) sends every query that reaches it to the
+slow path.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import NamedTuple, Protocol
 
 from blockdns.policy import Decision, GroupPolicy
-from blockdns.wire import Reply
+from blockdns.resolve.upstream import Security
+from blockdns.wire import CD, Reply
+
+CacheKey = tuple[bytes, int, int, int, bool]  # (qname wire, qtype, qclass, DO bit, CD bit)
+
+# Transports, as the query log and metrics name them.
+UDP, TCP = "udp", "tcp"
+STREAM_TRANSPORTS = frozenset({TCP, "tls", "https"})  # no UDP size limit: a response may take 64 KiB
 
 
 class Outcome(enum.Enum):
@@ -25,67 +46,133 @@ class Outcome(enum.Enum):
     ERROR = "error"  # nothing usable could be had: SERVFAIL
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
-    """One client question. Never mutated: a handler that needs another question builds a new Query."""
+@dataclass(frozen=True, slots=True, eq=False)
+class Question:
+    """What a client asked, as the server reads it: parsed once, then shared by every query that sends the
+    same bytes after the ID."""
 
-    id: int
-    flags: int
-    qname: str  # normalised text, "" when the name holds bytes no host name has
+    flags: int  # the query's header flags (RD and CD are echoed)
     qname_wire: bytes  # lowercase wire form: the cache and memo key
-    question: bytes  # the question section exactly as the client sent it (case preserved, 0x20 safe)
+    qname: str  # normalised text, "" when the name holds bytes no host name has
+    raw: bytes  # the question section exactly as the client sent it (case preserved, 0x20 safe)
     qtype: int
     qclass: int
     payload: int  # the client's EDNS UDP size; 0 when it sent no OPT record
     do: int  # the DNSSEC OK bit (0 or 0x8000)
-    client: str
-    transport: str  # "udp" or "tcp"
-    group: GroupPolicy
-    received: float  # loop.time() when the query arrived
+    udp_limit: int  # the largest response this question may get over UDP
+    cache_key: CacheKey
+    name_type: tuple[bytes, int]  # (qname_wire, qtype): the key of answers that differ by type
 
     @property
     def cd(self) -> bool:
-        return bool(self.flags & 0x0010)
+        return bool(self.flags & CD)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Client:
+    """Who asks: an address, the transport it came over, and the policy group that follows from them."""
+
+    address: str
+    transport: str  # "udp", "tcp" (later "tls", "https")
+    group: GroupPolicy
+
+
+class Query(NamedTuple):
+    """One client question at one instant. Immutable; a handler that needs another question builds another
+    Query. (A tuple, because the fast path builds one per packet.)"""
+
+    question: Question
+    client: Client
+    received: float  # time.monotonic() when the packet arrived: the fast path's "now"
 
     @property
-    def cache_key(self) -> tuple[bytes, int, int, int, bool]:
-        return (self.qname_wire, self.qtype, self.qclass, self.do, self.cd)
+    def qname(self) -> str:
+        return self.question.qname
+
+    @property
+    def qname_wire(self) -> bytes:
+        return self.question.qname_wire
+
+    @property
+    def qtype(self) -> int:
+        return self.question.qtype
+
+    @property
+    def group(self) -> GroupPolicy:
+        return self.client.group
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Answer:
+    """What the chain answers. Compared by identity: a memo may key on the very answer a cache holds."""
+
     outcome: Outcome
     reply: Reply
-    age: int = 0  # seconds since the reply was stored (TTLs count down by this much)
     reason: str | None = None  # the why, in words: EDE text, log and metrics read it
     decision: Decision | None = None  # for BLOCKED (and for an allow that mattered)
     upstream: str | None = None  # which server answered, when one did
+    stored: float | None = None  # time.monotonic() when cached: served TTLs count down from it
     ttl: int = 0  # how long the reply may be cached (RESOLVED answers only)
     cnames: tuple[str, ...] = ()  # CNAME/DNAME targets in the answer, for inspection
     addresses: tuple[str, ...] = ()  # A/AAAA addresses in the answer, for range inspection
+    security: Security = Security.INDETERMINATE  # DNSSEC status of the data, kept with it in the cache
+
+    def age(self, now: float) -> int:
+        """Whole seconds since the reply was stored (0 for a fresh one): how far its TTLs have run down."""
+        stored = self.stored
+        return int(now - stored) if stored is not None else 0
+
+    def cached(self, now: float) -> Answer:
+        """This resolved answer as the cache serves it from ``now`` on."""
+        return replace(self, outcome=Outcome.CACHED, stored=now, ttl=0)
 
 
 Next = Callable[[Query], Awaitable[Answer]]
+FastNext = Callable[[Query], "Answer | None"]
 
 
 class Handler(Protocol):
-    """One link of the chain."""
+    """One link of the chain, with its slow and its fast step (see the module docstring)."""
 
     name: str
 
     async def handle(self, query: Query, next_handler: Next) -> Answer: ...
 
+    def fast(self, query: Query, next_fast: FastNext) -> Answer | None: ...
 
-def chain(handlers: Sequence[Handler], last: Next) -> Next:
-    """Fold ``handlers`` around ``last`` so that ``handlers[0]`` runs first."""
-    call = last
+
+def chain(handlers: Sequence[Handler]) -> tuple[Next, FastNext]:
+    """Fold ``handlers`` (``handlers[0]`` runs first; the last one answers without calling on) into the slow
+    entry point and the fast one."""
+    slow: Next = _end_of_chain
+    fast: FastNext = _no_fast_answer
     for handler in reversed(handlers):
-        call = _bind(handler, call)
-    return call
+        slow = _bind(handler, slow)
+        fast = _bind_fast(handler, fast)
+    return slow, fast
+
+
+async def _end_of_chain(query: Query) -> Answer:
+    raise RuntimeError("the handler chain ended without an answer")
+
+
+def _no_fast_answer(query: Query) -> Answer | None:
+    return None
 
 
 def _bind(handler: Handler, next_handler: Next) -> Next:
+    handle = handler.handle
+
     async def call(query: Query) -> Answer:
-        return await handler.handle(query, next_handler)
+        return await handle(query, next_handler)
+
+    return call
+
+
+def _bind_fast(handler: Handler, next_fast: FastNext) -> FastNext:
+    fast = handler.fast
+
+    def call(query: Query) -> Answer | None:
+        return fast(query, next_fast)
 
     return call

@@ -1,32 +1,26 @@
-"""Blocking: the policy decision for the question name, and the same decision for every CNAME target and
-answer address on the way back (so a chain through a blocked name, or an address in a blocked range, is
-blocked too).
+"""Blocking the question name: the group's policy decision for it, and the reply a blocked name gets.
 
 Every blocked answer carries EDE 15 (Blocked) whose text is the decision's reason, e.g.
 ``blocked by policy: vendor:deepseek (DeepSeek, CN, chat/api)``.
+
+The handler owns its memos, one pair per client group of its generation's policy: the decision for each
+name, and the blocked answer for each (name, type). The slow path fills them; the fast path only reads
+them. Both are bounded: random names under a blocked domain clear a full memo instead of growing it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from blockdns import dnsname
 from blockdns.config import BlockingSettings
 from blockdns.policy import Decision, GroupPolicy
-from blockdns.resolve.base import Answer, Next, Outcome, Query
+from blockdns.resolve.base import Answer, FastNext, Next, Outcome, Query
 from blockdns.resolve.synth import address_reply, negative_reply
-from blockdns.wire import (
-    EDE_BLOCKED,
-    NOERROR,
-    NXDOMAIN,
-    REFUSED,
-    TYPE_A,
-    TYPE_AAAA,
-    Reply,
-    ede_option,
-)
+from blockdns.wire import EDE_BLOCKED, NOERROR, NXDOMAIN, REFUSED, TYPE_A, TYPE_AAAA, Reply, ede_option
 
-MEMO_LIMIT = 200_000
+MEMO_LIMIT = 100_000  # entries per memo; a full memo is cleared, never grown
 
 
 class PauseSwitch:
@@ -45,11 +39,11 @@ class BlockResponder:
     def __init__(self, settings: BlockingSettings) -> None:
         self.mode = settings.response
         self.ttl = settings.ttl
-        self.ipv4 = settings.custom_ipv4 if self.mode == "custom" else None
-        self.ipv6 = settings.custom_ipv6 if self.mode == "custom" else None
-        if self.mode == "null":
-            import ipaddress
-
+        self.ipv4: ipaddress.IPv4Address | None = None
+        self.ipv6: ipaddress.IPv6Address | None = None
+        if self.mode == "custom":
+            self.ipv4, self.ipv6 = settings.custom_ipv4, settings.custom_ipv6
+        elif self.mode == "null":
             self.ipv4, self.ipv6 = ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")
 
     def reply(self, query_name: bytes, qtype: int, decision: Decision) -> Reply:
@@ -64,33 +58,21 @@ class BlockResponder:
         rcode = NXDOMAIN if self.mode == "nxdomain" else NOERROR
         return negative_reply(query_name, zone, rcode, self.ttl, ede)
 
-
-def decide(group: GroupPolicy, qname_wire: bytes, qname: str) -> Decision:
-    """The group's decision for a name, memoised by wire name for the hot path."""
-    decision = group.memo.get(qname_wire)
-    if decision is None:
-        # A name with bytes no host name has cannot match any entry (and must not be read as one that does).
-        decision = group.decide(qname) if qname else Decision(name="", group=group.name, action="none")
-        memo = group.memo
-        if len(memo) >= MEMO_LIMIT:
-            memo.clear()
-        memo[qname_wire] = decision
-    return decision
+    def answer(
+        self, query_name: bytes, qtype: int, decision: Decision, upstream: str | None = None
+    ) -> Answer:
+        reply = self.reply(query_name, qtype, decision)
+        return Answer(Outcome.BLOCKED, reply, reason=decision.reason, decision=decision, upstream=upstream)
 
 
-def inspect(
-    group: GroupPolicy, qname: str, cnames: tuple[str, ...], addresses: tuple[str, ...]
-) -> Decision | None:
-    """A block decision when a CNAME target or an answer address is blocked for this group, else None."""
-    for target in cnames:
-        decision = group.decide(target)
-        if decision.blocked:
-            return Decision(qname, group.name, "block", decision.entry, decision.rule, via=f"CNAME {target}")
-    for address in addresses:
-        by_address = group.decide_address(qname, address)
-        if by_address is not None:
-            return by_address
-    return None
+class _GroupMemo:
+    """One group's memoised decisions (by name) and blocked answers (by name and type)."""
+
+    __slots__ = ("answers", "decisions")
+
+    def __init__(self) -> None:
+        self.decisions: dict[bytes, Decision] = {}
+        self.answers: dict[tuple[bytes, int], Answer] = {}
 
 
 class BlockingHandler:
@@ -101,34 +83,52 @@ class BlockingHandler:
     def __init__(self, responder: BlockResponder, pause: PauseSwitch) -> None:
         self.responder = responder
         self.pause = pause
+        self._memos: dict[GroupPolicy, _GroupMemo] = {}
+
+    def decide(self, group: GroupPolicy, qname_wire: bytes, qname: str) -> Decision:
+        """The group's decision for a name (memoised)."""
+        memo = self._memo(group)
+        decision = memo.decisions.get(qname_wire)
+        if decision is None:
+            # A name with bytes no host name has cannot match any entry (nor be read as one that does).
+            decision = group.decide(qname) if qname else Decision(name="", group=group.name, action="none")
+            if len(memo.decisions) >= MEMO_LIMIT:
+                memo.decisions.clear()
+            memo.decisions[qname_wire] = decision
+        return decision
 
     async def handle(self, query: Query, next_handler: Next) -> Answer:
         if self.pause.paused():
             return await next_handler(query)
-        decision = decide(query.group, query.qname_wire, query.qname)
-        if decision.blocked:
-            reply = self.responder.reply(query.qname_wire, query.qtype, decision)
-            return Answer(Outcome.BLOCKED, reply, reason=decision.reason, decision=decision)
-        return await next_handler(query)
+        question, group = query.question, query.client.group
+        decision = self.decide(group, question.qname_wire, question.qname)
+        if not decision.blocked:
+            return await next_handler(query)
+        memo = self._memo(group)
+        answer = memo.answers.get(question.name_type)
+        if answer is None:
+            answer = self.responder.answer(question.qname_wire, question.qtype, decision)
+            if len(memo.answers) >= MEMO_LIMIT:
+                memo.answers.clear()
+            memo.answers[question.name_type] = answer
+        return answer
 
-
-class InspectionHandler:
-    """Blocks an answer whose CNAME chain reaches a blocked name or whose address is in a blocked range."""
-
-    name = "inspection"
-
-    def __init__(self, responder: BlockResponder, pause: PauseSwitch) -> None:
-        self.responder = responder
-        self.pause = pause
-
-    async def handle(self, query: Query, next_handler: Next) -> Answer:
-        answer = await next_handler(query)
-        if not (answer.cnames or answer.addresses) or self.pause.paused():
-            return answer
-        decision = inspect(query.group, query.qname, answer.cnames, answer.addresses)
+    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+        if self.pause.until > query.received:
+            return next_fast(query)
+        memo = self._memos.get(query.client.group)
+        if memo is None:
+            return None
+        question = query.question
+        decision = memo.decisions.get(question.qname_wire)
         if decision is None:
-            return answer
-        reply = self.responder.reply(query.qname_wire, query.qtype, decision)
-        return Answer(
-            Outcome.BLOCKED, reply, reason=decision.reason, decision=decision, upstream=answer.upstream
-        )
+            return None
+        if decision.action != "block":
+            return next_fast(query)
+        return memo.answers.get(question.name_type)
+
+    def _memo(self, group: GroupPolicy) -> _GroupMemo:
+        memo = self._memos.get(group)
+        if memo is None:
+            memo = self._memos[group] = _GroupMemo()
+        return memo

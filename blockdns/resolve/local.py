@@ -3,11 +3,14 @@
 * ``use-application-dns.net``: NXDOMAIN tells Firefox not to switch on its built-in DNS-over-HTTPS.
 * ``mask.icloud.com`` and ``mask-h2.icloud.com``: NXDOMAIN tells Apple devices that iCloud Private Relay
   is not available on this network, so their queries keep coming here.
+
+The answers are built once; both speeds look them up by wire name.
 """
 
 from __future__ import annotations
 
-from blockdns.resolve.base import Answer, Next, Outcome, Query
+from blockdns import dnsname
+from blockdns.resolve.base import Answer, FastNext, Next, Outcome, Query
 from blockdns.resolve.synth import negative_reply
 from blockdns.wire import NXDOMAIN
 
@@ -19,19 +22,23 @@ CANARY_NAMES = {
 CANARY_TTL = 300
 
 
+def _canary_answer(name: str, why: str) -> Answer:
+    wire = dnsname.from_text(name)
+    reply = negative_reply(wire, wire, NXDOMAIN, CANARY_TTL)
+    return Answer(Outcome.LOCAL, reply, reason=f"bypass protection: {why}")
+
+
 class LocalHandler:
     name = "local"
 
     def __init__(self, bypass_protection: bool) -> None:
-        self.names = dict(CANARY_NAMES) if bypass_protection else {}
-
-    def answer_for(self, query: Query) -> Answer | None:
-        why = self.names.get(query.qname)
-        if why is None:
-            return None
-        reply = negative_reply(query.qname_wire, query.qname_wire, NXDOMAIN, CANARY_TTL)
-        return Answer(Outcome.LOCAL, reply, reason=f"bypass protection: {why}")
+        names = CANARY_NAMES if bypass_protection else {}
+        self.answers = {dnsname.from_text(name): _canary_answer(name, why) for name, why in names.items()}
 
     async def handle(self, query: Query, next_handler: Next) -> Answer:
-        answer = self.answer_for(query) if self.names else None
+        answer = self.answers.get(query.question.qname_wire)
         return answer if answer is not None else await next_handler(query)
+
+    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+        answer = self.answers.get(query.question.qname_wire)
+        return answer if answer is not None else next_fast(query)

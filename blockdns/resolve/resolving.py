@@ -1,27 +1,36 @@
 """The end of the chain: ask the upstream (forwarder or recursive resolver), coalescing identical questions
-in flight, and turn the response into a cacheable :class:`Answer`. A failure becomes SERVFAIL with the
-upstream's EDE code — never NXDOMAIN."""
+in flight, and turn its parsed result into a cacheable :class:`Answer`. A failure becomes SERVFAIL with the
+upstream's EDE code — never NXDOMAIN. Nothing here is fast: every query that reaches it takes the slow path.
+
+The cache's TTL rules are applied here, once per resolution: record TTLs held within ``[min_ttl, max_ttl]``,
+and a negative answer kept no longer than ``negative_max_ttl`` (RFC 2308).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 
 from blockdns.config import CacheSettings
-from blockdns.errors import UpstreamError, WireError
-from blockdns.resolve.base import Answer, Outcome, Query
-from blockdns.resolve.upstream import Upstream
-from blockdns.wire import EDE_OTHER, SERVFAIL, Reply, ede_option, parse_reply
-
-log = logging.getLogger(__name__)
-
-Key = tuple[bytes, int, int, int, bool]
+from blockdns.errors import UpstreamError
+from blockdns.resolve.base import Answer, CacheKey, FastNext, Next, Outcome, Query
+from blockdns.resolve.upstream import Upstream, UpstreamResult
+from blockdns.wire import NOERROR, NXDOMAIN, SERVFAIL, Reply, ede_option
 
 
 def servfail(code: int, text: str) -> Reply:
     return Reply(rcode=SERVFAIL, counts=(0, 0, 0), ede=ede_option(code, text))
+
+
+def cache_ttl(result: UpstreamResult, settings: CacheSettings) -> int:
+    """How long the answer may be cached: 0 for anything but NOERROR and NXDOMAIN (never a SERVFAIL), or a
+    negative answer without a SOA; otherwise its TTL within the configured bounds."""
+    response = result.response
+    if response.rcode not in (NOERROR, NXDOMAIN) or response.ttl is None:
+        return 0
+    ttl = min(response.ttl, settings.negative_max_ttl) if response.negative else response.ttl
+    return min(max(ttl, settings.min_ttl), settings.max_ttl)
 
 
 class ResolveHandler:
@@ -33,11 +42,14 @@ class ResolveHandler:
         self.upstream = upstream
         self.cache_settings = cache
         self.observe_latency = observe_latency
-        self.inflight: dict[Key, asyncio.Future[Answer]] = {}
+        self.inflight: dict[CacheKey, asyncio.Future[Answer]] = {}
         self.coalesced = 0
 
-    async def __call__(self, query: Query) -> Answer:
-        key = query.cache_key
+    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+        return None  # resolving means waiting for the network
+
+    async def handle(self, query: Query, next_handler: Next) -> Answer:
+        key = query.question.cache_key
         pending = self.inflight.get(key)
         if pending is not None:
             self.coalesced += 1
@@ -56,10 +68,11 @@ class ResolveHandler:
             del self.inflight[key]
 
     async def _resolve(self, query: Query) -> Answer:
+        question = query.question
         started = time.monotonic()
         try:
             result = await self.upstream.resolve(
-                query.qname_wire, query.qtype, query.qclass, do=bool(query.do), cd=query.cd
+                question.qname_wire, question.qtype, question.qclass, do=bool(question.do), cd=question.cd
             )
         except UpstreamError as err:
             return Answer(Outcome.ERROR, servfail(err.ede_code, str(err)[:200]), reason=str(err))
@@ -67,28 +80,13 @@ class ResolveHandler:
             if self.observe_latency is not None:
                 self.observe_latency(time.monotonic() - started)
         settings = self.cache_settings
-        try:
-            parsed = parse_reply(
-                result.data,
-                query.qname_wire,
-                min_ttl=settings.min_ttl,
-                max_ttl=settings.max_ttl,
-                negative_max_ttl=settings.negative_max_ttl,
-            )
-        except WireError as err:
-            log.info("unusable reply from %s for %s: %s", result.server, query.qname, err)
-            return Answer(
-                Outcome.ERROR,
-                servfail(EDE_OTHER, f"malformed reply from {result.server}"),
-                reason=str(err),
-                upstream=result.server,
-            )
-        cacheable = parsed.rcode in (0, 3)  # NOERROR and NXDOMAIN; never SERVFAIL or REFUSED
+        response = result.response
         return Answer(
             Outcome.RESOLVED,
-            parsed.reply,
+            response.reply.clamped(settings.min_ttl, settings.max_ttl),
             upstream=result.server,
-            ttl=parsed.min_ttl if cacheable else 0,
-            cnames=parsed.cnames,
-            addresses=parsed.addresses,
+            ttl=cache_ttl(result, settings),
+            cnames=response.cnames,
+            addresses=response.addresses,
+            security=result.security,
         )

@@ -4,6 +4,9 @@ Shared by the forwarder and the recursive resolver. Every query gets a fresh ran
 (so a fresh random source port from the kernel); a reply is accepted only when it comes from the address
 and port we sent to (the socket is connected, so the kernel drops anything else) and carries our ID and our
 question. Anything else is dropped, counted, and the wait goes on until the timeout.
+
+The counters are a :class:`TransportStats` instance the caller owns and passes in (the server keeps one for
+its whole life, so they survive a reload that replaces the upstream).
 """
 
 from __future__ import annotations
@@ -38,9 +41,6 @@ class TransportStats:
     tcp_fallbacks: int = 0
 
 
-STATS = TransportStats()
-
-
 def new_query_id() -> int:
     return secrets.randbelow(65536)
 
@@ -63,6 +63,7 @@ async def exchange(
     qclass: int,
     *,
     timeout: float,
+    stats: TransportStats,
     tcp: bool = False,
     rd: bool = True,
     cd: bool = False,
@@ -80,58 +81,74 @@ async def exchange(
     if not tcp:
         qid = new_query_id()
         message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
-        data = await _udp(host, port, message, qid, qname, qtype, qclass, timeout)
+        data = await _udp(host, port, message, qid, qname, qtype, qclass, timeout, stats)
         if not (tcp_on_truncation and is_truncated(data)):
             return Exchange(data, server, loop.time() - started, False)
-        STATS.tcp_fallbacks += 1
+        stats.tcp_fallbacks += 1
         timeout = max(timeout - (loop.time() - started), timeout / 2)
     qid = new_query_id()
     message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
-    data = await _tcp(host, port, message, qid, qname, qtype, qclass, timeout)
+    data = await _tcp(host, port, message, qid, qname, qtype, qclass, timeout, stats)
     return Exchange(data, server, loop.time() - started, True)
 
 
 async def _udp(
-    host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int, timeout: float
+    host: str,
+    port: int,
+    message: bytes,
+    qid: int,
+    qname: bytes,
+    qtype: int,
+    qclass: int,
+    timeout: float,
+    stats: TransportStats,
 ) -> bytes:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
-    STATS.queries += 1
+    stats.queries += 1
     try:
         try:
             sock.connect((host, port))
             await loop.sock_sendall(sock, message)
         except OSError as err:
-            STATS.errors += 1
+            stats.errors += 1
             raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
         deadline = loop.time() + timeout
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                STATS.timeouts += 1
+                stats.timeouts += 1
                 raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY)
             try:
                 data = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
             except TimeoutError:
-                STATS.timeouts += 1
+                stats.timeouts += 1
                 raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
             except OSError as err:  # e.g. ICMP port unreachable surfaces as ECONNREFUSED
-                STATS.errors += 1
+                stats.errors += 1
                 raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
             if reply_matches(data, qid, qname, qtype, qclass):
-                STATS.replies += 1
+                stats.replies += 1
                 return data
-            STATS.mismatched += 1
+            stats.mismatched += 1
     finally:
         sock.close()
 
 
 async def _tcp(
-    host: str, port: int, message: bytes, qid: int, qname: bytes, qtype: int, qclass: int, timeout: float
+    host: str,
+    port: int,
+    message: bytes,
+    qid: int,
+    qname: bytes,
+    qtype: int,
+    qclass: int,
+    timeout: float,
+    stats: TransportStats,
 ) -> bytes:
-    STATS.queries += 1
+    stats.queries += 1
     writer = None
     try:
         async with asyncio.timeout(timeout):
@@ -142,14 +159,14 @@ async def _tcp(
                 length = struct.unpack(">H", await reader.readexactly(2))[0]
                 data = await reader.readexactly(length)
                 if reply_matches(data, qid, qname, qtype, qclass):
-                    STATS.replies += 1
+                    stats.replies += 1
                     return data
-                STATS.mismatched += 1
+                stats.mismatched += 1
     except TimeoutError:
-        STATS.timeouts += 1
+        stats.timeouts += 1
         raise UpstreamError(f"tcp {host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
     except (OSError, asyncio.IncompleteReadError) as err:
-        STATS.errors += 1
+        stats.errors += 1
         reason = getattr(err, "strerror", None) or type(err).__name__
         raise UpstreamError(f"tcp {host}:{port}: {reason}", EDE_NETWORK_ERROR) from None
     finally:

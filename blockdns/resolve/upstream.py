@@ -1,26 +1,41 @@
-"""The last link of the chain: something that turns a question into a complete response.
+"""The last link of the chain: something that turns a question into a parsed response.
 
 Forwarding (:mod:`blockdns.resolve.forward`) and recursion (:mod:`blockdns.resolve.recursive`) both
-implement :class:`Upstream`, so blocking, CNAME inspection and the cache behave the same in both modes.
+implement :class:`Upstream` and both answer with an :class:`UpstreamResult`: the response already taken
+apart (records and TTLs, CNAME chain, addresses), which server answered, and how far the data is proven
+authentic. Nothing downstream parses wire bytes again, and a validator has a field to say what it found.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from blockdns.wire import ParsedResponse
+
+
+class Security(enum.Enum):
+    """The DNSSEC status of data (RFC 4035 §4.3)."""
+
+    SECURE = "secure"  # a chain of signatures from a trust anchor proves it
+    INSECURE = "insecure"  # proven to sit below an unsigned delegation
+    BOGUS = "bogus"  # should be signed, and the signatures do not check out
+    INDETERMINATE = "indeterminate"  # not validated (validation off, or no trust anchor covers it)
+
 
 @dataclass(frozen=True, slots=True)
-class UpstreamAnswer:
-    data: bytes  # a complete DNS response whose question is exactly (qname, qtype, qclass) asked
+class UpstreamResult:
+    response: ParsedResponse  # the question's response, taken apart once
     server: str  # who answered, for the log: "udp://9.9.9.9:53", "recursive (a.gtld-servers.net)", ...
+    security: Security = Security.INDETERMINATE
 
 
 class Upstream(Protocol):
     async def start(self) -> None:
         """Prepare (e.g. prime the root servers). Called once before serving; must not raise on failure."""
 
-    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamAnswer:
+    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
         """Answer the question (``qname`` in lowercase wire form). Raise UpstreamError when impossible."""
         ...
 

@@ -1,8 +1,10 @@
-"""The application: builds the engine from settings, binds the listeners, and runs the lifecycle —
-signals, reload (SIGHUP, file changes, the API), pause, background feed refresh, query log and admin API.
+"""The application: binds the listeners to the engine and runs the lifecycle — signals, reload (SIGHUP,
+file changes, the API), pause, background feed refresh, query log and admin API.
 
-A reload compiles the new policy off the event loop and swaps it in with one assignment; a bad new config
-is refused with one log line and the old one keeps serving.
+What a configuration wires together is built in one place,
+:func:`blockdns.server.generation.build_generation`. A reload compiles the new policy off the event loop,
+builds a new generation from it and swaps it in with one assignment; a bad new config is refused with one
+log line and the old one keeps serving.
 """
 
 from __future__ import annotations
@@ -19,22 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from blockdns import config as config_module
-from blockdns.config import ListenAddress, ResolverSettings, Settings
+from blockdns.config import ListenAddress, Settings
 from blockdns.errors import BlockdnsError
 from blockdns.feeds.refresh import update_command
 from blockdns.names import normalise
 from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog
-from blockdns.ops.stats import ServerStats
 from blockdns.policy import Decision, Policy
-from blockdns.resolve.blocking import PauseSwitch
-from blockdns.resolve.cache import AnswerCache
-from blockdns.resolve.forward import Forwarder
-from blockdns.resolve.resolving import ResolveHandler
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file
 from blockdns.server.engine import Engine
+from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
 from blockdns.server.udp import UdpProtocol
@@ -44,16 +42,6 @@ log = logging.getLogger("blockdns")
 WATCH_INTERVAL = 2.0
 # Binding these fails on hosts without IPv6; such an address is skipped with a warning instead of failing.
 _UNAVAILABLE_ERRNOS = {99, 97}  # EADDRNOTAVAIL, EAFNOSUPPORT
-
-
-def make_upstream(resolver: ResolverSettings, cache_entries: int) -> Upstream:
-    if resolver.mode == "forward":
-        return Forwarder(
-            resolver.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout
-        )
-    from blockdns.resolve.recursive import RecursiveResolver
-
-    return RecursiveResolver(resolver, cache_max_entries=cache_entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +60,14 @@ class Server:
 
     def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
         self._settings = settings
-        self.stats = ServerStats()
-        self.pause_switch = PauseSwitch()
-        self.cache = AnswerCache(settings.cache.max_entries)
-        self.upstream = make_upstream(settings.resolver, settings.cache.max_entries)
-        self.resolver = ResolveHandler(self.upstream, settings.cache, self.stats.observe_upstream_latency)
-        self.engine = Engine(
-            self.cache,
-            self.resolver,
-            self.stats,
-            self.pause_switch,
-            settings,
-            policy or build_policy(settings),
-        )
+        self.shared = Shared()
+        self.stats = self.shared.stats
+        self.pause_switch = self.shared.pause
         self.tasks = TaskSet(settings.server.max_inflight)
+        generation = build_generation(settings, policy or build_policy(settings), self.shared)
+        self.engine = Engine(generation, self.stats, self.tasks)
         self.tcp = TcpServer(
             self.engine,
-            self.tasks,
             idle_timeout=settings.server.tcp_idle_timeout,
             max_connections=settings.server.tcp_max_connections,
         )
@@ -109,8 +88,16 @@ class Server:
         return self._settings
 
     @property
+    def generation(self) -> Generation:
+        return self.engine.generation
+
+    @property
     def policy(self) -> Policy:
         return self.engine.generation.policy
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.engine.generation.upstream
 
     @property
     def paused_until(self) -> float | None:
@@ -130,7 +117,7 @@ class Server:
         return self.policy.group_for(client).decide(normalise(name))
 
     def cache_size(self) -> int:
-        return len(self.cache)
+        return len(self.engine.generation.cache)
 
     async def reload(self) -> ReloadResult:
         """Re-read the config file and every list; swap them in only if all of it is valid."""
@@ -158,24 +145,19 @@ class Server:
         ):
             if changed:
                 log.warning("%s changed: restart blockdns to apply it", section)
-        if settings.cache != old.cache:
-            self.cache.max_entries = settings.cache.max_entries
-            self.cache.clear()
-            self.resolver.cache_settings = settings.cache
-        if settings.resolver != old.resolver:
-            previous = self.upstream
-            self.upstream = make_upstream(settings.resolver, settings.cache.max_entries)
-            self.resolver.upstream = self.upstream
-            self._start_background(self._swap_upstream(previous))
+        previous = self.engine.generation
+        generation = build_generation(settings, policy, self.shared, previous)
         self.tasks.limit = settings.server.max_inflight
         self.tcp.idle_timeout = settings.server.tcp_idle_timeout
         self.tcp.max_connections = settings.server.tcp_max_connections
         self._settings = settings
-        self.engine.install(self.engine.make_generation(settings, policy))
+        self.engine.install(generation)
+        if generation.upstream is not previous.upstream:
+            self._start_background(self._swap_upstream(generation.upstream, previous.upstream))
 
-    async def _swap_upstream(self, previous: Upstream) -> None:
-        await self.upstream.start()
-        await previous.close()
+    async def _swap_upstream(self, new: Upstream, old: Upstream) -> None:
+        await new.start()
+        await old.close()
 
     # ------------------------------------------------------------------------------------- lifecycle
 
@@ -201,7 +183,7 @@ class Server:
         for _attempt in range(20):
             try:
                 udp, _ = await loop.create_datagram_endpoint(
-                    lambda: UdpProtocol(self.engine, self.tasks),
+                    lambda: UdpProtocol(self.engine),
                     local_addr=(address.host, address.port),
                     family=family,
                 )
@@ -230,7 +212,7 @@ class Server:
         querylog = QueryLog(self._settings.querylog, path, self.stats)
         querylog.start()
         self.querylog = querylog
-        self.engine.querylog = querylog
+        self.engine.accounting.querylog = querylog
 
     async def _start_api(self) -> None:
         address = self._settings.api.address()

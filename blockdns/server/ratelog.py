@@ -15,6 +15,12 @@ class RateLimitedLog:
         self._suppressed = 0
 
     def warning(self, message: str, *args: object) -> None:
+        self._log(logging.WARNING, message, args, exc_info=False)
+
+    def error(self, message: str, *args: object, exc_info: bool = False) -> None:
+        self._log(logging.ERROR, message, args, exc_info=exc_info)
+
+    def _log(self, level: int, message: str, args: tuple[object, ...], *, exc_info: bool) -> None:
         now = time.monotonic()
         if now - self._last < self.interval:
             self._suppressed += 1
@@ -23,4 +29,4 @@ class RateLimitedLog:
             message += f" (and {self._suppressed} more like it in the last {self.interval:.0f}s)"
         self._last = now
         self._suppressed = 0
-        self.logger.warning(message, *args)
+        self.logger.log(level, message, *args, exc_info=exc_info)

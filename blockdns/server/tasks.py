@@ -4,8 +4,12 @@ mid-flight) and refuses new work past its limit (so a flood cannot exhaust memor
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TaskSet:
@@ -16,21 +20,20 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> bool:
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T] | None:
+        """Start ``coro`` as a task, or close it and return None when ``limit`` tasks are running."""
         if len(self.tasks) >= self.limit:
             coro.close()
-            return False
+            return None
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._done)
-        return True
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            import logging
-
-            logging.getLogger(__name__).error("task failed", exc_info=task.exception())
+            log.error("task failed", exc_info=task.exception())
 
     async def cancel_all(self) -> None:
         for task in list(self.tasks):

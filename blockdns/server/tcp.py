@@ -1,5 +1,10 @@
 """The TCP transport, as RFC 7766 asks: 2-byte length framing, several queries per connection answered as
-they complete (pipelined, possibly out of order), an idle timeout, and a limit on open connections."""
+they complete (pipelined, possibly out of order), an idle timeout, and a limit on open connections.
+
+It only frames bytes: every query goes through :meth:`Engine.serve`, which owns the fast path, the exception
+guard and the bound on slow-path work in flight. A connection also bounds its own pipelining (a client that
+sends faster than it is answered stops being read) and applies back-pressure on writes.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import asyncio
 import logging
 import struct
 
+from blockdns.resolve.base import TCP
 from blockdns.server.engine import Engine
-from blockdns.server.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +21,8 @@ PER_CONNECTION_INFLIGHT = 64
 
 
 class TcpServer:
-    def __init__(self, engine: Engine, tasks: TaskSet, *, idle_timeout: float, max_connections: int) -> None:
-        self.engine = engine
-        self.tasks = tasks
+    def __init__(self, engine: Engine, *, idle_timeout: float, max_connections: int) -> None:
+        self.serve = engine.serve
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.connections = 0
@@ -32,7 +36,19 @@ class TcpServer:
         self.connections += 1
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else ""
-        pending: set[asyncio.Task[None]] = set()
+        pending: set[asyncio.Task[bytes | None]] = set()
+
+        def send(out: bytes) -> None:
+            writer.write(struct.pack(">H", len(out)) + out)
+
+        def send_when_done(task: asyncio.Task[bytes | None]) -> None:
+            pending.discard(task)
+            if task.cancelled() or task.exception() is not None:
+                return
+            out = task.result()
+            if out is not None and not writer.is_closing():
+                send(out)
+
         try:
             while True:
                 try:
@@ -41,25 +57,21 @@ class TcpServer:
                         data = await reader.readexactly(struct.unpack(">H", header)[0])
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
-                out = self.engine.answer_fast(data, client, True)
-                if out is not None:
-                    writer.write(struct.pack(">H", len(out)) + out)
+                out = self.serve(data, client, TCP)
+                if out is None:
+                    continue
+                if type(out) is bytes:
+                    send(out)
                     await writer.drain()  # back-pressure: a client that does not read stops being read
                     continue
+                pending.add(out)  # type: ignore[arg-type]
+                out.add_done_callback(send_when_done)  # type: ignore[union-attr]
                 if len(pending) >= PER_CONNECTION_INFLIGHT:
                     await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.get_running_loop().create_task(self._answer(data, client, writer))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
             if pending:
                 await asyncio.wait(pending, timeout=self.idle_timeout)
         finally:
-            for task in pending:
+            for task in list(pending):
                 task.cancel()
             self.connections -= 1
             writer.close()
-
-    async def _answer(self, data: bytes, client: str, writer: asyncio.StreamWriter) -> None:
-        out = await self.engine.answer(data, client, True)
-        if out is not None and not writer.is_closing():
-            writer.write(struct.pack(">H", len(out)) + out)

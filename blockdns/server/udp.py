@@ -1,41 +1,43 @@
-"""The UDP transport: a datagram in, the fast path or a tracked task, a datagram out."""
+"""The UDP transport: a datagram in, :meth:`Engine.serve`, a datagram out (now, or when the task is done)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
+from blockdns.resolve.base import UDP
 from blockdns.server.engine import Engine
-from blockdns.server.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
+Address = tuple[str, int] | tuple[str, int, int, int]
+
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, engine: Engine, tasks: TaskSet) -> None:
-        self.engine = engine
-        self.tasks = tasks
+    def __init__(self, engine: Engine) -> None:
+        self.serve = engine.serve
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        try:
-            out = self.engine.answer_fast(data, addr[0], False)
-        except Exception:  # the fast path must never take the server down; the slow path will try
-            log.exception("fast path failed")
-            out = None
-        if out is not None:
-            self.transport.sendto(out, addr)  # type: ignore[union-attr]
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        out = self.serve(data, addr[0], UDP)
+        if out is None:
             return
-        if not self.tasks.spawn(self._answer(data, addr)):
-            self.engine.stats.dropped_overload += 1
+        if type(out) is bytes:
+            self.transport.sendto(out, addr)  # type: ignore[union-attr]
+        else:
+            out.add_done_callback(functools.partial(self._send_when_done, addr))  # type: ignore[union-attr]
 
-    async def _answer(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        out = await self.engine.answer(data, addr[0], False)
-        if out is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(out, addr)
+    def _send_when_done(self, addr: Address, task: asyncio.Task[bytes | None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return  # cancelled at shutdown, or a bug the task set has logged
+        out = task.result()
+        transport = self.transport
+        if out is not None and transport is not None and not transport.is_closing():
+            transport.sendto(out, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (client gone): nothing to do, and never fatal.

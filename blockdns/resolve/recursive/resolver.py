@@ -24,10 +24,10 @@ from blockdns.resolve.recursive.flights import Flights
 from blockdns.resolve.recursive.hints import root_hints
 from blockdns.resolve.recursive.limits import Budget, Limits
 from blockdns.resolve.recursive.machine import Ask, Context, Resolution, Result
-from blockdns.resolve.recursive.response import build_response
+from blockdns.resolve.recursive.response import parsed_response
 from blockdns.resolve.recursive.servers import ServerTable
-from blockdns.resolve.transport import exchange
-from blockdns.resolve.upstream import UpstreamAnswer
+from blockdns.resolve.transport import TransportStats, exchange
+from blockdns.resolve.upstream import UpstreamResult
 from blockdns.wire import CLASS_IN, EDE_NO_REACHABLE_AUTHORITY, EDE_OTHER, TYPE_A, TYPE_AAAA, TYPE_NS
 
 log = logging.getLogger("blockdns.recursive")
@@ -57,8 +57,10 @@ class RecursiveResolver:
         cache_max_entries: int = 100_000,
         limits: Limits | None = None,
         rng: random.Random | None = None,
+        stats: TransportStats | None = None,
     ) -> None:
         self.settings = settings
+        self.transport_stats = stats if stats is not None else TransportStats()
         self.cache = RecursionCache(cache_max_entries)
         self.servers = ServerTable(max_timeout=settings.timeout)
         self.context = Context(
@@ -81,7 +83,7 @@ class RecursiveResolver:
         """Prime the root NS set (RFC 8109). A failure is logged; resolution then starts from the hints."""
         await self._prime()
 
-    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamAnswer:
+    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
         # ``cd`` changes nothing: this resolver does not validate, and authorities ignore the bit.
         self._reprime_if_expired()
         self.stats.resolutions += 1
@@ -91,7 +93,7 @@ class RecursiveResolver:
             self.stats.failures += 1
             raise
         server = f"recursive ({result.server})" if result.server else "recursive (cache)"
-        return UpstreamAnswer(build_response(result, do=do), server)
+        return UpstreamResult(parsed_response(result, do=do), server)
 
     async def close(self) -> None:
         tasks = self._flights.cancel_all()
@@ -144,6 +146,7 @@ class RecursiveResolver:
                 ask.qtype,
                 ask.qclass,
                 timeout=ask.timeout,
+                stats=self.transport_stats,
                 rd=False,
                 do=ask.do,
                 edns=ask.edns,
