@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from blockdns.config import Settings
+from blockdns.entries import EntrySets, Network
 from blockdns.errors import InvalidName, SelectorError, UserError
 from blockdns.feeds.compact import Action, compact, merge_actions, nearest_suffix_action
-from blockdns.feeds.model import FeedData, Network
 from blockdns.names import normalise
 from blockdns.policy import GroupPolicy, Rule, Split, compile_policy, load_feed_sources, parse_selector
 from blockdns.runtime import data_dir, load_feed_definitions, load_settings_catalog
@@ -73,7 +73,7 @@ def _ranges(group: GroupPolicy) -> list[tuple[str, Rule]]:
 
 
 def export_set(group: GroupPolicy) -> ExportSet:
-    data = FeedData()
+    data = EntrySets()
     for name, value in group.domains:
         rules = (value.at_name, value.below) if isinstance(value, Split) else (value,)
         for rule in rules:

@@ -20,20 +20,19 @@ import ipaddress
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blockdns.catalog import CATEGORIES, shipped_lists_dir
+from blockdns.entries import EntrySets
 from blockdns.errors import ConfigError
 from blockdns.tomlfile import read_toml, schema_problems
 
 FeedFormat = Literal[
     "domains", "hosts", "adblock", "dnsmasq", "rpz", "v2fly", "ipranges-json", "m365-endpoints"
 ]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class FeedDefinition(BaseModel):
@@ -81,34 +80,6 @@ def load_definitions(path: Path | None = None) -> list[FeedDefinition]:
     return definitions
 
 
-@dataclass(slots=True)
-class FeedData:
-    """What one feed produced, normalised. Sets of normalised names; networks for address ranges."""
-
-    block_suffix: set[str] = field(default_factory=set)
-    block_exact: set[str] = field(default_factory=set)
-    allow_suffix: set[str] = field(default_factory=set)
-    allow_exact: set[str] = field(default_factory=set)
-    networks: list[Network] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return (
-            len(self.block_suffix)
-            + len(self.block_exact)
-            + len(self.allow_suffix)
-            + len(self.allow_exact)
-            + len(self.networks)
-        )
-
-    def lines(self) -> list[str]:
-        out = [f"+{n}" for n in sorted(self.block_suffix)]
-        out += [f"={n}" for n in sorted(self.block_exact)]
-        out += [f"@+{n}" for n in sorted(self.allow_suffix)]
-        out += [f"@={n}" for n in sorted(self.allow_exact)]
-        out += [f"%{n}" for n in sorted(self.networks, key=lambda n: (n.version, n))]
-        return out
-
-
 def data_path(data_dir: Path, feed: str) -> Path:
     """The file that holds ``feed``'s current data: the one ``data_dir/manifest.json`` names.
 
@@ -127,15 +98,15 @@ def plain_data_path(data_dir: Path, feed: str) -> Path:
     return data_dir / f"{feed}.list"
 
 
-def read_data(path: Path) -> FeedData:
+def read_data(path: Path) -> EntrySets:
     """Read stored feed data. Lines were validated when written; a corrupt line raises ConfigError."""
     with path.open(encoding="utf-8") as handle:
         return parse_data(handle, source=str(path))
 
 
-def parse_data(lines: Iterable[str], source: str = "<data>") -> FeedData:
+def parse_data(lines: Iterable[str], source: str = "<data>") -> EntrySets:
     """Stored feed data from its lines (see the module docstring); a corrupt line raises ConfigError."""
-    data = FeedData()
+    data = EntrySets()
     targets = {"+": data.block_suffix, "=": data.block_exact}
     allow_targets = {"+": data.allow_suffix, "=": data.allow_exact}
     for number, raw in enumerate(lines, 1):
@@ -178,11 +149,11 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         os.close(dir_fd)
 
 
-def render_data(data: FeedData, header: str = "") -> str:
+def render_data(data: EntrySets, header: str = "") -> str:
     """The stored text of ``data``: ``# header`` lines, then one entry per line in a stable order."""
     lines = [f"# {line}" for line in header.splitlines()] + data.lines()
     return "\n".join(lines) + "\n"
 
 
-def write_data(path: Path, data: FeedData, header: str = "") -> None:
+def write_data(path: Path, data: EntrySets, header: str = "") -> None:
     write_atomic(path, render_data(data, header))
