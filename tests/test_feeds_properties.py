@@ -128,16 +128,7 @@ def decide(data: EntrySets, name: str) -> str:
 
 def policy_for(data: EntrySets):  # type: ignore[no-untyped-def]
     catalog = Catalog(vendors={}, guard={}, directory=Path("."))
-    source = FeedSource(
-        name="f",
-        vendor=None,
-        category=None,
-        role="block",
-        block_suffix=data.block_suffix,
-        block_exact=data.block_exact,
-        allow_suffix=data.allow_suffix,
-        allow_exact=data.allow_exact,
-    )
+    source = FeedSource(name="f", vendor=None, category=None, role="block", entries=data)
     return compile_policy(catalog, ["feed:f"], feeds=[source]).default
 
 

@@ -83,7 +83,7 @@ def test_policy_reads_what_the_update_wrote(server: FeedServer, tmp_path: Path) 
     definition = domains_feed(server)
     run([definition], tmp_path)
     [source] = load_feed_sources([definition], tmp_path)
-    assert "host7.example" in source.block_suffix
+    assert "host7.example" in source.entries.block_suffix
 
 
 def test_second_run_is_conditional_and_unchanged(server: FeedServer, tmp_path: Path) -> None:
