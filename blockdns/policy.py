@@ -16,7 +16,6 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Literal
 
 from blockdns.catalog import CATEGORIES, JURISDICTIONS, Catalog, Vendor
@@ -311,35 +310,16 @@ class GroupPolicy:
 
 @dataclass(frozen=True, slots=True)
 class FeedSource:
-    """One fetched feed as the policy sees it: its definition's tags and its normalised data."""
+    """One fetched feed as the policy sees it: its definition's tags and its normalised entries.
+
+    The feed store reads them (:func:`blockdns.feeds.store.read_feed_sources`), so the compiler opens no file.
+    """
 
     name: str
     vendor: str | None
     category: str | None
     role: str  # "block" or "guard"
     entries: EntrySets
-
-
-def load_feed_sources(definitions: Iterable[object], data_dir: Path) -> list[FeedSource]:
-    """Read the stored data of every enabled feed that has been fetched (missing data: skipped)."""
-    from blockdns.feeds.model import FeedDefinition, data_path, read_data
-
-    sources = []
-    for definition in definitions:
-        assert isinstance(definition, FeedDefinition)
-        path = data_path(data_dir, definition.name)
-        if not definition.enabled or not path.exists():
-            continue
-        sources.append(
-            FeedSource(
-                name=definition.name,
-                vendor=definition.vendor,
-                category=definition.category,
-                role=definition.role,
-                entries=read_data(path),
-            )
-        )
-    return sources
 
 
 # ---------------------------------------------------------------------------------------------- policy

@@ -39,8 +39,9 @@ from blockdns.config import Settings
 from blockdns.entries import EntrySets, Network
 from blockdns.errors import InvalidName, SelectorError, UserError
 from blockdns.feeds.compact import Action, compact, merge_actions, nearest_suffix_action
+from blockdns.feeds.store import read_feed_sources
 from blockdns.names import normalise
-from blockdns.policy import GroupPolicy, Rule, Split, compile_policy, load_feed_sources, parse_selector
+from blockdns.policy import GroupPolicy, Rule, Split, compile_policy, parse_selector
 from blockdns.runtime import data_dir, load_feed_definitions, load_settings_catalog
 
 EXPORT_FORMATS = ("domains", "hosts", "adblock", "dnsmasq", "unbound", "rpz")
@@ -323,7 +324,7 @@ def selected_policy(settings: Settings, selectors: Iterable[str]) -> tuple[Group
         selector = parse_selector(text)
         if selector.kind == "feed" and selector.value not in defined:
             raise SelectorError(f"{text}: no feed named {selector.value!r} is defined")
-    feeds = load_feed_sources(definitions, data_dir(settings))
+    feeds = read_feed_sources(definitions, data_dir(settings))
     policy = compile_policy(catalog, chosen, settings.policy.allow, feeds=feeds)
     return policy.default, chosen
 

@@ -1,7 +1,8 @@
 """Feed definitions (``lists/feeds.toml``) and the normalised data a feed leaves in ``data_dir``.
 
-Stored data format, one file per feed in ``data_dir`` (its name is recorded in ``data_dir/manifest.json``,
-see :func:`data_path`), one entry per line, written atomically by ``lists update``::
+Stored data format, one file per feed in ``data_dir`` (which file is current for a feed is recorded in
+``data_dir/manifest.json`` and resolved by :class:`blockdns.feeds.store.StoredFeeds`), one entry per line
+(:meth:`blockdns.entries.EntrySets.lines`), written atomically by ``lists update``::
 
     +name        block name and everything below it
     =name        block exactly name
@@ -78,24 +79,6 @@ def load_definitions(path: Path | None = None) -> list[FeedDefinition]:
         if names.count(name) > 1:
             raise ConfigError(f"feed name {name!r} is defined twice", file=str(path), key="feeds")
     return definitions
-
-
-def data_path(data_dir: Path, feed: str) -> Path:
-    """The file that holds ``feed``'s current data: the one ``data_dir/manifest.json`` names.
-
-    ``lists update`` writes each version of a feed's data under a content-addressed name
-    (``<feed>.<sha256 prefix>.list``) and then commits it by rewriting the manifest, so the manifest is the
-    single point that says which file is current (see :mod:`blockdns.feeds.update`). Without a manifest entry
-    (data written by hand or by an older version) the plain ``<feed>.list`` is used.
-    """
-    from blockdns.feeds.manifest import current_data_file
-
-    return current_data_file(data_dir, feed) or plain_data_path(data_dir, feed)
-
-
-def plain_data_path(data_dir: Path, feed: str) -> Path:
-    """``data_dir/<feed>.list``: where data lives when no manifest names a file for the feed."""
-    return data_dir / f"{feed}.list"
 
 
 def read_data(path: Path) -> EntrySets:
