@@ -2,7 +2,7 @@
 
 ==================  =====================================================================================
 ``model``           feed definitions (``feeds.toml``), the stored data format, atomic writes
-``manifest``        ``data_dir/manifest.json``: what the last update did for each feed, which file it wrote
+``manifest``        ``data_dir/manifest.json``: each feed's last update and the data file it committed
 ``formats/``        one parser per feed format, plus the shared collector and error budget
 ``compact``         dropping duplicate and redundant entries
 ``checks``          refusing bodies that are never feeds (HTML, empty, binary)
@@ -15,9 +15,9 @@
 ``export``          ``lists export``: the compiled policy in another server's syntax
 ==================  =====================================================================================
 
-A feed's entries are :class:`blockdns.entries.EntrySets`, a leaf module outside this package, so the policy
+A feed's entries are a :class:`blockdns.entries.EntrySets`, a type kept outside this package so the policy
 compiler can hold them without importing it. The server imports only :mod:`~blockdns.feeds.model`,
 :mod:`~blockdns.feeds.manifest` and :mod:`~blockdns.feeds.store` (through ``runtime.build_policy``, which
-hands :func:`~blockdns.feeds.store.read_feed_sources`' data to the compiler), never the fetch path; the CLI
-imports the update path inside its command.
+hands what :func:`~blockdns.feeds.store.read_feed_sources` read to the compiler), never the fetch path; the
+CLI imports the update path inside its command.
 """
