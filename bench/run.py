@@ -283,7 +283,7 @@ gc.collect()
 before = rss()
 started = time.perf_counter()
 data = read_data(path)
-feed = FeedSource("big", None, "chat", "block", data.block_suffix, set(), set(), set())
+feed = FeedSource("big", None, "chat", "block", data)
 policy = compile_policy(Catalog({}, {}, Path(".")), ["feed:big"], [], [], [feed])
 elapsed = time.perf_counter() - started
 del data, feed

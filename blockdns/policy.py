@@ -16,10 +16,10 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Literal
 
 from blockdns.catalog import CATEGORIES, JURISDICTIONS, Catalog, Vendor
+from blockdns.entries import EntrySets
 from blockdns.errors import InvalidName, SelectorError
 from blockdns.names import normalise, suffixes
 
@@ -309,44 +309,16 @@ class GroupPolicy:
 
 @dataclass(frozen=True, slots=True)
 class FeedSource:
-    """One fetched feed as the policy sees it: its definition's tags and its normalised data."""
+    """One fetched feed as the policy sees it: its definition's tags and its normalised entries.
+
+    The feed store reads them (:func:`blockdns.feeds.store.read_feed_sources`), so the compiler opens no file.
+    """
 
     name: str
     vendor: str | None
     category: str | None
     role: str  # "block" or "guard"
-    block_suffix: frozenset[str] | set[str]
-    block_exact: frozenset[str] | set[str]
-    allow_suffix: frozenset[str] | set[str]
-    allow_exact: frozenset[str] | set[str]
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-
-def load_feed_sources(definitions: Iterable[object], data_dir: Path) -> list[FeedSource]:
-    """Read the stored data of every enabled feed that has been fetched (missing data: skipped)."""
-    from blockdns.feeds.model import FeedDefinition, data_path, read_data
-
-    sources = []
-    for definition in definitions:
-        assert isinstance(definition, FeedDefinition)
-        path = data_path(data_dir, definition.name)
-        if not definition.enabled or not path.exists():
-            continue
-        data = read_data(path)
-        sources.append(
-            FeedSource(
-                name=definition.name,
-                vendor=definition.vendor,
-                category=definition.category,
-                role=definition.role,
-                block_suffix=data.block_suffix,
-                block_exact=data.block_exact,
-                allow_suffix=data.allow_suffix,
-                allow_exact=data.allow_exact,
-                networks=tuple(data.networks),
-            )
-        )
-    return sources
+    entries: EntrySets
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -432,7 +404,7 @@ class _Compiler:
         self.guarded = catalog.guarded_names()
         for feed in feeds:
             if feed.role == "guard":
-                for name in (*feed.block_suffix, *feed.block_exact):
+                for name in (*feed.entries.block_suffix, *feed.entries.block_exact):
                     self.guarded.setdefault(name, f"feed:{feed.name}")
         # A suffix entry on any of these names would cover a guarded name.
         self._guard_ancestors: dict[str, str] = {}
@@ -482,9 +454,10 @@ class _Compiler:
             category = feed.category or (feed_vendor.category if feed_vendor else None)
             suffix = Rule(action, False, label, vendor=feed_vendor, category=category, feed=feed.name)
             exact = Rule(action, True, label, vendor=feed_vendor, category=category, feed=feed.name)
+            entries = feed.entries
             if action == "block":
-                builder.add_many((n for n in feed.block_suffix if not self._guarded(n, False)), suffix)
-                builder.add_many((n for n in feed.block_exact if not self._guarded(n, True)), exact)
+                builder.add_many((n for n in entries.block_suffix if not self._guarded(n, False)), suffix)
+                builder.add_many((n for n in entries.block_exact if not self._guarded(n, True)), exact)
                 # A feed's own allow entries stay allow entries wherever the feed is selected.
                 allow_suffix = Rule(
                     "allow", False, label, vendor=feed_vendor, category=category, feed=feed.name
@@ -492,12 +465,12 @@ class _Compiler:
                 allow_exact = Rule(
                     "allow", True, label, vendor=feed_vendor, category=category, feed=feed.name
                 )
-                builder.add_many(feed.allow_suffix, allow_suffix)
-                builder.add_many(feed.allow_exact, allow_exact)
-                ranges.extend((network, suffix) for network in feed.networks)
+                builder.add_many(entries.allow_suffix, allow_suffix)
+                builder.add_many(entries.allow_exact, allow_exact)
+                ranges.extend((network, suffix) for network in entries.networks)
             else:
-                builder.add_many((*feed.block_suffix, *feed.allow_suffix), suffix)
-                builder.add_many((*feed.block_exact, *feed.allow_exact), exact)
+                builder.add_many((*entries.block_suffix, *entries.allow_suffix), suffix)
+                builder.add_many((*entries.block_exact, *entries.allow_exact), exact)
 
     def _select(self, selector: Selector) -> tuple[list[Vendor], list[FeedSource]]:
         vendors = self.catalog.vendors

@@ -12,7 +12,8 @@ from blockdns.catalog import Catalog, load_catalog, shipped_lists_dir
 from blockdns.config import Settings
 from blockdns.errors import ConfigError, SelectorError
 from blockdns.feeds.model import FeedDefinition, default_feeds_file, load_definitions
-from blockdns.policy import GroupSpec, Policy, compile_policy, load_feed_sources, parse_selector
+from blockdns.feeds.store import read_feed_sources
+from blockdns.policy import GroupSpec, Policy, compile_policy, parse_selector
 
 
 def catalog_dir(settings: Settings) -> Path:
@@ -58,7 +59,7 @@ def build_policy(settings: Settings) -> Policy:
     catalog = load_settings_catalog(settings)
     definitions = load_feed_definitions(settings, catalog)
     _check_feed_selectors(settings, {definition.name for definition in definitions})
-    feeds = load_feed_sources(definitions, data_dir(settings))
+    feeds = read_feed_sources(definitions, data_dir(settings))
     groups = [
         GroupSpec(group.name, tuple(group.networks()), tuple(group.block), tuple(group.allow))
         for group in settings.groups

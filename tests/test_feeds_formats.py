@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from blockdns.entries import EntrySets
 from blockdns.errors import FeedFormatError
 from blockdns.feeds.compact import compact
 from blockdns.feeds.formats import PARSERS, ParseOptions, ParseResult
 from blockdns.feeds.formats.v2fly import ListTree
-from blockdns.feeds.model import FeedData
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "feeds"
 
@@ -20,7 +20,7 @@ def parse(fmt: str, text: str, **options: object) -> ParseResult:
     return PARSERS[fmt](text, ParseOptions(feed="sample", format=fmt, **options))  # type: ignore[arg-type]
 
 
-def entries(data: FeedData) -> set[str]:
+def entries(data: EntrySets) -> set[str]:
     return set(data.lines())
 
 
@@ -367,7 +367,7 @@ def test_m365_endpoints_guard_names() -> None:
 
 
 def test_compaction_keeps_meaningful_nesting() -> None:
-    data = FeedData(
+    data = EntrySets(
         block_suffix={"a.example", "b.a.example", "d.c.a.example", "x.example"},
         block_exact={"e.a.example", "x.example", "only.example"},
         allow_suffix={"c.a.example", "x.example"},

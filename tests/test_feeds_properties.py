@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockdns.catalog import Catalog
+from blockdns.entries import EntrySets
 from blockdns.errors import FeedError
 from blockdns.feeds.compact import compact
 from blockdns.feeds.export import ExportContext, export_set, render_adblock, render_rpz
 from blockdns.feeds.formats import PARSERS, ParseOptions
-from blockdns.feeds.model import FeedData, parse_data, render_data
+from blockdns.feeds.model import parse_data, render_data
 from blockdns.names import normalise
 from blockdns.policy import DomainSetBuilder, FeedSource, Rule, compile_policy
 
@@ -58,7 +59,7 @@ def options(fmt: str, **extra: object) -> ParseOptions:
     return ParseOptions(feed="prop", format=fmt, **extra)  # type: ignore[arg-type]
 
 
-def all_names(data: FeedData) -> set[str]:
+def all_names(data: EntrySets) -> set[str]:
     return data.block_suffix | data.block_exact | data.allow_suffix | data.allow_exact
 
 
@@ -91,13 +92,13 @@ labels = st.sampled_from(["a", "b", "c", "xn--bcher-kva"])
 names = st.lists(labels, min_size=1, max_size=4).map(lambda parts: ".".join([*parts, "test"]))
 name_sets = st.sets(names, max_size=8)
 feed_data = st.builds(
-    FeedData, block_suffix=name_sets, block_exact=name_sets, allow_suffix=name_sets, allow_exact=name_sets
+    EntrySets, block_suffix=name_sets, block_exact=name_sets, allow_suffix=name_sets, allow_exact=name_sets
 )
 
 
 @FAST
 @given(data=feed_data)
-def test_compacting_is_idempotent_and_keeps_decisions(data: FeedData) -> None:
+def test_compacting_is_idempotent_and_keeps_decisions(data: EntrySets) -> None:
     once = compact(data)
     assert compact(once) == once
     for name in all_names(data) | {"z." + n for n in all_names(data)}:
@@ -106,12 +107,12 @@ def test_compacting_is_idempotent_and_keeps_decisions(data: FeedData) -> None:
 
 @FAST
 @given(data=feed_data)
-def test_stored_format_round_trips(data: FeedData) -> None:
+def test_stored_format_round_trips(data: EntrySets) -> None:
     text = render_data(data, "header line")
     assert parse_data(text.splitlines()) == data
 
 
-def decide(data: FeedData, name: str) -> str:
+def decide(data: EntrySets, name: str) -> str:
     builder = DomainSetBuilder()
     for entries, action, exact in (
         (data.block_suffix, "block", False),
@@ -125,28 +126,19 @@ def decide(data: FeedData, name: str) -> str:
     return hit[1].action if hit else "none"
 
 
-def policy_for(data: FeedData):  # type: ignore[no-untyped-def]
+def policy_for(data: EntrySets):  # type: ignore[no-untyped-def]
     catalog = Catalog(vendors={}, guard={}, directory=Path("."))
-    source = FeedSource(
-        name="f",
-        vendor=None,
-        category=None,
-        role="block",
-        block_suffix=data.block_suffix,
-        block_exact=data.block_exact,
-        allow_suffix=data.allow_suffix,
-        allow_exact=data.allow_exact,
-    )
+    source = FeedSource(name="f", vendor=None, category=None, role="block", entries=data)
     return compile_policy(catalog, ["feed:f"], feeds=[source]).default
 
 
 @pytest.mark.parametrize(("fmt", "render"), [("adblock", render_adblock), ("rpz", render_rpz)])
 @FAST
 @given(data=feed_data)
-def test_exports_decide_like_the_policy(fmt: str, render, data: FeedData) -> None:  # type: ignore[no-untyped-def]
+def test_exports_decide_like_the_policy(fmt: str, render, data: EntrySets) -> None:  # type: ignore[no-untyped-def]
     group = policy_for(data)
     text = "\n".join(render(export_set(group), ExportContext(selectors=("feed:f",), allow=())))
-    reparsed = PARSERS[fmt](text, options(fmt)).data if all_names(data) else FeedData()
+    reparsed = PARSERS[fmt](text, options(fmt)).data if all_names(data) else EntrySets()
     for name in all_names(data) | {"z." + n for n in all_names(data)}:
         blocked = group.decide(name).blocked  # "allow" and "none" both resolve the name
         assert (decide(reparsed, name) == "block") == blocked, (name, text)
@@ -179,7 +171,7 @@ def adblock_decides_block(rules: list[str], name: str) -> bool:
 
 @FAST
 @given(data=feed_data)
-def test_adblock_export_under_adguard_precedence(data: FeedData) -> None:
+def test_adblock_export_under_adguard_precedence(data: EntrySets) -> None:
     group = policy_for(data)
     rules = render_adblock(export_set(group), ExportContext(selectors=("feed:f",), allow=()))
     for name in all_names(data) | {"z." + n for n in all_names(data)}:

@@ -15,11 +15,10 @@ from blockdns.errors import FeedError
 from blockdns.feeds import store as store_module
 from blockdns.feeds.fetch import FetchOptions
 from blockdns.feeds.manifest import read_manifest
-from blockdns.feeds.model import FeedDefinition, data_path, read_data
+from blockdns.feeds.model import FeedDefinition, read_data
 from blockdns.feeds.report import render_report
-from blockdns.feeds.store import DataStore
+from blockdns.feeds.store import DataStore, StoredFeeds, read_feed_sources
 from blockdns.feeds.update import UpdateReport, update_feeds
-from blockdns.policy import load_feed_sources
 
 from httpfeeds import FeedServer
 
@@ -73,7 +72,7 @@ def test_first_run_writes_data_and_manifest(server: FeedServer, tmp_path: Path) 
         "url", "etag", "last_modified", "sha256", "fetched_at", "entries", "rejected", "status",
     }  # fmt: skip
     assert (state.etag, state.entries, state.status) == ('"v1"', 20, "ok")
-    assert "+host3.example" in read_data(data_path(tmp_path, "plain")).lines()
+    assert "+host3.example" in StoredFeeds.read(tmp_path).entries("plain").lines()
     assert_consistent(tmp_path)
     assert "plain  ok         +20 -0 =20 (rejected 0)" in render_report(report)
 
@@ -82,8 +81,32 @@ def test_policy_reads_what_the_update_wrote(server: FeedServer, tmp_path: Path) 
     server.serve("/plain.txt", LIST)
     definition = domains_feed(server)
     run([definition], tmp_path)
-    [source] = load_feed_sources([definition], tmp_path)
-    assert "host7.example" in source.block_suffix
+    [source] = read_feed_sources([definition], tmp_path)
+    assert "host7.example" in source.entries.block_suffix
+
+
+def test_policy_reads_the_manifest_once_and_plain_data_without_an_entry(
+    server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.serve("/plain.txt", LIST)
+    updated = domains_feed(server)
+    run([updated], tmp_path)
+    (tmp_path / "by-hand.list").write_text("+hand.example\n")
+    (tmp_path / "off.list").write_text("+off.example\n")
+    by_hand = FeedDefinition(name="by-hand", url="file:///by-hand", format="domains")
+    off = FeedDefinition(name="off", url="file:///off", format="domains", enabled=False)
+    never = FeedDefinition(name="never", url="file:///never", format="domains")
+    reads: list[Path] = []
+
+    def counting_read(data_dir: Path) -> object:
+        reads.append(data_dir)
+        return read_manifest(data_dir)
+
+    monkeypatch.setattr(store_module, "read_manifest", counting_read)
+    assert read_feed_sources([], tmp_path) == []  # no feeds defined: data_dir is not consulted
+    sources = read_feed_sources([updated, by_hand, off, never], tmp_path)
+    assert reads == [tmp_path]
+    assert [(s.name, len(s.entries)) for s in sources] == [("plain", 20), ("by-hand", 1)]
 
 
 def test_second_run_is_conditional_and_unchanged(server: FeedServer, tmp_path: Path) -> None:
@@ -185,7 +208,7 @@ FAILURES = {
 def test_failure_keeps_the_last_good_data(server: FeedServer, tmp_path: Path, case: str) -> None:
     server.serve("/plain.txt", LIST, etag='"v1"')
     run([domains_feed(server)], tmp_path)
-    good = read_data(data_path(tmp_path, "plain"))
+    good = StoredFeeds.read(tmp_path).entries("plain")
     before = snapshot(tmp_path)
     make_failure, status, message = FAILURES[case]
     make_failure(server)
@@ -196,7 +219,7 @@ def test_failure_keeps_the_last_good_data(server: FeedServer, tmp_path: Path, ca
         assert report.exit_code == 1
         assert outcome.status == status
         assert message in (outcome.error or "")
-        assert read_data(data_path(tmp_path, "plain")) == good
+        assert StoredFeeds.read(tmp_path).entries("plain") == good
         state = read_manifest(tmp_path).feeds["plain"]
         assert (state.status, state.entries, state.etag) == (status, 20, '"v1"')
         assert message in (state.error or "")
@@ -225,10 +248,10 @@ def test_a_shrink_by_more_than_half_needs_force(server: FeedServer, tmp_path: Pa
     report = run([domains_feed(server)], tmp_path)
     assert report.outcomes[0].status == "refused"
     assert "would shrink from 20 to 9 entries" in (report.outcomes[0].error or "")
-    assert len(read_data(data_path(tmp_path, "plain"))) == 20
+    assert len(StoredFeeds.read(tmp_path).entries("plain")) == 20
     forced = run([domains_feed(server)], tmp_path, force=True)
     assert (forced.exit_code, forced.outcomes[0].status, forced.outcomes[0].removed) == (0, "ok", 11)
-    assert len(read_data(data_path(tmp_path, "plain"))) == 9
+    assert len(StoredFeeds.read(tmp_path).entries("plain")) == 9
 
 
 def test_exactly_half_is_accepted(server: FeedServer, tmp_path: Path) -> None:
@@ -263,7 +286,7 @@ def test_v2fly_includes_are_followed_and_conditional(server: FeedServer, tmp_pat
     serve_v2fly(server)
     first = run([v2fly_feed(server)], tmp_path)
     assert first.outcomes[0].status == "ok"
-    lines = read_data(data_path(tmp_path, "ai")).lines()
+    lines = StoredFeeds.read(tmp_path).entries("ai").lines()
     assert "+anthropic.com" in lines
     assert "=openaiapi-site.azureedge.net" in lines
     assert server.count("/data/anthropic") == 1
@@ -280,14 +303,14 @@ def test_v2fly_changed_include_behind_an_unchanged_root(server: FeedServer, tmp_
     server.serve("/data/anthropic", body, etag='"anthropic-2"')
     outcome = run([v2fly_feed(server)], tmp_path).outcomes[0]
     assert (outcome.status, outcome.added, outcome.removed) == ("ok", 1, 0)
-    assert "+claude-new.example" in read_data(data_path(tmp_path, "ai")).lines()
+    assert "+claude-new.example" in StoredFeeds.read(tmp_path).entries("ai").lines()
     assert server.last("/data/category-ai-!cn").headers["if-none-match"] == '"category-ai-!cn-1"'  # got 304
 
 
 def test_v2fly_missing_include_fails_the_feed(server: FeedServer, tmp_path: Path) -> None:
     serve_v2fly(server)
     run([v2fly_feed(server)], tmp_path)
-    good = read_data(data_path(tmp_path, "ai"))
+    good = StoredFeeds.read(tmp_path).entries("ai")
     server.fail("/data/openai", 404)
     server.serve(
         "/data/category-ai-!cn", (V2FLY / "category-ai-!cn").read_text() + "x.example\n", etag='"r2"'
@@ -295,7 +318,7 @@ def test_v2fly_missing_include_fails_the_feed(server: FeedServer, tmp_path: Path
     report = run([v2fly_feed(server)], tmp_path)
     assert (report.exit_code, report.outcomes[0].status) == (1, "failed")
     assert "/data/openai: HTTP 404" in (report.outcomes[0].error or "")
-    assert read_data(data_path(tmp_path, "ai")) == good
+    assert StoredFeeds.read(tmp_path).entries("ai") == good
 
 
 # -------------------------------------------------------------------------------------------- atomicity
@@ -306,7 +329,7 @@ def test_a_crash_before_the_manifest_commit_leaves_the_old_feed(
 ) -> None:
     server.serve("/plain.txt", LIST)
     run([domains_feed(server)], tmp_path)
-    good = read_data(data_path(tmp_path, "plain"))
+    good = StoredFeeds.read(tmp_path).entries("plain")
     manifest_before = (tmp_path / "manifest.json").read_bytes()
 
     def crash(*args: object) -> None:
@@ -320,11 +343,11 @@ def test_a_crash_before_the_manifest_commit_leaves_the_old_feed(
     # The new data file was written, but the manifest (the commit point) still names the old one.
     assert len(list(tmp_path.glob("plain.*.list"))) == 2
     assert (tmp_path / "manifest.json").read_bytes() == manifest_before
-    assert read_data(data_path(tmp_path, "plain")) == good
+    assert StoredFeeds.read(tmp_path).entries("plain") == good
     assert_consistent(tmp_path)
     # The next run commits the same content (same name); the one after removes the replaced file.
     assert run([domains_feed(server)], tmp_path).outcomes[0].status == "ok"
-    assert "+other.example" in read_data(data_path(tmp_path, "plain")).lines()
+    assert "+other.example" in StoredFeeds.read(tmp_path).entries("plain").lines()
     assert_consistent(tmp_path)
     run([domains_feed(server)], tmp_path)
     assert len(list(tmp_path.glob("plain.*.list"))) == 1
@@ -371,7 +394,7 @@ def test_feed_by_feed_commits(server: FeedServer, tmp_path: Path, monkeypatch: p
     with pytest.raises(KeyboardInterrupt):
         run(feeds, tmp_path)
     monkeypatch.undo()
-    lines = {name: read_data(data_path(tmp_path, name)).lines() for name in ("a", "b")}
+    lines = {name: StoredFeeds.read(tmp_path).entries(name).lines() for name in ("a", "b")}
     assert ("+new-a.example" in lines["a"]) != ("+new-b.example" in lines["b"])  # one new, one old
     assert_consistent(tmp_path)
 
@@ -397,7 +420,7 @@ def test_a_full_disk_fails_the_feed_not_the_run(
 ) -> None:
     server.serve("/plain.txt", LIST)
     run([domains_feed(server)], tmp_path)
-    good = read_data(data_path(tmp_path, "plain"))
+    good = StoredFeeds.read(tmp_path).entries("plain")
 
     def disk_full(path: Path, text: object) -> None:
         raise OSError(28, "No space left on device")
@@ -407,4 +430,4 @@ def test_a_full_disk_fails_the_feed_not_the_run(
     report = run([domains_feed(server)], tmp_path)
     assert (report.exit_code, report.outcomes[0].status) == (1, "failed")
     assert "No space left on device" in (report.outcomes[0].error or "")
-    assert read_data(data_path(tmp_path, "plain")) == good
+    assert StoredFeeds.read(tmp_path).entries("plain") == good

@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from blockdns.feeds.model import FeedData, Network
+from blockdns.entries import EntrySets, Network
 
 Action = Literal["block", "allow"]
 
@@ -54,10 +54,10 @@ def collapse_networks(networks: Iterable[Network]) -> list[Network]:
     return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]  # type: ignore[arg-type]
 
 
-def compact(data: FeedData) -> FeedData:
+def compact(data: EntrySets) -> EntrySets:
     suffix = merge_actions(data.block_suffix, data.allow_suffix)
     exact = merge_actions(data.block_exact, data.allow_exact)
-    result = FeedData()
+    result = EntrySets()
     for name, action in suffix.items():
         if nearest_suffix_action(name, suffix, include_self=False) != action:
             (result.allow_suffix if action == "allow" else result.block_suffix).add(name)

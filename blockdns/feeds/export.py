@@ -36,11 +36,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from blockdns.config import Settings
+from blockdns.entries import EntrySets, Network
 from blockdns.errors import InvalidName, SelectorError, UserError
 from blockdns.feeds.compact import Action, compact, merge_actions, nearest_suffix_action
-from blockdns.feeds.model import FeedData, Network
+from blockdns.feeds.store import read_feed_sources
 from blockdns.names import normalise
-from blockdns.policy import GroupPolicy, Rule, Split, compile_policy, load_feed_sources, parse_selector
+from blockdns.policy import GroupPolicy, Rule, Split, compile_policy, parse_selector
 from blockdns.runtime import data_dir, load_feed_definitions, load_settings_catalog
 
 EXPORT_FORMATS = ("domains", "hosts", "adblock", "dnsmasq", "unbound", "rpz")
@@ -55,14 +56,16 @@ def tree_order(name: str) -> tuple[str, ...]:
 
 @dataclass(slots=True)
 class ExportSet:
-    """What an export writes: non-redundant entries, allow entries that lift a block, and address ranges."""
+    """What an export writes: non-redundant entries, allow entries only where they lift a block, and the
+    blocked address ranges in address order.
 
-    block_suffix: list[str] = field(default_factory=list)
-    block_exact: list[str] = field(default_factory=list)
-    allow_suffix: list[str] = field(default_factory=list)
-    allow_exact: list[str] = field(default_factory=list)
-    networks: list[tuple[Network, str]] = field(default_factory=list)  # (network, where it came from)
+    The name sets are unordered; every renderer sorts what it writes. ``range_sources`` names the feeds the
+    ranges came from, for the formats that cannot express ranges and say so.
+    """
+
+    entries: EntrySets = field(default_factory=EntrySets)
     suffix_actions: dict[str, Action] = field(default_factory=dict)
+    range_sources: set[str] = field(default_factory=set)
 
     def cover(self, name: str, *, include_self: bool) -> Action | None:
         return nearest_suffix_action(name, self.suffix_actions, include_self=include_self)
@@ -73,26 +76,26 @@ def _ranges(group: GroupPolicy) -> list[tuple[str, Rule]]:
 
 
 def export_set(group: GroupPolicy) -> ExportSet:
-    data = FeedData()
+    decided = EntrySets()
     for name, value in group.domains:
         rules = (value.at_name, value.below) if isinstance(value, Split) else (value,)
         for rule in rules:
             if rule.action == "allow":
-                (data.allow_exact if rule.exact else data.allow_suffix).add(name)
+                (decided.allow_exact if rule.exact else decided.allow_suffix).add(name)
             else:
-                (data.block_exact if rule.exact else data.block_suffix).add(name)
-    data = compact(data)
+                (decided.block_exact if rule.exact else decided.block_suffix).add(name)
+    data = compact(decided)
     result = ExportSet(suffix_actions=merge_actions(data.block_suffix, data.allow_suffix))
-    result.block_suffix = sorted(data.block_suffix)
-    result.block_exact = sorted(data.block_exact)
-    result.allow_suffix = sorted(
-        n for n in data.allow_suffix if result.cover(n, include_self=False) == "block"
-    )
-    result.allow_exact = sorted(n for n in data.allow_exact if result.cover(n, include_self=True) == "block")
+    entries = result.entries
+    entries.block_suffix = data.block_suffix
+    entries.block_exact = data.block_exact
+    entries.allow_suffix = {n for n in data.allow_suffix if result.cover(n, include_self=False) == "block"}
+    entries.allow_exact = {n for n in data.allow_exact if result.cover(n, include_self=True) == "block"}
     for network, rule in _ranges(group):
         if rule.action == "block":
-            result.networks.append((ipaddress.ip_network(network), rule.feed or rule.selector))
-    result.networks.sort(key=lambda pair: (pair[0].version, pair[0]))
+            entries.networks.append(ipaddress.ip_network(network))
+            result.range_sources.add(rule.feed or rule.selector)
+    entries.networks.sort(key=lambda network: (network.version, network))
     return result
 
 
@@ -118,59 +121,62 @@ def _header(marker: str, fmt: str, context: ExportContext, notes: Sequence[str])
     return [f"{marker} {line}".rstrip() for line in lines]
 
 
-def _skipped_ranges(marker: str, entries: ExportSet, fmt: str) -> list[str]:
-    if not entries.networks:
+def _skipped_ranges(marker: str, export: ExportSet, fmt: str) -> list[str]:
+    networks = export.entries.networks
+    if not networks:
         return []
-    sources = sorted({source for _network, source in entries.networks})
+    sources = ", ".join(sorted(export.range_sources))
     return [
-        f"{marker} {len(entries.networks)} address ranges ({', '.join(sources)}) cannot be expressed in the "
+        f"{marker} {len(networks)} address ranges ({sources}) cannot be expressed in the "
         f"{fmt} format and are skipped; use the rpz export for them"
     ]
 
 
-def _exact_names(entries: ExportSet) -> list[str]:
+def _exact_names(export: ExportSet) -> list[str]:
     """Names a hosts-like format blocks: suffix entries by their name (unless allowed exactly), exact ones."""
-    allowed = set(entries.allow_exact)
+    entries = export.entries
     return sorted(
-        {*(n for n in entries.block_suffix if n not in allowed), *entries.block_exact}, key=tree_order
+        {*(n for n in entries.block_suffix if n not in entries.allow_exact), *entries.block_exact},
+        key=tree_order,
     )
 
 
-def render_domains(entries: ExportSet, context: ExportContext) -> list[str]:
+def render_domains(export: ExportSet, context: ExportContext) -> list[str]:
     notes = [
         "Each line blocks exactly that name. This format cannot say 'and every name below it', so names",
         "below these are NOT covered; the adblock, dnsmasq, unbound and rpz exports keep them.",
     ]
     return [
         *_header("#", "domains", context, notes),
-        *_skipped_ranges("#", entries, "domains"),
-        *_exact_names(entries),
+        *_skipped_ranges("#", export, "domains"),
+        *_exact_names(export),
     ]
 
 
-def render_hosts(entries: ExportSet, context: ExportContext) -> list[str]:
+def render_hosts(export: ExportSet, context: ExportContext) -> list[str]:
     notes = [
         "Each line blocks exactly that name (answers 0.0.0.0). A hosts file cannot say 'and every name",
         "below it', so names below these are NOT covered; the adblock, dnsmasq, unbound and rpz exports",
         "keep them.",
     ]
-    body = [f"0.0.0.0 {name}" for name in _exact_names(entries)]
-    return [*_header("#", "hosts", context, notes), *_skipped_ranges("#", entries, "hosts"), *body]
+    body = [f"0.0.0.0 {name}" for name in _exact_names(export)]
+    return [*_header("#", "hosts", context, notes), *_skipped_ranges("#", export, "hosts"), *body]
 
 
-def render_adblock(entries: ExportSet, context: ExportContext) -> list[str]:
+def render_adblock(export: ExportSet, context: ExportContext) -> list[str]:
     notes = [
         "||name^ blocks the name and every name below it, |name^ exactly the name; @@ marks exceptions.",
         "$important keeps a block that lies inside an exception (AdGuard Home, uBlock Origin).",
     ]
 
     def important_block(name: str, *, exact: bool) -> bool:
-        return entries.cover(name, include_self=exact) == "allow"
+        return export.cover(name, include_self=exact) == "allow"
 
     def important_allow(name: str, *, exact: bool) -> bool:
-        parent = _covering_suffix(name, entries.suffix_actions, include_self=exact)
+        parent = _covering_suffix(name, export.suffix_actions, include_self=exact)
         return parent is not None and important_block(parent, exact=False)
 
+    entries = export.entries
     rows = []
     for name in entries.block_suffix:
         rows.append((name, f"||{name}^" + ("$important" if important_block(name, exact=False) else "")))
@@ -181,7 +187,7 @@ def render_adblock(entries: ExportSet, context: ExportContext) -> list[str]:
     for name in entries.allow_exact:
         rows.append((name, f"@@|{name}^" + ("$important" if important_allow(name, exact=True) else "")))
     body = [rule for _name, rule in sorted(rows, key=lambda row: tree_order(row[0]))]
-    return [*_header("!", "adblock", context, notes), *_skipped_ranges("!", entries, "adblock"), *body]
+    return [*_header("!", "adblock", context, notes), *_skipped_ranges("!", export, "adblock"), *body]
 
 
 def _covering_suffix(name: str, suffix_actions: dict[str, Action], *, include_self: bool) -> str | None:
@@ -197,39 +203,38 @@ def _covering_suffix(name: str, suffix_actions: dict[str, Action], *, include_se
     return None
 
 
-def render_dnsmasq(entries: ExportSet, context: ExportContext) -> list[str]:
+def render_dnsmasq(export: ExportSet, context: ExportContext) -> list[str]:
     notes = [
         "address=/name/ answers NXDOMAIN for the name and every name below it; server=/name/# lets the name",
         "and the names below it resolve as usual; /*.name/ matches only names below (dnsmasq 2.86 or later).",
         "Exact entries pair the two: address=/name/ + server=/*.name/# blocks exactly name.",
     ]
-    allowed_exact = set(entries.allow_exact)
-    blocked_exact = set(entries.block_exact)
+    entries = export.entries
     rows: list[tuple[str, list[str]]] = []
     for name in entries.block_suffix:
-        if name in allowed_exact:
+        if name in entries.allow_exact:
             continue  # written with the exact exception below
         rows.append((name, [f"address=/{name}/"]))
     for name in entries.block_exact:
         rows.append((name, [f"address=/{name}/", f"server=/*.{name}/#"]))
     for name in entries.allow_suffix:
-        if name in blocked_exact:
+        if name in entries.block_exact:
             continue  # server=/*.name/# already lets the names below through
         rows.append((name, [f"server=/{name}/#"]))
     for name in entries.allow_exact:
         rows.append((name, [f"server=/{name}/#", f"address=/*.{name}/"]))
     body = [line for _name, lines in sorted(rows, key=lambda row: tree_order(row[0])) for line in lines]
-    return [*_header("#", "dnsmasq", context, notes), *_skipped_ranges("#", entries, "dnsmasq"), *body]
+    return [*_header("#", "dnsmasq", context, notes), *_skipped_ranges("#", export, "dnsmasq"), *body]
 
 
-def render_unbound(entries: ExportSet, context: ExportContext) -> list[str]:
+def render_unbound(export: ExportSet, context: ExportContext) -> list[str]:
     notes = [
         'Include this file from unbound.conf (include: "/path/to/file"); it opens its own server: clause.',
         "always_nxdomain blocks a name and every name below it; exact entries are transparent zones",
         "answering 0.0.0.0 / :: (NODATA for other types) for the name alone; always_transparent marks",
         "exceptions.",
     ]
-    allowed_exact = set(entries.allow_exact)
+    entries = export.entries
     rows: list[tuple[str, list[str]]] = []
     for name in entries.block_suffix:
         rows.append((name, [f'local-zone: "{name}." always_nxdomain']))
@@ -246,14 +251,14 @@ def render_unbound(entries: ExportSet, context: ExportContext) -> list[str]:
         )
     for name in entries.allow_suffix:
         rows.append((name, [f'local-zone: "{name}." always_transparent']))
-    for name in sorted(allowed_exact):
+    for name in sorted(entries.allow_exact):
         rows.append(
             (name, [f"# exception for exactly {name} cannot be expressed in Unbound; it stays blocked"])
         )
     body = [
         f"    {line}" for _name, lines in sorted(rows, key=lambda row: tree_order(row[0])) for line in lines
     ]
-    head = [*_header("#", "unbound", context, notes), *_skipped_ranges("#", entries, "unbound")]
+    head = [*_header("#", "unbound", context, notes), *_skipped_ranges("#", export, "unbound")]
     return [*head, "server:", *body]
 
 
@@ -265,13 +270,14 @@ def _rpz_ip_owner(network: Network) -> str:
     return f"{network.prefixlen}.{'.'.join(reversed(words))}.rpz-ip"
 
 
-def render_rpz(entries: ExportSet, context: ExportContext) -> list[str]:
+def render_rpz(export: ExportSet, context: ExportContext) -> list[str]:
     zone = context.zone
     notes = [
         "A response policy zone: 'name CNAME .' answers NXDOMAIN for exactly name, '*.name' for the names",
         "below it, 'CNAME rpz-passthru.' exempts, and N.reversed-address.rpz-ip blocks answers in a range.",
         f'Load it as the response-policy zone {zone} (BIND: response-policy {{ zone "{zone}"; }};).',
     ]
+    entries = export.entries
     owners: dict[str, Action] = {}
     for name in entries.block_suffix:
         owners.setdefault(name, "block")
@@ -288,7 +294,7 @@ def render_rpz(entries: ExportSet, context: ExportContext) -> list[str]:
     ordered = sorted(owners, key=lambda owner: (tree_order(owner.removeprefix("*.")), owner.startswith("*.")))
     too_long = [owner for owner in ordered if len(owner) > room]
     body = [f"{owner} CNAME {target[owners[owner]]}" for owner in ordered if len(owner) <= room]
-    body += [f"{_rpz_ip_owner(network)} CNAME ." for network, _source in entries.networks]
+    body += [f"{_rpz_ip_owner(network)} CNAME ." for network in entries.networks]
     serial = int(time.time()) & 0xFFFFFFFF
     zone_head = [
         f"$TTL {context.ttl}",
@@ -323,7 +329,7 @@ def selected_policy(settings: Settings, selectors: Iterable[str]) -> tuple[Group
         selector = parse_selector(text)
         if selector.kind == "feed" and selector.value not in defined:
             raise SelectorError(f"{text}: no feed named {selector.value!r} is defined")
-    feeds = load_feed_sources(definitions, data_dir(settings))
+    feeds = read_feed_sources(definitions, data_dir(settings))
     policy = compile_policy(catalog, chosen, settings.policy.allow, feeds=feeds)
     return policy.default, chosen
 

@@ -12,7 +12,8 @@ failed) or ``refused`` (the body was refused). Whatever the status, ``file``, ``
 ``error`` says why the last attempt did not replace it. ``sources`` records the conditional-request validators
 and body hashes of every URL the feed was built from (the feed's own URL and any v2fly ``include:`` files).
 
-The manifest never imports the fetch path; the server reads it through :func:`current_data_file`.
+The manifest never imports the fetch path. It only reads and writes the file; which data file is current
+for a feed is resolved against one reading of it by :class:`blockdns.feeds.store.StoredFeeds`.
 """
 
 from __future__ import annotations
@@ -92,11 +93,3 @@ def read_manifest(data_dir: Path) -> Manifest:
 
 def write_manifest(data_dir: Path, manifest: Manifest) -> None:
     write_atomic(manifest_path(data_dir), manifest.to_text())
-
-
-def current_data_file(data_dir: Path, feed: str) -> Path | None:
-    """The data file the manifest names for ``feed``, or None when it names none."""
-    state = read_manifest(data_dir).feeds.get(feed)
-    if state is None or not state.file:
-        return None
-    return data_dir / Path(state.file).name

@@ -1,7 +1,8 @@
 """Feed definitions (``lists/feeds.toml``) and the normalised data a feed leaves in ``data_dir``.
 
-Stored data format, one file per feed in ``data_dir`` (its name is recorded in ``data_dir/manifest.json``,
-see :func:`data_path`), one entry per line, written atomically by ``lists update``::
+Stored data format, one file per feed in ``data_dir`` (which file is current for a feed is recorded in
+``data_dir/manifest.json`` and resolved by :class:`blockdns.feeds.store.StoredFeeds`), one entry per line
+(:meth:`blockdns.entries.EntrySets.lines`), written atomically by ``lists update``::
 
     +name        block name and everything below it
     =name        block exactly name
@@ -20,20 +21,19 @@ import ipaddress
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blockdns.catalog import CATEGORIES, shipped_lists_dir
+from blockdns.entries import EntrySets
 from blockdns.errors import ConfigError
 from blockdns.tomlfile import read_toml, schema_problems
 
 FeedFormat = Literal[
     "domains", "hosts", "adblock", "dnsmasq", "rpz", "v2fly", "ipranges-json", "m365-endpoints"
 ]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class FeedDefinition(BaseModel):
@@ -81,61 +81,15 @@ def load_definitions(path: Path | None = None) -> list[FeedDefinition]:
     return definitions
 
 
-@dataclass(slots=True)
-class FeedData:
-    """What one feed produced, normalised. Sets of normalised names; networks for address ranges."""
-
-    block_suffix: set[str] = field(default_factory=set)
-    block_exact: set[str] = field(default_factory=set)
-    allow_suffix: set[str] = field(default_factory=set)
-    allow_exact: set[str] = field(default_factory=set)
-    networks: list[Network] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return (
-            len(self.block_suffix)
-            + len(self.block_exact)
-            + len(self.allow_suffix)
-            + len(self.allow_exact)
-            + len(self.networks)
-        )
-
-    def lines(self) -> list[str]:
-        out = [f"+{n}" for n in sorted(self.block_suffix)]
-        out += [f"={n}" for n in sorted(self.block_exact)]
-        out += [f"@+{n}" for n in sorted(self.allow_suffix)]
-        out += [f"@={n}" for n in sorted(self.allow_exact)]
-        out += [f"%{n}" for n in sorted(self.networks, key=lambda n: (n.version, n))]
-        return out
-
-
-def data_path(data_dir: Path, feed: str) -> Path:
-    """The file that holds ``feed``'s current data: the one ``data_dir/manifest.json`` names.
-
-    ``lists update`` writes each version of a feed's data under a content-addressed name
-    (``<feed>.<sha256 prefix>.list``) and then commits it by rewriting the manifest, so the manifest is the
-    single point that says which file is current (see :mod:`blockdns.feeds.update`). Without a manifest entry
-    (data written by hand or by an older version) the plain ``<feed>.list`` is used.
-    """
-    from blockdns.feeds.manifest import current_data_file
-
-    return current_data_file(data_dir, feed) or plain_data_path(data_dir, feed)
-
-
-def plain_data_path(data_dir: Path, feed: str) -> Path:
-    """``data_dir/<feed>.list``: where data lives when no manifest names a file for the feed."""
-    return data_dir / f"{feed}.list"
-
-
-def read_data(path: Path) -> FeedData:
+def read_data(path: Path) -> EntrySets:
     """Read stored feed data. Lines were validated when written; a corrupt line raises ConfigError."""
     with path.open(encoding="utf-8") as handle:
         return parse_data(handle, source=str(path))
 
 
-def parse_data(lines: Iterable[str], source: str = "<data>") -> FeedData:
+def parse_data(lines: Iterable[str], source: str = "<data>") -> EntrySets:
     """Stored feed data from its lines (see the module docstring); a corrupt line raises ConfigError."""
-    data = FeedData()
+    data = EntrySets()
     targets = {"+": data.block_suffix, "=": data.block_exact}
     allow_targets = {"+": data.allow_suffix, "=": data.allow_exact}
     for number, raw in enumerate(lines, 1):
@@ -178,11 +132,11 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         os.close(dir_fd)
 
 
-def render_data(data: FeedData, header: str = "") -> str:
+def render_data(data: EntrySets, header: str = "") -> str:
     """The stored text of ``data``: ``# header`` lines, then one entry per line in a stable order."""
     lines = [f"# {line}" for line in header.splitlines()] + data.lines()
     return "\n".join(lines) + "\n"
 
 
-def write_data(path: Path, data: FeedData, header: str = "") -> None:
+def write_data(path: Path, data: EntrySets, header: str = "") -> None:
     write_atomic(path, render_data(data, header))

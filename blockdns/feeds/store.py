@@ -20,8 +20,12 @@ Why a kill at any moment leaves every feed fully old or fully new, with a manife
    never during the run that replaced them, so a server that read the previous manifest a moment earlier can
    still open the file it names.
 
-Readers (the server, via :func:`blockdns.feeds.model.data_path`) resolve a feed's file through the manifest.
-Runs exclude each other with an ``flock`` on ``.update.lock``.
+This module is also the only reader. :class:`StoredFeeds` reads ``manifest.json`` once and resolves every feed
+against that one reading (:meth:`StoredFeeds.data_file`: the file the manifest names, else the plain
+``<feed>.list`` written by hand or by an older version), so one load sees every feed as of the same commit.
+:func:`read_feed_sources` hands each enabled feed's entries to the policy compiler, which opens no files; an
+update run's :class:`DataStore` resolves the last good data the same way. Runs exclude each other with an
+``flock`` on ``.update.lock``.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from blockdns.entries import EntrySets
 from blockdns.errors import ConfigError, FeedError
 from blockdns.feeds.manifest import FeedState, Manifest, read_manifest, write_manifest
-from blockdns.feeds.model import plain_data_path, write_atomic
+from blockdns.feeds.model import FeedDefinition, read_data, write_atomic
+from blockdns.policy import FeedSource
 
 log = logging.getLogger("blockdns.feeds")
 
@@ -55,18 +62,80 @@ def versioned_name(feed: str, sha256: str) -> str:
     return f"{feed}.{sha256[:16]}.list"
 
 
-class DataStore:
-    """One update run's view of ``data_dir``. ``dry_run`` reads but never writes."""
+class StoredFeeds:
+    """``data_dir`` as one reading of its manifest left it: which file holds each feed's current data."""
+
+    def __init__(self, data_dir: Path, manifest: Manifest) -> None:
+        self.data_dir = data_dir
+        self.manifest = manifest
+
+    @classmethod
+    def read(cls, data_dir: Path) -> StoredFeeds:
+        """Read ``data_dir/manifest.json`` (none: every feed is plain); a damaged one raises ConfigError."""
+        return cls(data_dir, read_manifest(data_dir))
+
+    def data_file(self, feed: str) -> Path:
+        """The file holding ``feed``'s current data: the one the manifest names, else ``<feed>.list``.
+
+        The only place a feed's data file is resolved. ``lists update`` names each version of the data after
+        its content and commits it by rewriting the manifest, so the manifest alone says which file is
+        current; without an entry (data written by hand or by an older version) the plain name is used.
+        """
+        state = self.manifest.feeds.get(feed)
+        if state is None or not state.file:
+            return self.data_dir / f"{feed}.list"
+        return self.data_dir / Path(state.file).name
+
+    def entries(self, feed: str) -> EntrySets:
+        """``feed``'s current entries. A missing file raises OSError, a corrupt line ConfigError."""
+        return read_data(self.data_file(feed))
+
+    def sources(self, definitions: Sequence[FeedDefinition]) -> list[FeedSource]:
+        """Every enabled feed that has data, and its definition's tags; a feed not fetched yet is left out."""
+        sources = []
+        for definition in definitions:
+            path = self.data_file(definition.name)
+            if not definition.enabled or not path.exists():
+                continue
+            sources.append(
+                FeedSource(
+                    name=definition.name,
+                    vendor=definition.vendor,
+                    category=definition.category,
+                    role=definition.role,
+                    entries=read_data(path),
+                )
+            )
+        return sources
+
+
+def read_feed_sources(definitions: Sequence[FeedDefinition], data_dir: Path) -> list[FeedSource]:
+    """What the policy compiler needs from the store: each enabled, fetched feed's tags and entries.
+
+    The manifest is read once for all feeds, and only when some feed is defined: a configuration without
+    feeds never looks at ``data_dir``. A damaged manifest or data file raises ConfigError.
+    """
+    if not definitions:
+        return []
+    return StoredFeeds.read(data_dir).sources(definitions)
+
+
+class DataStore(StoredFeeds):
+    """One update run's view of ``data_dir``. ``dry_run`` reads but never writes.
+
+    A damaged manifest is not fatal here, unlike for a reader: the run starts from an empty one and fetches
+    every feed in full, which writes a good manifest again.
+    """
 
     def __init__(self, data_dir: Path, *, dry_run: bool = False) -> None:
-        self.data_dir = data_dir
+        super().__init__(data_dir, self._load_manifest(data_dir))
         self.dry_run = dry_run
-        self.manifest = self._load_manifest()
         self._lock_fd: int | None = None
 
-    def _load_manifest(self) -> Manifest:
+    @staticmethod
+    def _load_manifest(data_dir: Path) -> Manifest:
         try:
-            return read_manifest(self.data_dir)
+            return read_manifest(data_dir)
         except ConfigError as err:
             log.warning("%s; starting from an empty manifest (every feed is fetched in full)", err)
             return Manifest()
@@ -99,22 +168,19 @@ class DataStore:
     # -- reading the last good data
 
     def current_text(self, feed: str) -> str | None:
-        """The current data file's text when it exists and matches the manifest's sha256, else None."""
+        """The current data file's text when it exists and matches the manifest's sha256, else None.
+
+        Data the manifest does not know (the plain ``<feed>.list``, written by hand or by an older version)
+        has no sha256 to check: it is returned for comparison only.
+        """
+        try:
+            text = self.data_file(feed).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
         state = self.manifest.feeds.get(feed)
         if state is None or not state.file:
-            return self._plain_text(feed)
-        try:
-            text = (self.data_dir / Path(state.file).name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
+            return text
         return text if sha256_text(text) == state.sha256 else None
-
-    def _plain_text(self, feed: str) -> str | None:
-        """Data the manifest does not know (written by hand or by an older version): for comparison only."""
-        try:
-            return plain_data_path(self.data_dir, feed).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
 
     def raw_text(self, body_sha256: str | None) -> str | None:
         if not body_sha256 or not _RAW.fullmatch(f"{body_sha256}.txt"):

@@ -31,13 +31,14 @@ from typing import TextIO
 import httpx
 
 from blockdns.catalog import Catalog
+from blockdns.entries import EntrySets
 from blockdns.errors import ConfigError, FeedError, FeedFormatError, FetchError
 from blockdns.feeds.checks import BodyRefused
 from blockdns.feeds.download import FeedDownloader
 from blockdns.feeds.fetch import Fetcher, FetchOptions
 from blockdns.feeds.formats import Issue, ParseResult
 from blockdns.feeds.manifest import FeedState, Status
-from blockdns.feeds.model import FeedData, FeedDefinition, parse_data, render_data
+from blockdns.feeds.model import FeedDefinition, parse_data, render_data
 from blockdns.feeds.progress import Progress, SilentProgress
 from blockdns.feeds.store import DataStore
 
@@ -95,7 +96,7 @@ def data_header(definition: FeedDefinition) -> str:
     return f"feed: {definition.name}\nsource: {definition.url}\nformat: {definition.format}"
 
 
-def _entries(data: FeedData) -> set[str]:
+def _entries(data: EntrySets) -> set[str]:
     return set(data.lines())
 
 
@@ -155,7 +156,7 @@ class Updater:
             return self._keep(definition, previous_state, previous, "failed", str(err))
         return self._replace(definition, previous_state, previous, downloader, result)
 
-    def _check(self, definition: FeedDefinition, result: ParseResult, previous: FeedData | None) -> None:
+    def _check(self, definition: FeedDefinition, result: ParseResult, previous: EntrySets | None) -> None:
         total = len(result.data)
         if total == 0:
             skipped = f" ({result.skipped_total} rules DNS cannot express)" if result.skipped_total else ""
@@ -177,7 +178,7 @@ class Updater:
         definition: FeedDefinition,
         previous_state: FeedState | None,
         downloader: FeedDownloader,
-        previous: FeedData | None,
+        previous: EntrySets | None,
     ) -> FeedOutcome:
         download = downloader.download
         root = download.sources.get(definition.url)
@@ -201,7 +202,7 @@ class Updater:
         self,
         definition: FeedDefinition,
         previous_state: FeedState | None,
-        previous: FeedData | None,
+        previous: EntrySets | None,
         status: Status,
         error: str,
     ) -> FeedOutcome:
@@ -214,7 +215,7 @@ class Updater:
         self,
         definition: FeedDefinition,
         previous_state: FeedState | None,
-        previous: FeedData | None,
+        previous: EntrySets | None,
         downloader: FeedDownloader,
         result: ParseResult,
     ) -> FeedOutcome:
@@ -256,7 +257,7 @@ class Updater:
         )
 
 
-def _parse_stored(text: str | None) -> FeedData | None:
+def _parse_stored(text: str | None) -> EntrySets | None:
     """The last good data; None when there is none or it is damaged (then the feed is fetched in full)."""
     if text is None:
         return None

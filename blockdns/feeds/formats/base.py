@@ -20,9 +20,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from blockdns.entries import EntrySets, Network
 from blockdns.errors import FeedFormatError, InvalidName
 from blockdns.feeds.compact import compact
-from blockdns.feeds.model import FeedData, Network
 from blockdns.names import normalise
 
 MAX_KEPT_ISSUES = 200  # issues kept for the report; the rest are only counted
@@ -46,7 +46,7 @@ class Issue:
 class ParseResult:
     """A parsed, normalised and compacted feed body."""
 
-    data: FeedData
+    data: EntrySets
     considered: int  # lines (or JSON items) that held something other than a comment
     rejected: int
     skipped: Counter[str] = field(default_factory=Counter)
@@ -97,7 +97,7 @@ class Collector:
 
     def __init__(self, options: ParseOptions) -> None:
         self.options = options
-        self.data = FeedData()
+        self.data = EntrySets()
         self.considered = 0
         self.rejected = 0
         self.skipped: Counter[str] = Counter()
