@@ -10,6 +10,9 @@ What it does, all on loopback:
 4. prints queries per second, server CPU per answered query, p50/p99 latency and RSS side by side, with the
    ratio to dnsmasq; then the policy compiler's time and memory for 1,000,000 entries.
 
+``--compare-with DIR`` adds the blockdns of another checkout (say, the last release) to the same run, so a
+change is judged against its predecessor under the same machine load.
+
 Every run is bounded in time (dnsperf -l) and every process is stopped at the end.
 """
 
@@ -91,10 +94,14 @@ class Server:
     command: list[str]
     port: int
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, *self.command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ["taskset", "-c", SERVER_CORE, *self.command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -155,9 +162,12 @@ def dnsmasq_server(out: Path, upstream_port: int) -> Server:
     return Server("dnsmasq", ["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}"], port)
 
 
-def blockdns_server(out: Path, inputs: dict[str, Path], upstream_port: int, querylog: bool) -> Server:
+def blockdns_server(
+    out: Path, inputs: dict[str, Path], upstream_port: int, querylog: bool, source: Path | None = None
+) -> Server:
+    """blockdns from this checkout, or (``source``) from another one's package directory."""
     port = free_port()
-    label = "log-on" if querylog else "log-off"
+    label = ("log-on" if querylog else "log-off") + ("-compared" if source else "")
     conf = out / f"blockdns-{label}.toml"
     log_path = str(out / f"querylog-{label}.sqlite") if querylog else ""
     conf.write_text(
@@ -182,7 +192,11 @@ def blockdns_server(out: Path, inputs: dict[str, Path], upstream_port: int, quer
     for stale in out.glob(f"querylog-{label}.sqlite*"):
         stale.unlink()
     name = f"blockdns ({'query log on' if querylog else 'query log off'})"
-    return Server(name, [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)], port)
+    env = None
+    if source is not None:
+        name = f"blockdns@{source.name}{name[8:]}"
+        env = {**os.environ, "PYTHONPATH": str(source)}
+    return Server(name, [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)], port, env=env)
 
 
 # ------------------------------------------------------------------------------------------- dnsperf
@@ -317,7 +331,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rate", type=int, default=20000, help="queries per second for the latency run")
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="also run the blockdns of another checkout (its top directory) in the same run",
+    )
     args = parser.parse_args()
+    if args.compare_with is not None and not (args.compare_with / "blockdns" / "__main__.py").exists():
+        print(f"bench: {args.compare_with} is not a blockdns checkout", file=sys.stderr)
+        return 2
     for tool in ("dnsperf", "dnsmasq", "taskset"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is not installed (make system-deps installs it)", file=sys.stderr)
@@ -339,6 +362,12 @@ def main() -> int:
             blockdns_server(OUT, inputs, upstream_port, querylog=False),
             blockdns_server(OUT, inputs, upstream_port, querylog=True),
         ]
+        if args.compare_with is not None:
+            source = args.compare_with.resolve()
+            servers += [
+                blockdns_server(OUT, inputs, upstream_port, querylog=False, source=source),
+                blockdns_server(OUT, inputs, upstream_port, querylog=True, source=source),
+            ]
         for server in servers:
             print(f"bench: {server.name} ...", file=sys.stderr, flush=True)
             results.append(measure(server, inputs, args.runs, args.seconds, args.rate))
@@ -364,13 +393,13 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         f"latency at {args.rate:,} q/s\n"
     )
     columns = ("q/s", 9), ("× dnsmasq", 9), ("CPU µs/q", 9), ("p50 ms", 7), ("p99 ms", 7), ("RSS MB", 7)
-    header = f"{'server':<28} " + " ".join(f"{title:>{width}}" for title, width in columns)
+    header = f"{'server':<32} " + " ".join(f"{title:>{width}}" for title, width in columns)
     print(header)
     print("-" * len(header))
     for result in results:
         ratio = result.qps / base.qps if base.qps else 0
         print(
-            f"{result.name:<28} {result.qps:>9,.0f} {ratio:>9.2f} {result.cpu_us:>9.1f} "
+            f"{result.name:<32} {result.qps:>9,.0f} {ratio:>9.2f} {result.cpu_us:>9.1f} "
             f"{result.p50_ms:>7.3f} {result.p99_ms:>7.3f} {result.rss_mb:>7.1f}"
         )
     lost = max(run.lost for result in results for run in result.runs)

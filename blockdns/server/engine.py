@@ -66,7 +66,7 @@ class Engine:
                 query: Query = _new_query(Query, (question, gen.clients.get(address, transport), received))
                 answer = gen.fast(query)
                 if answer is not None:
-                    out = self._render(data, question, answer, received, transport)
+                    out = render_answer(data, question, answer, received, transport)
                     self.accounting.record(query, answer, 0.0)
                     return out
         except Exception:  # the fast path must never take the server down; the slow path will try
@@ -98,21 +98,16 @@ class Engine:
             log.exception("handler failed for %s %d from %s", question.qname, question.qtype, address)
             answer = INTERNAL_ERROR
         now = time.monotonic()
-        out = self._render(data, question, answer, now, transport)
+        out = render_answer(data, question, answer, now, transport)
         self.accounting.record(query, answer, (now - received) * 1000)
         return out
 
-    @staticmethod
-    def _render(data: bytes, question: Question, answer: Answer, now: float, transport: str) -> bytes:
-        limit = STREAM_LIMIT if transport in STREAM_TRANSPORTS else question.udp_limit
-        qid = (data[0] << 8) | data[1]
-        return render(
-            qid,
-            question.flags,
-            question.raw,
-            answer.reply,
-            answer.age(now),
-            question.payload,
-            question.do,
-            limit,
-        )
+
+def render_answer(data: bytes, question: Question, answer: Answer, now: float, transport: str) -> bytes:
+    """The response to the query packet ``data`` (its ID, its question as sent) carrying ``answer``, as of
+    ``now``: TTLs counted down, truncated to what ``transport`` allows."""
+    limit = STREAM_LIMIT if transport in STREAM_TRANSPORTS else question.udp_limit
+    qid = (data[0] << 8) | data[1]
+    return render(
+        qid, question.flags, question.raw, answer.reply, answer.age(now), question.payload, question.do, limit
+    )
