@@ -195,8 +195,11 @@ class QueryLog:
     # ------------------------------------------------------------------------------------- writer thread
 
     def _run(self, conn: sqlite3.Connection) -> None:
-        next_purge = 0.0  # purge once at start
+        # The start-up purge runs before any row is written, so it only ever removes rows of earlier runs:
+        # rows queued meanwhile wait for it, and a purge asked for later starts after it.
         try:
+            self._purge(conn)
+            next_purge = time.monotonic() + self.purge_interval
             while True:
                 self._idle()
                 self._drain(conn)
