@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
@@ -81,6 +81,12 @@ class Rule:
     vendor: Vendor | None = None
     category: str | None = None
     feed: str | None = None
+    # How answers blocked by this rule are counted: (vendor id or "", category or "", selector).
+    count_key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        vendor = self.vendor.id if self.vendor else ""
+        object.__setattr__(self, "count_key", (vendor, self.category or "", self.selector))
 
     @property
     def jurisdiction(self) -> str | None:

@@ -274,10 +274,10 @@ async def _drive(settings_: config.Settings, steps: list[Any]) -> None:
             continue
         name, qtype, address, cd, do, edns, payload, transport = step
         data = query_packet(next(ids), name, qtype, cd=cd, do=do, edns=edns, payload=payload)
-        question = engine.questions.read(data)
+        question = engine.questions[data[2:]]
         assert question is not None
         assert question.flags & RD and bool(question.flags & CD) == cd
-        client = generation.clients.get(address, transport)
+        client = generation.clients[transport][address]
         answered_fast = False
         slow_answer = None
         for _attempt in range(3):

@@ -1,9 +1,11 @@
 """Bad packets never hurt: a corpus of malformed queries gets FORMERR, NOTIMP or silence, never a crash;
-a failing handler becomes SERVFAIL for that query alone; work in flight is bounded; a flood of bad
-packets logs a few lines, not one each."""
+a failing handler becomes SERVFAIL for that query alone; a failing fast path falls back to the slow one
+on every transport; work in flight is bounded on every transport; a flood of bad packets logs a few
+lines, not one each."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import struct
@@ -131,6 +133,44 @@ def test_work_in_flight_is_bounded(start_server, upstream):
         time.sleep(0.3)
     assert server.server.stats.dropped_overload >= 20
     assert len(server.server.tasks) <= 4
+
+
+def test_tcp_work_in_flight_counts_against_the_same_bound(start_server, upstream):
+    raw = base_config(upstream, policy={"block": []})
+    raw["server"]["max_inflight"] = 4
+    server = start_server(raw)
+    for i in range(30):
+        upstream.handle(f"t{i}.hang.example", lambda request, transport: time.sleep(1.5))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        for i in range(30):  # pipelined on one connection: fewer than its own bound of 64
+            wire = dns.message.make_query(f"t{i}.hang.example", "A").to_wire()
+            conn.sendall(struct.pack(">H", len(wire)) + wire)
+        deadline = time.monotonic() + 3
+        while server.server.stats.dropped_overload < 26 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert server.server.stats.dropped_overload >= 20  # 26 unless the first answers came back meanwhile
+    assert len(server.server.tasks) <= 4
+
+
+def test_a_failing_fast_path_falls_back_to_the_slow_path_on_udp_and_tcp(start_server, upstream, caplog):
+    server = start_server(base_config(upstream, policy={"block": []}))
+    assert server.query("example.com").answer[0][0].address == "192.0.2.1"  # cached: the fast path's turn
+
+    def broken(query):
+        raise RuntimeError("fast path bug")
+
+    engine = server.server.engine
+    server.call(_install(engine, dataclasses.replace(engine.generation, fast=broken)))
+    for tcp in (False, True):
+        assert server.query("example.com", tcp=tcp).answer[0][0].address == "192.0.2.1"
+    assert server.server.stats.handler_failures == 0
+    assert [r.getMessage() for r in caplog.records if "fast path failed" in r.getMessage()] == [
+        "fast path failed"
+    ]  # rate-limited: one line for the two failures
+
+
+async def _install(engine, generation) -> None:
+    engine.install(generation)
 
 
 def test_a_flood_of_bad_packets_logs_a_few_lines(start_server, upstream, caplog):

@@ -32,9 +32,8 @@ from blockdns.wire import CD, Reply
 
 CacheKey = tuple[bytes, int, int, int, bool]  # (qname wire, qtype, qclass, DO bit, CD bit)
 
-# Transports, as the query log and metrics name them.
+# Transports, as the query log and metrics name them. Every one but UDP carries responses of up to 64 KiB.
 UDP, TCP = "udp", "tcp"
-STREAM_TRANSPORTS = frozenset({TCP, "tls", "https"})  # no UDP size limit: a response may take 64 KiB
 
 
 class Outcome(enum.Enum):
@@ -44,6 +43,10 @@ class Outcome(enum.Enum):
     LOCAL = "local"  # answered by blockdns itself (bypass-protection canaries)
     REFUSED = "refused"  # the client is not allowed to use this resolver
     ERROR = "error"  # nothing usable could be had: SERVFAIL
+
+    def __init__(self, label: str) -> None:
+        # The value again, as a plain attribute: ``.value`` is a property, too slow for once per answer.
+        self.label = label
 
 
 @dataclass(frozen=True, slots=True, eq=False)

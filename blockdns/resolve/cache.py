@@ -27,6 +27,7 @@ class CacheCounters:
 class AnswerCache:
     def __init__(self, max_entries: int) -> None:
         self._entries: ExpiringLRU[CacheKey, Answer] = ExpiringLRU(max_entries)
+        self.get = self._entries.get  # the live answer for a key, or None: one call on the fast path
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -38,9 +39,6 @@ class AnswerCache:
     @property
     def evictions(self) -> int:
         return self._entries.evictions
-
-    def get(self, key: CacheKey, now: float) -> Answer | None:
-        return self._entries.get(key, now)
 
     def put(self, key: CacheKey, answer: Answer, now: float) -> None:
         if answer.ttl > 0:

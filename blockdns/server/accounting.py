@@ -7,18 +7,10 @@ import time
 
 from blockdns.ops.querylog import QueryLog, Row
 from blockdns.ops.stats import ServerStats
-from blockdns.policy import Rule
 from blockdns.resolve.base import Answer, Outcome, Query
 
-_LABELS = {outcome: outcome.value for outcome in Outcome}  # a dict probe is cheaper than Enum.value
 _new_row = tuple.__new__  # Row(...) through its generated __new__ costs twice as much per query
-
-
-def block_key(rule: Rule | None) -> tuple[str, str, str]:
-    """How blocks are counted: (vendor id or "", category or "", selector)."""
-    if rule is None:
-        return ("", "", "")
-    return (rule.vendor.id if rule.vendor else "", rule.category or "", rule.selector)
+CACHED, BLOCKED, REFUSED = Outcome.CACHED, Outcome.BLOCKED, Outcome.REFUSED
 
 
 class Accounting:
@@ -29,17 +21,17 @@ class Accounting:
     def record(self, query: Query, answer: Answer, duration_ms: float) -> None:
         stats = self.stats
         outcome = answer.outcome
-        label = _LABELS[outcome]
+        label = outcome.label
         question, client = query.question, query.client
         group = client.group.name
         stats.queries[(question.qtype, label, group)] += 1
         decision = answer.decision
-        if outcome is Outcome.CACHED:
+        if outcome is CACHED:
             stats.cache.hits += 1
-        elif outcome is Outcome.BLOCKED:
+        elif outcome is BLOCKED:
             if decision is not None and decision.rule is not None:
-                stats.blocks[block_key(decision.rule)] += 1
-        elif outcome is Outcome.REFUSED:
+                stats.blocks[decision.rule.count_key] += 1
+        elif outcome is REFUSED:
             stats.refused_clients += 1
         querylog = self.querylog
         if querylog is not None:

@@ -23,11 +23,11 @@ import logging
 import time
 
 from blockdns.ops.stats import ServerStats
-from blockdns.resolve.base import STREAM_TRANSPORTS, Answer, Outcome, Query, Question
+from blockdns.resolve.base import UDP, Answer, Outcome, Query, Question
 from blockdns.resolve.resolving import servfail
 from blockdns.server.accounting import Accounting
 from blockdns.server.generation import Generation
-from blockdns.server.questions import QuestionReader, parse_question
+from blockdns.server.questions import QuestionMemo, parse_question
 from blockdns.server.ratelog import RateLimitedLog
 from blockdns.server.tasks import TaskSet
 from blockdns.server.triage import Triage
@@ -35,9 +35,10 @@ from blockdns.wire import EDE_OTHER, render
 
 log = logging.getLogger("blockdns.server")
 
-STREAM_LIMIT = 65535
+STREAM_LIMIT = 65535  # what a response may take over TCP, TLS or HTTPS
 INTERNAL_ERROR = Answer(Outcome.ERROR, servfail(EDE_OTHER, "internal error"), reason="internal error")
 
+_monotonic = time.monotonic
 _new_query = tuple.__new__  # Query(...) through its generated __new__ costs more, once per packet
 
 
@@ -47,7 +48,7 @@ class Engine:
         self.stats = stats
         self.tasks = tasks
         self.accounting = Accounting(stats)
-        self.questions = QuestionReader()
+        self.questions = QuestionMemo()
         self.triage = Triage(stats)
         self._failures = RateLimitedLog(log, interval=10.0)
 
@@ -58,12 +59,12 @@ class Engine:
     def serve(self, data: bytes, address: str, transport: str) -> bytes | asyncio.Task[bytes | None] | None:
         """Answer one query packet from ``address`` over ``transport`` (see the module docstring)."""
         gen = self.generation
-        received = time.monotonic()
+        received = _monotonic()
         question = None
         try:
-            question = self.questions.read(data)
+            question = self.questions[data[2:]]
             if question is not None:
-                query: Query = _new_query(Query, (question, gen.clients.get(address, transport), received))
+                query: Query = _new_query(Query, (question, gen.clients[transport][address], received))
                 answer = gen.fast(query)
                 if answer is not None:
                     out = render_answer(data, question, answer, received, transport)
@@ -90,14 +91,14 @@ class Engine:
     async def _answer(
         self, gen: Generation, data: bytes, question: Question, address: str, transport: str, received: float
     ) -> bytes | None:
-        query = Query(question, gen.clients.get(address, transport), received)
+        query = Query(question, gen.clients[transport][address], received)
         try:
             answer = await gen.slow(query)
         except Exception:
             self.stats.handler_failures += 1
             log.exception("handler failed for %s %d from %s", question.qname, question.qtype, address)
             answer = INTERNAL_ERROR
-        now = time.monotonic()
+        now = _monotonic()
         out = render_answer(data, question, answer, now, transport)
         self.accounting.record(query, answer, (now - received) * 1000)
         return out
@@ -105,9 +106,15 @@ class Engine:
 
 def render_answer(data: bytes, question: Question, answer: Answer, now: float, transport: str) -> bytes:
     """The response to the query packet ``data`` (its ID, its question as sent) carrying ``answer``, as of
-    ``now``: TTLs counted down, truncated to what ``transport`` allows."""
-    limit = STREAM_LIMIT if transport in STREAM_TRANSPORTS else question.udp_limit
-    qid = (data[0] << 8) | data[1]
+    ``now``: TTLs counted down since the answer was stored, truncated to what ``transport`` allows."""
+    stored = answer.stored
     return render(
-        qid, question.flags, question.raw, answer.reply, answer.age(now), question.payload, question.do, limit
+        (data[0] << 8) | data[1],
+        question.flags,
+        question.raw,
+        answer.reply,
+        int(now - stored) if stored is not None else 0,
+        question.payload,
+        question.do,
+        question.udp_limit if transport == UDP else STREAM_LIMIT,
     )

@@ -1,8 +1,9 @@
 """Reading the question of a query packet: parsed by hand once, then memoised by the bytes after the ID.
 
-Clients repeat themselves, so everything after the ID parses the same every time: a dict probe replaces a
-walk over the labels. A packet the hand parser does not take (compression in the question, several OPT
-records, an opcode other than QUERY, ...) gets None here and goes to :mod:`blockdns.server.triage`.
+Clients repeat themselves, so everything after the ID parses the same every time: one dict probe replaces a
+walk over the labels. ``questions[data[2:]]`` is the :class:`~blockdns.resolve.base.Question`, or None for a
+packet the hand parser does not take (compression in the question, several OPT records, an opcode other
+than QUERY, ...), which then goes to :mod:`blockdns.server.triage`.
 """
 
 from __future__ import annotations
@@ -10,22 +11,21 @@ from __future__ import annotations
 from blockdns.resolve.base import Question
 from blockdns.wire import CD, parse_query_fast, response_limit, wire_name_to_text
 
-MEMO_LIMIT = 65536  # questions remembered; a full memo is cleared, never grown
+MEMO_LIMIT = 65536  # packets remembered; a full memo is cleared, never grown
+
+_NO_ID = b"\x00\x00"
 
 
-class QuestionReader:
-    def __init__(self) -> None:
-        self._memo: dict[bytes, Question] = {}
+class QuestionMemo(dict[bytes, Question | None]):
+    """A dict from the bytes after the ID to the question they ask; a missing key is parsed on the spot.
 
-    def read(self, data: bytes) -> Question | None:
-        """The question of a well-formed ordinary query, or None."""
-        question = self._memo.get(data[2:])
-        if question is None:
-            question = parse_question(data)
-            if question is not None:
-                if len(self._memo) >= MEMO_LIMIT:
-                    self._memo.clear()
-                self._memo[data[2:]] = question
+    A dict subclass so that a hit, the fast path's common case, is one C-level subscript."""
+
+    def __missing__(self, after_id: bytes) -> Question | None:
+        question = parse_question(_NO_ID + after_id)
+        if len(self) >= MEMO_LIMIT:
+            self.clear()
+        self[after_id] = question  # None too: a flood of one odd packet is refused at the memo
         return question
 
 
