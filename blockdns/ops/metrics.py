@@ -11,7 +11,6 @@ change while they are read.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from collections import Counter
@@ -30,6 +29,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from blockdns import __version__
+from blockdns.errors import ConfigError
+from blockdns.feeds.manifest import FeedState, manifest_path, read_manifest
 from blockdns.ops.labels import qtype_name
 from blockdns.ops.stats import LATENCY_BUCKETS
 
@@ -71,13 +72,15 @@ def _timestamp(value: object) -> float | None:
 
 
 class FeedManifest:
-    """``data_dir/manifest.json``, re-read only when the file changes."""
+    """The feed store's manifest, through its one reader (:func:`~blockdns.feeds.manifest.read_manifest`),
+    re-read only when the file changes."""
 
     def __init__(self) -> None:
         self._key: tuple[Path, int, int] | None = None
-        self._feeds: dict[str, dict[str, object]] = {}
+        self._feeds: dict[str, FeedState] = {}
 
-    def feeds(self, path: Path) -> dict[str, dict[str, object]]:
+    def feeds(self, data_dir: Path) -> dict[str, FeedState]:
+        path = manifest_path(data_dir)
         try:
             info = path.stat()
         except OSError:
@@ -86,11 +89,9 @@ class FeedManifest:
         key = (path, info.st_mtime_ns, info.st_size)
         if key != self._key:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                feeds = data.get("feeds", {}) if isinstance(data, dict) else {}
-                self._feeds = {str(k): v for k, v in feeds.items() if isinstance(v, dict)}
-            except (OSError, ValueError, AttributeError) as err:
-                log.warning("%s: cannot read the feed manifest: %s", path, err)
+                self._feeds = read_manifest(data_dir).feeds
+            except ConfigError as err:
+                log.warning("cannot read the feed manifest: %s", err)
                 self._feeds = {}
             self._key = key
         return self._feeds
@@ -212,7 +213,7 @@ class ServerCollector(Collector):
     def _feeds(self) -> Iterator[Metric]:
         from blockdns.runtime import data_dir
 
-        feeds = self.manifest.feeds(data_dir(self.control.settings) / "manifest.json")
+        feeds = self.manifest.feeds(data_dir(self.control.settings))
         entries = GaugeMetricFamily(
             "blockdns_feed_entries", "Entries in each feed's stored data", labels=["feed"]
         )
@@ -225,14 +226,11 @@ class ServerCollector(Collector):
             "blockdns_feed_status", "1 for each feed's last update status", labels=["feed", "status"]
         )
         for name, feed in sorted(feeds.items()):
-            count = feed.get("entries")
-            if isinstance(count, int | float):
-                entries.add_metric([name], count)
-            when = _timestamp(feed.get("fetched_at"))
+            entries.add_metric([name], feed.entries)
+            when = _timestamp(feed.fetched_at)
             if when is not None:
                 updated.add_metric([name], when)
-            if isinstance(feed.get("status"), str):
-                status.add_metric([name, str(feed["status"])], 1)
+            status.add_metric([name, feed.status], 1)
         yield entries
         yield updated
         yield status

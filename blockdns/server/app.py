@@ -23,6 +23,7 @@ from typing import Any
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, Settings
 from blockdns.errors import BlockdnsError
+from blockdns.feeds.manifest import manifest_path
 from blockdns.feeds.refresh import update_command
 from blockdns.names import normalise
 from blockdns.ops.api import ApiRunner, start_api
@@ -251,7 +252,7 @@ class Server:
         paths.append(catalog.parent / "guard.toml")
         directory = data_dir(settings)
         paths += sorted(directory.glob("*.list"))
-        paths.append(directory / "manifest.json")
+        paths.append(manifest_path(directory))
         return paths
 
     def _watched_mtimes(self) -> dict[Path, float]:
@@ -280,7 +281,7 @@ class Server:
         event loop; the server only ever reads the finished, atomically written files.
         """
         period = self._settings.lists.refresh_seconds()
-        manifest = data_dir(self._settings) / "manifest.json"
+        manifest = manifest_path(data_dir(self._settings))
         first_wait = max(0.0, period - (time.time() - _mtime(manifest))) if manifest.exists() else 0.0
         await asyncio.sleep(first_wait)
         while True:
