@@ -16,16 +16,17 @@ MEMO_LIMIT = 65536  # packets remembered; a full memo is cleared, never grown
 _NO_ID = b"\x00\x00"
 
 
-class QuestionMemo(dict[bytes, Question | None]):
+class QuestionMemo(dict[bytes, Question]):
     """A dict from the bytes after the ID to the question they ask; a missing key is parsed on the spot.
 
     A dict subclass so that a hit, the fast path's common case, is one C-level subscript."""
 
     def __missing__(self, after_id: bytes) -> Question | None:
         question = parse_question(_NO_ID + after_id)
-        if len(self) >= MEMO_LIMIT:
-            self.clear()
-        self[after_id] = question  # None too: a flood of one odd packet is refused at the memo
+        if question is not None:  # junk is not remembered: it would only push good questions out
+            if len(self) >= MEMO_LIMIT:
+                self.clear()
+            self[after_id] = question
         return question
 
 
