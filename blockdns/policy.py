@@ -190,7 +190,7 @@ class DomainSet:
 class RangeSet:
     """Blocked address ranges with provenance; ``match(ip)`` is a bisect per address family."""
 
-    __slots__ = ("_tables",)
+    __slots__ = ("_size", "_tables")
 
     def __init__(self, ranges: Iterable[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Rule]]) -> None:
         rows_by_version: dict[int, list[tuple[int, int, Rule, str]]] = {4: [], 6: []}
@@ -209,9 +209,10 @@ class RangeSet:
                 running = max(running, row[1])
                 max_end.append(running)
             self._tables[version] = (rows, starts, max_end)
+        self._size = sum(len(rows) for rows in rows_by_version.values())
 
     def __len__(self) -> int:
-        return sum(len(table[0]) for table in self._tables.values())
+        return self._size  # asked for each answer with addresses: counted once
 
     def __iter__(self) -> Iterator[tuple[str, Rule]]:
         """Every range as (network text, rule)."""

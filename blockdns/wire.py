@@ -61,6 +61,9 @@ MAX_UDP_PAYLOAD = 1232  # what blockdns offers and accepts at most over UDP (DNS
 MIN_UDP_PAYLOAD = 512
 
 HEADER = struct.Struct(">HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
+_pack_header = HEADER.pack
+_ECHOED_FLAGS = RD | CD  # query flags a response repeats
+_WITHOUT_AD = ~AD
 _TYPE_CLASS = struct.Struct(">HH")
 _OPT_FIXED = struct.Struct(">HHIH")  # type, class (payload size), ttl (ext-rcode, version, flags), rdlength
 _RR_FIXED = struct.Struct(">HHIH")
@@ -167,6 +170,11 @@ class Reply:
     _age: int = field(default=-1, repr=False, compare=False)
     # The OPT record for a client without (index 0) and with (index 1) the DO bit, built once.
     _opts: list[bytes] = field(default_factory=list, repr=False, compare=False)
+    # The response header's flags that do not depend on the query (QR, RA, AA/AD, RCODE), worked out once.
+    header_flags: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.header_flags = QR | RA | self.flags | (self.rcode & 0xF)
 
     def opt(self, do: int) -> bytes:
         if not self._opts:
@@ -224,20 +232,19 @@ def render(
     ``payload`` is the client's EDNS UDP size (0: the client sent no OPT, so none is returned). ``limit``
     is the largest message the transport allows; a larger one is truncated (TC, no records) per RFC 2181.
     """
-    flags = QR | RA | (query_flags & (RD | CD)) | reply.flags | (reply.rcode & 0xF)
+    flags = reply.header_flags | (query_flags & _ECHOED_FLAGS)
     if not do:
-        flags &= ~AD
+        flags &= _WITHOUT_AD
     an, ns, ar = reply.counts
-    records = reply.records_at(age)
+    records = reply.records_at(age) if age > 0 else reply.records
     if payload:
         opt = reply.opt(do)
         ar += 1
     else:
         opt = b""
-    size = 12 + len(question) + len(records) + len(opt)
-    if size > limit:
-        return HEADER.pack(qid, flags | TC, 1, 0, 0, 1 if payload else 0) + question + opt
-    return HEADER.pack(qid, flags, 1, an, ns, ar) + question + records + opt
+    if 12 + len(question) + len(records) + len(opt) > limit:
+        return _pack_header(qid, flags | TC, 1, 0, 0, 1 if payload else 0) + question + opt
+    return _pack_header(qid, flags, 1, an, ns, ar) + question + records + opt
 
 
 def error_response(data: bytes, rcode: int, *, has_opt: bool, ede: bytes = b"") -> bytes | None:

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from blockdns import config, dnsname
-from blockdns.resolve.base import Answer, Outcome, Query, chain
+from blockdns.resolve.base import Answer, Handler, Outcome, Query, chain
 from blockdns.runtime import build_policy
 from blockdns.server.engine import Engine, render_answer
 from blockdns.server.generation import CHAIN_ORDER, Shared, build_generation
@@ -37,26 +37,26 @@ from fakedns import FakeDNS
 # ------------------------------------------------------------------------------------------ the order
 
 
-class Recording:
+class Recording(Handler):
     def __init__(self, name: str, calls: list[str]) -> None:
-        self.name = name
+        self.name = name  # type: ignore[misc]
         self.calls = calls
 
-    async def handle(self, query, next_handler):
+    async def handle(self, query):
         self.calls.append(self.name)
-        return await next_handler(query)
+        return await self.next_handler(query)
 
-    def fast(self, query, next_fast):
+    def fast(self, query):
         self.calls.append(self.name)
-        return next_fast(query)
+        return self.next_fast(query)
 
 
 class Answering(Recording):
-    async def handle(self, query, next_handler):
+    async def handle(self, query):
         self.calls.append(self.name)
         return Answer(Outcome.RESOLVED, Reply(rcode=0, counts=(0, 0, 0)))
 
-    def fast(self, query, next_fast):
+    def fast(self, query):
         self.calls.append(self.name)
         return None
 
@@ -70,6 +70,13 @@ def test_both_speeds_run_the_chain_in_chain_order() -> None:
     calls.clear()
     assert fast(None) is None  # type: ignore[arg-type]
     assert tuple(calls) == CHAIN_ORDER
+
+
+def test_a_handler_belongs_to_one_chain() -> None:
+    handler = Answering("resolve", [])
+    chain([handler])
+    with pytest.raises(ValueError, match="already in a chain"):
+        chain([Recording("access", []), handler])
 
 
 def test_a_generation_is_wired_in_chain_order_with_both_speeds(tmp_path: Path) -> None:

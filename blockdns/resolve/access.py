@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 from blockdns.config import Network
-from blockdns.resolve.base import Answer, FastNext, Next, Outcome, Query
+from blockdns.resolve.base import Answer, Handler, Outcome, Query
 from blockdns.wire import EDE_PROHIBITED, REFUSED, Reply, ede_option
 
 MEMO_LIMIT = 65536
@@ -46,19 +46,19 @@ class AccessControl:
         return any(ip in network for network in networks)
 
 
-class AccessHandler:
+class AccessHandler(Handler):
     name = "access"
 
     def __init__(self, access: AccessControl) -> None:
         self.access = access
 
-    async def handle(self, query: Query, next_handler: Next) -> Answer:
+    async def handle(self, query: Query) -> Answer:
         if not self.access.allowed(query.client.address):
             return REFUSED_ANSWER
-        return await next_handler(query)
+        return await self.next_handler(query)
 
-    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+    def fast(self, query: Query) -> Answer | None:
         allowed = self.access.memo.get(query.client.address)
         if allowed is None:
             return None
-        return next_fast(query) if allowed else REFUSED_ANSWER
+        return self.next_fast(query) if allowed else REFUSED_ANSWER

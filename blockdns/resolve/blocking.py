@@ -16,7 +16,7 @@ import time
 from blockdns import dnsname
 from blockdns.config import BlockingSettings
 from blockdns.policy import Decision, GroupPolicy
-from blockdns.resolve.base import Answer, FastNext, Next, Outcome, Query
+from blockdns.resolve.base import Answer, Handler, Outcome, Query
 from blockdns.resolve.synth import address_reply, negative_reply
 from blockdns.wire import EDE_BLOCKED, NOERROR, NXDOMAIN, REFUSED, TYPE_A, TYPE_AAAA, Reply, ede_option
 
@@ -75,7 +75,7 @@ class _GroupMemo:
         self.answers: dict[tuple[bytes, int], Answer] = {}
 
 
-class BlockingHandler:
+class BlockingHandler(Handler):
     """Blocks the question name itself."""
 
     name = "blocking"
@@ -97,13 +97,13 @@ class BlockingHandler:
             memo.decisions[qname_wire] = decision
         return decision
 
-    async def handle(self, query: Query, next_handler: Next) -> Answer:
+    async def handle(self, query: Query) -> Answer:
         if self.pause.paused():
-            return await next_handler(query)
+            return await self.next_handler(query)
         question, group = query.question, query.client.group
         decision = self.decide(group, question.qname_wire, question.qname)
         if not decision.blocked:
-            return await next_handler(query)
+            return await self.next_handler(query)
         memo = self._memo(group)
         answer = memo.answers.get(question.name_type)
         if answer is None:
@@ -113,9 +113,9 @@ class BlockingHandler:
             memo.answers[question.name_type] = answer
         return answer
 
-    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+    def fast(self, query: Query) -> Answer | None:
         if self.pause.until > query.received:
-            return next_fast(query)
+            return self.next_fast(query)
         memo = self._memos.get(query.client.group)
         if memo is None:
             return None
@@ -124,7 +124,7 @@ class BlockingHandler:
         if decision is None:
             return None
         if decision.action != "block":
-            return next_fast(query)
+            return self.next_fast(query)
         return memo.answers.get(question.name_type)
 
     def _memo(self, group: GroupPolicy) -> _GroupMemo:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from blockdns.lru import ExpiringLRU
-from blockdns.resolve.base import Answer, CacheKey, FastNext, Next, Outcome, Query
+from blockdns.resolve.base import Answer, CacheKey, Handler, Outcome, Query
 
 
 @dataclass(slots=True)
@@ -48,24 +48,24 @@ class AnswerCache:
         self._entries.clear()
 
 
-class CacheHandler:
+class CacheHandler(Handler):
     name = "cache"
 
     def __init__(self, cache: AnswerCache, counters: CacheCounters) -> None:
         self.cache = cache
         self.counters = counters
 
-    async def handle(self, query: Query, next_handler: Next) -> Answer:
+    async def handle(self, query: Query) -> Answer:
         key = query.question.cache_key
         hit = self.cache.get(key, time.monotonic())
         if hit is not None:
             return hit
         self.counters.misses += 1
-        answer = await next_handler(query)
+        answer = await self.next_handler(query)
         if answer.outcome is Outcome.RESOLVED:
             self.cache.put(key, answer, time.monotonic())
         return answer
 
-    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+    def fast(self, query: Query) -> Answer | None:
         hit = self.cache.get(query.question.cache_key, query.received)
-        return hit if hit is not None else next_fast(query)
+        return hit if hit is not None else self.next_fast(query)

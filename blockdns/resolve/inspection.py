@@ -9,7 +9,7 @@ or its blocked form. The cache therefore stores only what the upstream said, sha
 from __future__ import annotations
 
 from blockdns.policy import Decision, GroupPolicy
-from blockdns.resolve.base import Answer, FastNext, Next, Outcome, Query
+from blockdns.resolve.base import Answer, Handler, Outcome, Query
 from blockdns.resolve.blocking import BlockResponder, PauseSwitch
 
 # Answers remembered per group. Smaller than the other memos: each entry keeps a cached answer alive after
@@ -33,12 +33,7 @@ def inspect(
     return None
 
 
-def _nothing_to_inspect(answer: Answer, group: GroupPolicy) -> bool:
-    # Without CNAMEs and without blocked ranges in the group, no verdict can block: skip the memo.
-    return not answer.cnames and (not answer.addresses or not len(group.ranges))
-
-
-class InspectionHandler:
+class InspectionHandler(Handler):
     name = "inspection"
 
     def __init__(self, responder: BlockResponder, pause: PauseSwitch) -> None:
@@ -46,10 +41,11 @@ class InspectionHandler:
         self.pause = pause
         self._memos: dict[GroupPolicy, dict[Answer, Answer]] = {}
 
-    async def handle(self, query: Query, next_handler: Next) -> Answer:
-        answer = await next_handler(query)
+    async def handle(self, query: Query) -> Answer:
+        answer = await self.next_handler(query)
         group = query.client.group
-        if _nothing_to_inspect(answer, group) or self.pause.paused():
+        # Without CNAMEs, and without addresses or blocked ranges to put them in, nothing can block.
+        if (not answer.cnames and (not answer.addresses or not group.ranges)) or self.pause.paused():
             return answer
         memo = self._memos.get(group)
         if memo is None:
@@ -69,12 +65,14 @@ class InspectionHandler:
             memo[answer] = served
         return served
 
-    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
-        answer = next_fast(query)
+    def fast(self, query: Query) -> Answer | None:
+        answer = self.next_fast(query)
         if answer is None:
             return None
         group = query.client.group
-        if _nothing_to_inspect(answer, group) or self.pause.until > query.received:
+        if (
+            not answer.cnames and (not answer.addresses or not group.ranges)
+        ) or self.pause.until > query.received:
             return answer
         memo = self._memos.get(group)
         return memo.get(answer) if memo is not None else None

@@ -10,7 +10,7 @@ The answers are built once; both speeds look them up by wire name.
 from __future__ import annotations
 
 from blockdns import dnsname
-from blockdns.resolve.base import Answer, FastNext, Next, Outcome, Query
+from blockdns.resolve.base import Answer, Handler, Outcome, Query
 from blockdns.resolve.synth import negative_reply
 from blockdns.wire import NXDOMAIN
 
@@ -28,17 +28,17 @@ def _canary_answer(name: str, why: str) -> Answer:
     return Answer(Outcome.LOCAL, reply, reason=f"bypass protection: {why}")
 
 
-class LocalHandler:
+class LocalHandler(Handler):
     name = "local"
 
     def __init__(self, bypass_protection: bool) -> None:
         names = CANARY_NAMES if bypass_protection else {}
         self.answers = {dnsname.from_text(name): _canary_answer(name, why) for name, why in names.items()}
 
-    async def handle(self, query: Query, next_handler: Next) -> Answer:
+    async def handle(self, query: Query) -> Answer:
         answer = self.answers.get(query.question.qname_wire)
-        return answer if answer is not None else await next_handler(query)
+        return answer if answer is not None else await self.next_handler(query)
 
-    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+    def fast(self, query: Query) -> Answer | None:
         answer = self.answers.get(query.question.qname_wire)
-        return answer if answer is not None else next_fast(query)
+        return answer if answer is not None else self.next_fast(query)

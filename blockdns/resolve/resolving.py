@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from blockdns.config import CacheSettings
 from blockdns.errors import UpstreamError
-from blockdns.resolve.base import Answer, CacheKey, FastNext, Next, Outcome, Query
+from blockdns.resolve.base import Answer, CacheKey, Handler, Outcome, Query
 from blockdns.resolve.upstream import Upstream, UpstreamResult
 from blockdns.wire import NOERROR, NXDOMAIN, SERVFAIL, Reply, ede_option
 
@@ -33,7 +33,7 @@ def cache_ttl(result: UpstreamResult, settings: CacheSettings) -> int:
     return min(max(ttl, settings.min_ttl), settings.max_ttl)
 
 
-class ResolveHandler:
+class ResolveHandler(Handler):
     name = "resolve"
 
     def __init__(
@@ -45,10 +45,10 @@ class ResolveHandler:
         self.inflight: dict[CacheKey, asyncio.Future[Answer]] = {}
         self.coalesced = 0
 
-    def fast(self, query: Query, next_fast: FastNext) -> Answer | None:
+    def fast(self, query: Query) -> Answer | None:
         return None  # resolving means waiting for the network
 
-    async def handle(self, query: Query, next_handler: Next) -> Answer:
+    async def handle(self, query: Query) -> Answer:
         key = query.question.cache_key
         pending = self.inflight.get(key)
         if pending is not None:
