@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from blockdns import config, dnsname
 from blockdns.resolve.base import Answer, Handler, Outcome, Query, chain
 from blockdns.runtime import build_policy
-from blockdns.server.engine import Engine, render_answer
+from blockdns.server.engine import Engine
 from blockdns.server.generation import CHAIN_ORDER, Shared, build_generation
+from blockdns.server.responses import render_answer
 from blockdns.server.tasks import TaskSet
 from blockdns.wire import CD, RD, Reply, build_query
 

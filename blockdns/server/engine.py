@@ -23,19 +23,19 @@ import logging
 import time
 
 from blockdns.ops.stats import ServerStats
-from blockdns.resolve.base import UDP, Answer, Outcome, Query, Question
+from blockdns.resolve.base import Answer, Outcome, Query, Question
 from blockdns.resolve.resolving import servfail
 from blockdns.server.accounting import Accounting
 from blockdns.server.generation import Generation
 from blockdns.server.questions import QuestionMemo, parse_question
 from blockdns.server.ratelog import RateLimitedLog
+from blockdns.server.responses import ResponseMemo, render_answer
 from blockdns.server.tasks import TaskSet
 from blockdns.server.triage import Triage
-from blockdns.wire import EDE_OTHER, render
+from blockdns.wire import EDE_OTHER
 
 log = logging.getLogger("blockdns.server")
 
-STREAM_LIMIT = 65535  # what a response may take over TCP, TLS or HTTPS
 INTERNAL_ERROR = Answer(Outcome.ERROR, servfail(EDE_OTHER, "internal error"), reason="internal error")
 
 _monotonic = time.monotonic
@@ -49,6 +49,7 @@ class Engine:
         self.tasks = tasks
         self.accounting = Accounting(stats)
         self.questions = QuestionMemo()
+        self.responses = ResponseMemo()
         self.triage = Triage(stats)
         self._failures = RateLimitedLog(log, interval=10.0)
 
@@ -67,7 +68,7 @@ class Engine:
                 query: Query = _new_query(Query, (question, gen.clients[transport][address], received))
                 answer = gen.fast(query)
                 if answer is not None:
-                    out = render_answer(data, question, answer, received, transport)
+                    out = self.responses.render(data, question, answer, received, transport)
                     self.accounting.record(query, answer, 0.0)
                     return out
         except Exception:  # the fast path must never take the server down; the slow path will try
@@ -102,19 +103,3 @@ class Engine:
         out = render_answer(data, question, answer, now, transport)
         self.accounting.record(query, answer, (now - received) * 1000)
         return out
-
-
-def render_answer(data: bytes, question: Question, answer: Answer, now: float, transport: str) -> bytes:
-    """The response to the query packet ``data`` (its ID, its question as sent) carrying ``answer``, as of
-    ``now``: TTLs counted down since the answer was stored, truncated to what ``transport`` allows."""
-    stored = answer.stored
-    return render(
-        (data[0] << 8) | data[1],
-        question.flags,
-        question.raw,
-        answer.reply,
-        int(now - stored) if stored is not None else 0,
-        question.payload,
-        question.do,
-        question.udp_limit if transport == UDP else STREAM_LIMIT,
-    )
