@@ -38,6 +38,18 @@ def test_positive_answers_are_cached_and_ttls_count_down(start_server, upstream)
     assert second.question[0].name.to_text() == "A.EXAMPLE."
 
 
+def test_repeats_of_one_packet_get_their_own_id_and_the_ttl_of_the_moment(start_server, upstream):
+    """The fast path remembers a response's bytes: never with another query's ID or an old TTL."""
+    server = start_server(config(upstream))
+    server.query("a.example")
+    repeats = [server.query("a.example") for _ in range(5)]  # dnspython refuses a response with another ID
+    assert len({response.id for response in repeats}) >= 4
+    before = repeats[-1].answer[0].ttl
+    time.sleep(1.1)
+    after = server.query("a.example").answer[0].ttl
+    assert 1 <= before - after <= 2
+
+
 def test_negative_answers_are_cached_from_the_soa(start_server, upstream):
     server = start_server(config(upstream))
     assert server.query("missing.example").rcode() == dns.rcode.NXDOMAIN
