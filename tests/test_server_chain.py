@@ -295,7 +295,7 @@ async def _drive(settings_: config.Settings, steps: list[Any]) -> None:
             now = time.monotonic()
             if fast_answer is not None:
                 answered_fast = True
-                fast_bytes = render_answer(data, question, fast_answer, now, transport)
+                fast_bytes = engine.responses.render(data, question, fast_answer, now, transport)
                 slow_bytes = render_answer(data, question, slow_answer, now, transport)
                 assert fast_bytes == slow_bytes, (name, qtype, address, step)
                 assert fast_answer.outcome is slow_answer.outcome
