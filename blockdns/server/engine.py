@@ -76,14 +76,15 @@ class Engine:
         if question is None:
             try:
                 triaged = self.triage.examine(data)
-                question = parse_question(triaged.clean) if triaged.clean is not None else None
+                clean = triaged.clean
+                question = parse_question(clean) if clean is not None else None
             except Exception:  # a packet nobody foresaw: silence, never a crash
                 self.stats.bad_packets += 1
                 self._failures.error("triage failed", exc_info=True)
                 return None
-            if question is None:
+            if question is None or clean is None:
                 return triaged.response
-            data = triaged.clean  # type: ignore[assignment]
+            data = clean
         task = self.tasks.spawn(self._answer(gen, data, question, address, transport, received))
         if task is None:
             self.stats.dropped_overload += 1

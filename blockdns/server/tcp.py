@@ -58,16 +58,16 @@ class TcpServer:
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
                 out = self.serve(data, client, TCP)
-                if out is None:
-                    continue
-                if type(out) is bytes:
+                if isinstance(out, bytes):
                     send(out)
-                    await writer.drain()  # back-pressure: a client that does not read stops being read
-                    continue
-                pending.add(out)  # type: ignore[arg-type]
-                out.add_done_callback(send_when_done)  # type: ignore[union-attr]
-                if len(pending) >= PER_CONNECTION_INFLIGHT:
-                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                elif out is not None:
+                    pending.add(out)
+                    out.add_done_callback(send_when_done)
+                    if len(pending) >= PER_CONNECTION_INFLIGHT:
+                        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                # Back-pressure, for fast and slow answers alike: a client that does not read the answers
+                # written so far stops being read.
+                await writer.drain()
             if pending:
                 await asyncio.wait(pending, timeout=self.idle_timeout)
         finally:
