@@ -88,22 +88,6 @@ class Query(NamedTuple):
     client: Client
     received: float  # time.monotonic() when the packet arrived: the fast path's "now"
 
-    @property
-    def qname(self) -> str:
-        return self.question.qname
-
-    @property
-    def qname_wire(self) -> bytes:
-        return self.question.qname_wire
-
-    @property
-    def qtype(self) -> int:
-        return self.question.qtype
-
-    @property
-    def group(self) -> GroupPolicy:
-        return self.client.group
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Answer:
@@ -119,11 +103,6 @@ class Answer:
     cnames: tuple[str, ...] = ()  # CNAME/DNAME targets in the answer, for inspection
     addresses: tuple[str, ...] = ()  # A/AAAA addresses in the answer, for range inspection
     security: Security = Security.INDETERMINATE  # DNSSEC status of the data, kept with it in the cache
-
-    def age(self, now: float) -> int:
-        """Whole seconds since the reply was stored (0 for a fresh one): how far its TTLs have run down."""
-        stored = self.stored
-        return int(now - stored) if stored is not None else 0
 
     def cached(self, now: float) -> Answer:
         """This resolved answer as the cache serves it from ``now`` on."""
