@@ -22,8 +22,10 @@ rpz         ``name`` + ``*.name``  ``name CNAME .``        ``CNAME rpz-passthru.
 
 ``domains`` and ``hosts`` can only name exact hosts: a suffix entry is written as its name, and the header
 says that names below it are not covered. A block beneath an allow beneath a block is expressed in adblock
-with ``$important``. Unbound cannot allow exactly one name inside a blocked domain: such an exception is
-left out (the name stays blocked) and a comment says so. dnsmasq's ``/*.name/`` form needs dnsmasq 2.86
+with ``$important``; one level deeper (a block beneath an exception that needs ``$important`` itself) has
+no adblock form, so that exception is left out (its names stay blocked) and a comment says so. Unbound
+cannot allow exactly one name inside a blocked domain: such an exception is left out (the name stays
+blocked) and a comment says so. dnsmasq's ``/*.name/`` form needs dnsmasq 2.86
 or later.
 """
 
@@ -85,11 +87,18 @@ def export_set(group: GroupPolicy) -> ExportSet:
             else:
                 (decided.block_exact if rule.exact else decided.block_suffix).add(name)
     data = compact(decided)
-    result = ExportSet(suffix_actions=merge_actions(data.block_suffix, data.allow_suffix))
+    # An allow entry that lifts no block changes nothing (a name no entry covers resolves anyway): it is
+    # left out, and left out of the covering actions too, so that no block beneath it is written as if it
+    # had an exception to beat. (After compacting, an allow entry's nearest cover is a block or nothing.)
+    everything = merge_actions(data.block_suffix, data.allow_suffix)
+    lifting = {
+        n for n in data.allow_suffix if nearest_suffix_action(n, everything, include_self=False) == "block"
+    }
+    result = ExportSet(suffix_actions=merge_actions(data.block_suffix, lifting))
     entries = result.entries
     entries.block_suffix = data.block_suffix
     entries.block_exact = data.block_exact
-    entries.allow_suffix = {n for n in data.allow_suffix if result.cover(n, include_self=False) == "block"}
+    entries.allow_suffix = lifting
     entries.allow_exact = {n for n in data.allow_exact if result.cover(n, include_self=True) == "block"}
     for network, rule in _ranges(group):
         if rule.action == "block":
@@ -182,12 +191,43 @@ def render_adblock(export: ExportSet, context: ExportContext) -> list[str]:
         rows.append((name, f"||{name}^" + ("$important" if important_block(name, exact=False) else "")))
     for name in entries.block_exact:
         rows.append((name, f"|{name}^" + ("$important" if important_block(name, exact=True) else "")))
+    # An exception inside an $important block must be $important itself, and then nothing can block beneath
+    # it: AdGuard has no third level. Such an exception is left out, so its names stay blocked (an export
+    # may block more than the policy, never less), and a comment says which.
+    important_allows = [name for name in entries.allow_suffix if important_allow(name, exact=False)]
+    left_out = _exceptions_with_blocks_beneath(important_allows, entries) if important_allows else set()
     for name in entries.allow_suffix:
+        if name in left_out:
+            continue
         rows.append((name, f"@@||{name}^" + ("$important" if important_allow(name, exact=False) else "")))
     for name in entries.allow_exact:
         rows.append((name, f"@@|{name}^" + ("$important" if important_allow(name, exact=True) else "")))
     body = [rule for _name, rule in sorted(rows, key=lambda row: tree_order(row[0]))]
-    return [*_header("!", "adblock", context, notes), *_skipped_ranges("!", export, "adblock"), *body]
+    unwritten = []
+    if left_out:
+        unwritten.append(
+            f"! {len(left_out)} exceptions lie inside a blocked domain inside an exception and have a block "
+            "beneath them, which AdGuard's two levels of precedence cannot say; they are left out (their "
+            f"names stay blocked): {', '.join(sorted(left_out, key=tree_order))}"
+        )
+    return [
+        *_header("!", "adblock", context, notes),
+        *_skipped_ranges("!", export, "adblock"),
+        *unwritten,
+        *body,
+    ]
+
+
+def _exceptions_with_blocks_beneath(allows: list[str], entries: EntrySets) -> set[str]:
+    """Those of ``allows`` (suffix allow entries) with a block entry on the name itself (an exact one) or
+    below it."""
+    blocked_parents = set(entries.block_exact)
+    for name in (*entries.block_suffix, *entries.block_exact):
+        start = name.find(".")
+        while start != -1:
+            blocked_parents.add(name[start + 1 :])
+            start = name.find(".", start + 1)
+    return {name for name in allows if name in blocked_parents}
 
 
 def _covering_suffix(name: str, suffix_actions: dict[str, Action], *, include_self: bool) -> str | None:
