@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from blockdns.entries import EntrySets, Network
 from blockdns.errors import InvalidName, SelectorError, UserError
 from blockdns.feeds.compact import Action, compact, merge_actions, nearest_suffix_action
 from blockdns.feeds.store import read_feed_sources
-from blockdns.names import normalise
+from blockdns.names import normalise, suffixes
 from blockdns.policy import GroupPolicy, Rule, Split, compile_policy, parse_selector
 from blockdns.runtime import data_dir, load_feed_definitions, load_settings_catalog
 
@@ -221,13 +222,12 @@ def render_adblock(export: ExportSet, context: ExportContext) -> list[str]:
 def _exceptions_with_blocks_beneath(allows: list[str], entries: EntrySets) -> set[str]:
     """Those of ``allows`` (suffix allow entries) with a block entry on the name itself (an exact one) or
     below it."""
-    blocked_parents = set(entries.block_exact)
-    for name in (*entries.block_suffix, *entries.block_exact):
-        start = name.find(".")
-        while start != -1:
-            blocked_parents.add(name[start + 1 :])
-            start = name.find(".", start + 1)
-    return {name for name in allows if name in blocked_parents}
+    has_block_below = {
+        parent
+        for blocked in (*entries.block_suffix, *entries.block_exact)
+        for parent in itertools.islice(suffixes(blocked), 1, None)  # strict parents
+    }
+    return {name for name in allows if name in has_block_below or name in entries.block_exact}
 
 
 def _covering_suffix(name: str, suffix_actions: dict[str, Action], *, include_self: bool) -> str | None:

@@ -46,6 +46,20 @@ def new_query_id() -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One query message, and what a reply to it must carry: our ID and our question."""
+
+    message: bytes
+    qid: int
+    qname: bytes
+    qtype: int
+    qclass: int
+
+    def answered_by(self, data: bytes) -> bool:
+        return reply_matches(data, self.qid, self.qname, self.qtype, self.qclass)
+
+
+@dataclass(frozen=True, slots=True)
 class Exchange:
     """The outcome of one query to one server."""
 
@@ -78,31 +92,23 @@ async def exchange(
     loop = asyncio.get_running_loop()
     started = loop.time()
     server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if not tcp:
+
+    def outgoing() -> _Outgoing:  # a fresh random ID for every message sent
         qid = new_query_id()
         message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
-        data = await _udp(host, port, message, qid, qname, qtype, qclass, timeout, stats)
+        return _Outgoing(message, qid, qname, qtype, qclass)
+
+    if not tcp:
+        data = await _udp(host, port, outgoing(), timeout, stats)
         if not (tcp_on_truncation and is_truncated(data)):
             return Exchange(data, server, loop.time() - started, False)
         stats.tcp_fallbacks += 1
         timeout = max(timeout - (loop.time() - started), timeout / 2)
-    qid = new_query_id()
-    message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
-    data = await _tcp(host, port, message, qid, qname, qtype, qclass, timeout, stats)
+    data = await _tcp(host, port, outgoing(), timeout, stats)
     return Exchange(data, server, loop.time() - started, True)
 
 
-async def _udp(
-    host: str,
-    port: int,
-    message: bytes,
-    qid: int,
-    qname: bytes,
-    qtype: int,
-    qclass: int,
-    timeout: float,
-    stats: TransportStats,
-) -> bytes:
+async def _udp(host: str, port: int, query: _Outgoing, timeout: float, stats: TransportStats) -> bytes:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -111,7 +117,7 @@ async def _udp(
     try:
         try:
             sock.connect((host, port))
-            await loop.sock_sendall(sock, message)
+            await loop.sock_sendall(sock, query.message)
         except OSError as err:
             stats.errors += 1
             raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
@@ -129,7 +135,7 @@ async def _udp(
             except OSError as err:  # e.g. ICMP port unreachable surfaces as ECONNREFUSED
                 stats.errors += 1
                 raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
-            if reply_matches(data, qid, qname, qtype, qclass):
+            if query.answered_by(data):
                 stats.replies += 1
                 return data
             stats.mismatched += 1
@@ -137,28 +143,18 @@ async def _udp(
         sock.close()
 
 
-async def _tcp(
-    host: str,
-    port: int,
-    message: bytes,
-    qid: int,
-    qname: bytes,
-    qtype: int,
-    qclass: int,
-    timeout: float,
-    stats: TransportStats,
-) -> bytes:
+async def _tcp(host: str, port: int, query: _Outgoing, timeout: float, stats: TransportStats) -> bytes:
     stats.queries += 1
     writer = None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
-            writer.write(struct.pack(">H", len(message)) + message)
+            writer.write(struct.pack(">H", len(query.message)) + query.message)
             await writer.drain()
             while True:
                 length = struct.unpack(">H", await reader.readexactly(2))[0]
                 data = await reader.readexactly(length)
-                if reply_matches(data, qid, qname, qtype, qclass):
+                if query.answered_by(data):
                     stats.replies += 1
                     return data
                 stats.mismatched += 1
