@@ -33,10 +33,6 @@ class AnswerCache:
         return len(self._entries)
 
     @property
-    def max_entries(self) -> int:
-        return self._entries.max_entries
-
-    @property
     def evictions(self) -> int:
         return self._entries.evictions
 

@@ -23,7 +23,7 @@ import logging
 import time
 
 from blockdns.ops.stats import ServerStats
-from blockdns.resolve.base import Answer, Outcome, Query, Question
+from blockdns.resolve.base import Answer, Outcome, Query
 from blockdns.resolve.resolving import servfail
 from blockdns.server.accounting import Accounting
 from blockdns.server.generation import Generation
@@ -61,11 +61,11 @@ class Engine:
         """Answer one query packet from ``address`` over ``transport`` (see the module docstring)."""
         gen = self.generation
         received = _monotonic()
-        question = None
+        query: Query | None = None
         try:
             question = self.questions[data[2:]]
             if question is not None:
-                query: Query = _new_query(Query, (question, gen.clients[transport][address], received))
+                query = _new_query(Query, (question, gen.clients[transport][address], received))
                 answer = gen.fast(query)
                 if answer is not None:
                     out = self.responses.render(data, question, answer, received, transport)
@@ -73,34 +73,33 @@ class Engine:
                     return out
         except Exception:  # the fast path must never take the server down; the slow path will try
             self._failures.error("fast path failed", exc_info=True)
-        if question is None:
+        if query is None:
             try:
                 triaged = self.triage.examine(data)
                 clean = triaged.clean
-                question = parse_question(clean) if clean is not None else None
+                reread = parse_question(clean) if clean is not None else None
             except Exception:  # a packet nobody foresaw: silence, never a crash
                 self.stats.bad_packets += 1
                 self._failures.error("triage failed", exc_info=True)
                 return None
-            if question is None or clean is None:
+            if reread is None or clean is None:
                 return triaged.response
             data = clean
-        task = self.tasks.spawn(self._answer(gen, data, question, address, transport, received))
+            query = Query(reread, gen.clients[transport][address], received)
+        task = self.tasks.spawn(self._answer(gen, data, query))
         if task is None:
             self.stats.dropped_overload += 1
         return task
 
-    async def _answer(
-        self, gen: Generation, data: bytes, question: Question, address: str, transport: str, received: float
-    ) -> bytes | None:
-        query = Query(question, gen.clients[transport][address], received)
+    async def _answer(self, gen: Generation, data: bytes, query: Query) -> bytes | None:
+        question, client = query.question, query.client
         try:
             answer = await gen.slow(query)
         except Exception:
             self.stats.handler_failures += 1
-            log.exception("handler failed for %s %d from %s", question.qname, question.qtype, address)
+            log.exception("handler failed for %s %d from %s", question.qname, question.qtype, client.address)
             answer = INTERNAL_ERROR
         now = _monotonic()
-        out = render_answer(data, question, answer, now, transport)
-        self.accounting.record(query, answer, (now - received) * 1000)
+        out = render_answer(data, question, answer, now, client.transport)
+        self.accounting.record(query, answer, (now - query.received) * 1000)
         return out

@@ -45,7 +45,6 @@ class Shared:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Generation:
-    number: int
     settings: Settings
     policy: Policy
     clients: ClientDirectory
@@ -93,7 +92,6 @@ def build_generation(
     handlers = {name: parts[name] for name in CHAIN_ORDER}
     slow, fast = chain(list(handlers.values()))
     return Generation(
-        number=previous.number + 1 if previous is not None else 1,
         settings=settings,
         policy=policy,
         clients=ClientDirectory(policy),
