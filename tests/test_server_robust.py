@@ -119,31 +119,32 @@ def test_a_failing_handler_becomes_servfail_for_that_query_only(start_server, up
     assert server.server.stats.handler_failures == 1
 
 
-def test_work_in_flight_is_bounded(start_server, upstream):
+def hanging_names(start_server, upstream, count: int = 30):  # type: ignore[no-untyped-def]
+    """A server that may have 4 queries in flight, and names its upstream takes 1.5 s to answer."""
     raw = base_config(upstream, policy={"block": []})
     raw["server"]["max_inflight"] = 4
     server = start_server(raw)
-    for i in range(30):
-        upstream.handle(f"q{i}.hang.example", lambda request, transport: time.sleep(1.5))
+    names = [f"q{i}.hang.example" for i in range(count)]
+    for name in names:
+        upstream.handle(name, lambda request, transport: time.sleep(1.5))
+    return server, names
+
+
+def test_work_in_flight_is_bounded(start_server, upstream):
+    server, names = hanging_names(start_server, upstream)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for i in range(30):
-            sock.sendto(
-                dns.message.make_query(f"q{i}.hang.example", "A").to_wire(), ("127.0.0.1", server.port)
-            )
+        for name in names:
+            sock.sendto(dns.message.make_query(name, "A").to_wire(), ("127.0.0.1", server.port))
         time.sleep(0.3)
     assert server.server.stats.dropped_overload >= 20
     assert len(server.server.tasks) <= 4
 
 
 def test_tcp_work_in_flight_counts_against_the_same_bound(start_server, upstream):
-    raw = base_config(upstream, policy={"block": []})
-    raw["server"]["max_inflight"] = 4
-    server = start_server(raw)
-    for i in range(30):
-        upstream.handle(f"t{i}.hang.example", lambda request, transport: time.sleep(1.5))
+    server, names = hanging_names(start_server, upstream)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
-        for i in range(30):  # pipelined on one connection: fewer than its own bound of 64
-            wire = dns.message.make_query(f"t{i}.hang.example", "A").to_wire()
+        for name in names:  # pipelined on one connection: fewer than its own bound of 64
+            wire = dns.message.make_query(name, "A").to_wire()
             conn.sendall(struct.pack(">H", len(wire)) + wire)
         deadline = time.monotonic() + 3
         while server.server.stats.dropped_overload < 26 and time.monotonic() < deadline:
