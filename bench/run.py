@@ -1,14 +1,16 @@
-"""`make bench`: blockdns beside dnsmasq, same blocklist, same upstream, same query mix, same machine.
+"""`make bench`: blockdns beside dnsmasq and Unbound: same blocklist, upstream, query mix and machine.
 
 What it does, all on loopback:
 
 1. writes a 100,000-entry blocklist and a query file (80% repeated allowed names, 20% blocked names);
 2. starts a fast fake upstream (bench/upstream.py) that answers every allowed name;
-3. for each server (dnsmasq, blockdns with the query log off, blockdns with it on): starts it pinned to
+3. for each server (dnsmasq, Unbound forwarding with one thread, blockdns with the query log off, blockdns
+   with it on): starts it pinned to
    core 0, warms its cache, then drives it with dnsperf pinned to core 1 — a throughput run at full load
    and a latency run at a fixed rate — three times, and keeps the medians;
 4. prints queries per second, server CPU per answered query, p50/p99 latency and RSS side by side, with the
-   ratio to dnsmasq; then the policy compiler's time and memory for 1,000,000 entries.
+   ratio to dnsmasq and the time each took to start answering; then the policy compiler's time and memory
+   for 1,000,000 entries.
 
 ``--compare-with DIR`` adds the blockdns of another checkout (say, the last release) to the same run, so a
 change is judged against its predecessor under the same machine load.
@@ -75,6 +77,9 @@ def write_inputs(out: Path) -> dict[str, Path]:
         """)
     )
     (out / "dnsmasq-blocklist.conf").write_text("".join(f"address=/{n}/\n" for n in names))
+    (out / "unbound-blocklist.conf").write_text(
+        "server:\n" + "".join(f'    local-zone: "{n}." always_nxdomain\n' for n in names)
+    )
     lines = []
     for i in range(QUERY_LINES):
         if i % 5 == 4:  # 20% blocked: spread over 2,000 distinct blocked names
@@ -95,8 +100,10 @@ class Server:
     port: int
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
+    start_seconds: float = 0.0  # from launch to the first answer: loading the blocklist, mostly
 
     def start(self) -> None:
+        launched = time.monotonic()
         self.process = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, *self.command],
             stdout=subprocess.DEVNULL,
@@ -108,8 +115,9 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.process.stderr.read().decode()[-2000:]}")
             if answers(self.port):
+                self.start_seconds = time.monotonic() - launched
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not start answering within 60 s")
 
     def cpu_seconds(self) -> float:
@@ -134,7 +142,7 @@ class Server:
 def answers(port: int) -> bool:
     query = bytes.fromhex("abcd01000001000000000000") + b"\x05host0\x07allowed\x04test\x00\x00\x01\x00\x01"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.5)
+        sock.settimeout(0.05)  # short: the start time is measured in these probes
         try:
             sock.sendto(query, ("127.0.0.1", port))
             return sock.recv(512)[:2] == b"\xab\xcd"
@@ -160,6 +168,40 @@ def dnsmasq_server(out: Path, upstream_port: int) -> Server:
         """)
     )
     return Server("dnsmasq", ["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}"], port)
+
+
+def unbound_server(out: Path, upstream_port: int) -> Server:
+    """Unbound forwarding to the same upstream, one thread, the blocklist as always_nxdomain local zones."""
+    port = free_port()
+    conf = out / "unbound.conf"
+    conf.write_text(
+        textwrap.dedent(f"""\
+        server:
+            interface: 127.0.0.1
+            port: {port}
+            num-threads: 1
+            do-daemonize: no
+            username: ""
+            chroot: ""
+            directory: "{out}"
+            pidfile: ""
+            use-syslog: no
+            logfile: ""
+            verbosity: 0
+            do-ip6: no
+            access-control: 127.0.0.0/8 allow
+            do-not-query-localhost: no
+            module-config: "iterator"
+            qname-minimisation: no
+            msg-cache-size: 32m
+            rrset-cache-size: 64m
+        include: "{out / "unbound-blocklist.conf"}"
+        forward-zone:
+            name: "."
+            forward-addr: 127.0.0.1@{upstream_port}
+        """)
+    )
+    return Server("unbound 1 thread", ["unbound", "-d", "-c", str(conf)], port)
 
 
 def blockdns_server(
@@ -216,6 +258,7 @@ class Result:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     rss_mb: float = 0.0
+    start_seconds: float = 0.0
 
     @property
     def qps(self) -> float:
@@ -272,6 +315,7 @@ def measure(server: Server, inputs: dict[str, Path], runs: int, seconds: float, 
             result.runs.append(throughput(server, inputs["queries"], seconds))
         result.p50_ms, result.p99_ms = latency(server, inputs["queries"], rate, 3)
         result.rss_mb = server.rss_mb()
+        result.start_seconds = server.start_seconds
     finally:
         server.stop()
     return result
@@ -341,7 +385,7 @@ def main() -> int:
     if args.compare_with is not None and not (args.compare_with / "blockdns" / "__main__.py").exists():
         print(f"bench: {args.compare_with} is not a blockdns checkout", file=sys.stderr)
         return 2
-    for tool in ("dnsperf", "dnsmasq", "taskset"):
+    for tool in ("dnsperf", "dnsmasq", "unbound", "taskset"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is not installed (make system-deps installs it)", file=sys.stderr)
             return 2
@@ -359,6 +403,7 @@ def main() -> int:
         time.sleep(0.5)
         servers = [
             dnsmasq_server(OUT, upstream_port),
+            unbound_server(OUT, upstream_port),
             blockdns_server(OUT, inputs, upstream_port, querylog=False),
             blockdns_server(OUT, inputs, upstream_port, querylog=True),
         ]
@@ -392,7 +437,10 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         f"{SERVER_CORE}, dnsperf on core {LOAD_CORE}; median of {args.runs} runs of {args.seconds:.0f} s; "
         f"latency at {args.rate:,} q/s\n"
     )
-    columns = ("q/s", 9), ("× dnsmasq", 9), ("CPU µs/q", 9), ("p50 ms", 7), ("p99 ms", 7), ("RSS MB", 7)
+    columns = (
+        ("q/s", 9), ("× dnsmasq", 9), ("CPU µs/q", 9),
+        ("p50 ms", 7), ("p99 ms", 7), ("RSS MB", 7), ("start s", 7),
+    )  # fmt: skip
     header = f"{'server':<32} " + " ".join(f"{title:>{width}}" for title, width in columns)
     print(header)
     print("-" * len(header))
@@ -400,7 +448,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         ratio = result.qps / base.qps if base.qps else 0
         print(
             f"{result.name:<32} {result.qps:>9,.0f} {ratio:>9.2f} {result.cpu_us:>9.1f} "
-            f"{result.p50_ms:>7.3f} {result.p99_ms:>7.3f} {result.rss_mb:>7.1f}"
+            f"{result.p50_ms:>7.3f} {result.p99_ms:>7.3f} {result.rss_mb:>7.1f} {result.start_seconds:>7.2f}"
         )
     lost = max(run.lost for result in results for run in result.runs)
     print(f"\nqueries lost (worst run): {lost:.2f}%")
