@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from blockdns.names import from_wire
+from blockdns.dnsname import text_key
 from blockdns.ops.clientid import ClientMasker, QueryLogError
 from blockdns.ops.querylog_db import INSERT, open_writer
 from blockdns.ops.querylog_read import QueryLogReader
@@ -67,7 +67,7 @@ def qname_text(wire: bytes) -> str:
     """The presentation name of a lowercase wire name; the root is ``.``. Memoised: a log is mostly the
     same few thousand names, and the writer thread's CPU is taken from the server's."""
     try:
-        return from_wire(wire) or "."
+        return text_key(wire) or "."
     except IndexError:
         return wire.hex()
 

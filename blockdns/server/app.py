@@ -25,7 +25,6 @@ from blockdns.config import ListenAddress, Settings
 from blockdns.errors import BlockdnsError
 from blockdns.feeds.manifest import manifest_path
 from blockdns.feeds.refresh import update_command
-from blockdns.names import normalise
 from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog
@@ -115,7 +114,7 @@ class Server:
         log.warning("blocking resumed")
 
     def check(self, name: str, client: str | None) -> Decision:
-        return self.policy.group_for(client).decide(normalise(name))
+        return self.policy.decide(name, client)
 
     def cache_size(self) -> int:
         return len(self.engine.generation.cache)
