@@ -208,11 +208,16 @@ def _check_selectors(values: list[str]) -> list[str]:
     from blockdns.errors import SelectorError
     from blockdns.policy import parse_selector
 
+    seen: dict[str, str] = {}
     for value in values:
         try:
-            parse_selector(value)
+            selector = str(parse_selector(value))
         except SelectorError as err:
             raise ValueError(str(err)) from None
+        if selector in seen:
+            # Harmless to the policy, but almost always a mistake (a merge, a copy-paste): say so.
+            raise ValueError(f"{value!r} is listed twice (also as {seen[selector]!r})")
+        seen[selector] = value
     return values
 
 

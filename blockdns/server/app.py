@@ -23,8 +23,9 @@ from typing import Any
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, Settings
 from blockdns.errors import BlockdnsError
-from blockdns.feeds.manifest import manifest_path
+from blockdns.feeds.manifest import manifest_path, read_manifest
 from blockdns.feeds.refresh import update_command
+from blockdns.feeds.report import failed_feeds_summary
 from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog
@@ -293,7 +294,8 @@ class Server:
             if process.returncode not in (0, 1):
                 log.error("feed refresh failed: %s", err.decode(errors="replace").strip()[-300:])
             elif process.returncode == 1:
-                log.warning("feed refresh: some feeds failed and keep their last good data")
+                states = await asyncio.to_thread(read_manifest, manifest.parent)
+                log.warning("feed refresh: %s", failed_feeds_summary(states) or "some feeds failed")
             await self.reload()
             await asyncio.sleep(max(self._settings.lists.refresh_seconds(), 60.0))
 
