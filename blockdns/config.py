@@ -270,6 +270,7 @@ class QueryLogSettings(Section):
     retention_days: int = Field(30, ge=0)
     clients: Literal["full", "hash", "none"] = "full"
     queue_size: int = Field(50_000, ge=1)  # rows waiting for the writer; more are dropped and counted
+    max_rows: int = Field(10_000_000, ge=0)  # the oldest rows go first past this; 0: no cap (retention alone)
 
 
 class ApiSettings(Section):

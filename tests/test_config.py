@@ -96,6 +96,7 @@ def test_defaults_match_the_interface():
     assert settings.policy.block == ["all"]
     assert settings.api.listen == "127.0.0.1:8053"
     assert settings.blocking.response == "nxdomain" and settings.blocking.bypass_protection
+    assert settings.querylog.max_rows == 10_000_000
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path):

@@ -165,6 +165,12 @@ class ServerCollector(Collector):
                 "blockdns_querylog_write_errors", "Query log rows lost to database errors",
                 value=self.querylog.write_errors,
             )  # fmt: skip
+            removed = CounterMetricFamily(
+                "blockdns_querylog_removed", "Query log rows removed, by why", labels=["reason"]
+            )
+            removed.add_metric(["retention"], self.querylog.purged)
+            removed.add_metric(["max_rows"], self.querylog.trimmed)
+            yield removed
 
         paused_until = control.paused_until
         paused = paused_until is not None and paused_until > time.time()

@@ -58,6 +58,10 @@ class Row(NamedTuple):
 Record = tuple[object, ...]
 
 PURGE_CHUNK = 5000
+# Past [querylog] max_rows the oldest rows go in one sweep that makes this much room (a share of the cap,
+# at most TRIM_ROOM_MAX rows), so the delete runs once per many batches instead of after every one.
+TRIM_ROOM_SHARE = 0.02
+TRIM_ROOM_MAX = 50_000
 POLL_INTERVAL = 0.05
 ERROR_LOG_INTERVAL = 60.0
 
@@ -96,6 +100,7 @@ class QueryLog:
         self.written = 0  # rows committed
         self.write_errors = 0  # rows lost because SQLite refused a batch (disk full, I/O error)
         self.purged = 0  # rows removed by retention
+        self.trimmed = 0  # rows removed by the [querylog] max_rows cap
         self.reader = QueryLogReader(self.path, settings.clients)
         self._masker: ClientMasker | None = None
         self._thread: threading.Thread | None = None
@@ -237,6 +242,7 @@ class QueryLog:
             try:
                 batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
                 self._write(conn, batch)
+                self._trim(conn)
             finally:
                 with self._cond:
                     self._busy = False
@@ -302,6 +308,37 @@ class QueryLog:
             duration_ms,
             transport,
         )
+
+    def _trim(self, conn: sqlite3.Connection) -> None:
+        """Keep at most ``max_rows`` rows: past the cap, the oldest go, with some room made for what follows.
+
+        Rows are only ever removed from the oldest end (here and by retention), so the ids of the rows kept
+        are consecutive and their count is ``max(id) - min(id) + 1``: two lookups on the primary key.
+        """
+        cap = self.settings.max_rows
+        if not cap:
+            return
+        try:
+            low, high = conn.execute("SELECT min(id), max(id) FROM queries").fetchone()
+            if low is None or high - low + 1 <= cap:
+                return
+            room = min(int(cap * TRIM_ROOM_SHARE), TRIM_ROOM_MAX)
+            keep_from = high - (cap - room) + 1  # the oldest id kept
+            removed = 0
+            while True:
+                cursor = conn.execute(
+                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE id < ? LIMIT ?)",
+                    (keep_from, PURGE_CHUNK),
+                )
+                removed += cursor.rowcount
+                if cursor.rowcount < PURGE_CHUNK:
+                    break
+        except sqlite3.Error as err:
+            self._log_error("query log: removing rows past max_rows failed: %s", err)
+            return
+        if not self.trimmed:
+            log.info("query log: reached max_rows = %d; the oldest rows now make room for new ones", cap)
+        self.trimmed += removed
 
     def _purge(self, conn: sqlite3.Connection) -> None:
         removed = 0

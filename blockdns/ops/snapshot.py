@@ -103,6 +103,8 @@ def _querylog_state(querylog: QueryLog | None) -> dict[str, object]:
         "path": str(querylog.path),
         "clients": querylog.settings.clients,
         "retention_days": querylog.settings.retention_days,
+        "max_rows": querylog.settings.max_rows,
+        "removed_past_max_rows": querylog.trimmed,
         "queue_rows": len(querylog.queue),
         "capacity": querylog.capacity,
         "written": querylog.written,
