@@ -10,8 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blockdns.config import QueryLogSettings, from_dict
-from blockdns.ops.metrics import make_registry, render
+from blockdns.ops.metrics import FeedManifest, render
 from blockdns.ops.querylog import QueryLog
+from blockdns.ops.snapshot import take_snapshot
 from blockdns.ops.stats import LATENCY_BUCKETS
 from blockdns.resolve import transport
 
@@ -19,7 +20,7 @@ from opshelpers import TEST_LISTS, FakeControl
 
 
 def scrape(control: FakeControl, querylog: QueryLog | None = None) -> dict[tuple[str, tuple], float]:
-    text = render(make_registry(control, querylog)).decode()
+    text = render(take_snapshot(control, querylog), FeedManifest()).decode()
     samples: dict[tuple[str, tuple], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -46,7 +47,7 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     stats = control.stats
     stats.queries[(1, "blocked", "default")] = 7
     stats.queries[(28, "cached", "kids")] = 3
-    stats.queries[(65534, "resolved", "default")] = 2
+    stats.queries[(0, "resolved", "default")] = 2  # labels.OTHER_QTYPE: every type not counted on its own
     stats.blocks[("deepseek", "chat", "all")] = 5
     stats.blocks[("", "", "domain:example.com")] = 2
     stats.cache.hits, stats.cache.misses = 11, 13
@@ -55,7 +56,7 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     samples = scrape(control)
     assert value(samples, Q, qtype="A", outcome="blocked", group="default") == 7
     assert value(samples, Q, qtype="AAAA", outcome="cached", group="kids") == 3
-    assert value(samples, Q, qtype="TYPE65534", outcome="resolved", group="default") == 2
+    assert value(samples, Q, qtype="other", outcome="resolved", group="default") == 2
     assert value(samples, B, vendor="deepseek", category="chat", selector="all") == 5
     assert value(samples, B, vendor="", category="", selector="domain:example.com") == 2
     assert value(samples, "blockdns_blocked_by_category_total", category="chat") == 5

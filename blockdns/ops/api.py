@@ -3,7 +3,8 @@
 Reads (``GET``) need no token. Every change (any other method) needs ``Authorization: Bearer TOKEN`` equal
 to ``[api] token`` (compared in constant time); an empty configured token refuses every change with 403.
 The token is read from ``control.settings`` on every request, so a reload that changes it takes effect at
-once. Query log reads run in a worker thread: SQLite never holds up DNS on the event loop.
+once. Nothing slow runs on the event loop: query log reads run in a worker thread, and ``/metrics`` and
+``/api/stats`` are rendered in one from a snapshot of the counters (:mod:`blockdns.ops.snapshot`).
 
 When the API listens on a loopback address, requests must name a loopback host (``localhost``,
 ``127.0.0.1``, ``[::1]``) in their ``Host`` header: a web page the admin visits cannot use DNS rebinding to
@@ -29,7 +30,7 @@ from blockdns.errors import BlockdnsError, InvalidName
 from blockdns.ops import metrics
 from blockdns.ops.clientid import QueryLogError
 from blockdns.ops.openapi import document
-from blockdns.ops.snapshot import paused_until, server_snapshot
+from blockdns.ops.snapshot import Snapshot, paused_until, stats_body, take_snapshot
 
 if TYPE_CHECKING:
     from blockdns.ops.control import ServerControl
@@ -46,7 +47,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 CONTROL: web.AppKey[ServerControl] = web.AppKey("control")
 QUERYLOG: web.AppKey[QueryLog | None] = web.AppKey("querylog")
-REGISTRY: web.AppKey[object] = web.AppKey("registry")
+MANIFEST: web.AppKey[metrics.FeedManifest] = web.AppKey("manifest")
 SUMMARIES: web.AppKey[SummaryCache] = web.AppKey("summaries")
 LOOPBACK_ONLY: web.AppKey[bool] = web.AppKey("loopback_only")
 
@@ -282,17 +283,28 @@ def bad_input(func: Handler) -> Handler:
 async def get_stats(request: web.Request) -> web.StreamResponse:
     seconds = _since_seconds(request, DEFAULT_STATS_SINCE)
     assert seconds is not None
-    body = server_snapshot(request.app[CONTROL], request.app[QUERYLOG])
     querylog = request.app[QUERYLOG]
+    snapshot = take_snapshot(request.app[CONTROL], querylog)
+    summary: dict[str, object] | None = None
+    problem: str | None = None
     if querylog is not None:
+        try:
+            summary = await request.app[SUMMARIES].get(querylog, seconds)
+        except QueryLogError as err:
+            problem = str(err)
+    text = await asyncio.to_thread(_stats_json, snapshot, summary, problem)
+    return web.Response(text=text, content_type="application/json")
+
+
+def _stats_json(snapshot: Snapshot, summary: dict[str, object] | None, problem: str | None) -> str:
+    body = stats_body(snapshot)
+    if snapshot.querylog is not None:
         state = body["querylog"]
         assert isinstance(state, dict)
-        try:
-            state["summary"] = await request.app[SUMMARIES].get(querylog, seconds)
-        except QueryLogError as err:
-            state["summary"] = None
-            state["error"] = str(err)
-    return ok(body)
+        state["summary"] = summary
+        if problem is not None:
+            state["error"] = problem
+    return _dumps(body)
 
 
 @bad_input
@@ -346,8 +358,8 @@ async def post_reload(request: web.Request) -> web.StreamResponse:
 
 
 async def get_metrics(request: web.Request) -> web.StreamResponse:
-    registry = request.app[REGISTRY]
-    text = metrics.render(registry)  # type: ignore[arg-type]
+    snapshot = take_snapshot(request.app[CONTROL], request.app[QUERYLOG])
+    text = await asyncio.to_thread(metrics.render, snapshot, request.app[MANIFEST])
     response = web.Response(body=text)
     response.headers["Content-Type"] = metrics.CONTENT_TYPE
     return response
@@ -387,7 +399,7 @@ def make_app(
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[CONTROL] = control
     app[QUERYLOG] = querylog
-    app[REGISTRY] = metrics.make_registry(control, querylog)
+    app[MANIFEST] = metrics.FeedManifest()
     app[SUMMARIES] = SummaryCache()
     app[LOOPBACK_ONLY] = loopback_only
     app.router.add_get("/", get_dashboard)

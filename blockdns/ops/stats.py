@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blockdns.resolve.cache import CacheCounters
 from blockdns.resolve.transport import TransportStats
@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 @dataclass(slots=True)
 class ServerStats:
     started: float = field(default_factory=time.time)
-    # (qtype, outcome, group) -> count; outcome is an Outcome value ("resolved", "cached", "blocked", ...)
+    # (qtype, outcome, group) -> count; outcome is an Outcome value ("resolved", "cached", "blocked", ...);
+    # qtype is one of labels.COUNTED_QTYPES or labels.OTHER_QTYPE, so the key set is bounded by the config
     queries: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     # (vendor or "", category or "", selector) -> count of blocked answers
     blocks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
@@ -47,6 +48,18 @@ class ServerStats:
         self.upstream_latency_buckets[index] += 1
         self.upstream_latency_sum += seconds
         self.upstream_latency_count += 1
+
+    def copy(self) -> ServerStats:
+        """A copy that no longer moves, for rendering off the event loop. Costs a copy of each counter dict,
+        whose key sets are bounded by the configuration (a few hundred entries)."""
+        return replace(
+            self,
+            queries=self.queries.copy(),
+            blocks=self.blocks.copy(),
+            cache=replace(self.cache),
+            upstream=replace(self.upstream),
+            upstream_latency_buckets=self.upstream_latency_buckets.copy(),
+        )
 
     def total_queries(self) -> int:
         return sum(self.queries.values())
