@@ -53,6 +53,7 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     stats.cache.hits, stats.cache.misses = 11, 13
     stats.refused_clients, stats.bad_packets, stats.log_dropped = 1, 2, 3
     stats.dropped_overload, stats.handler_failures = 4, 5
+    stats.reloads, stats.reloads_refused = 6, 7
     samples = scrape(control)
     assert value(samples, Q, qtype="A", outcome="blocked", group="default") == 7
     assert value(samples, Q, qtype="AAAA", outcome="cached", group="kids") == 3
@@ -68,6 +69,8 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     assert value(samples, "blockdns_querylog_dropped_total") == 3
     assert value(samples, "blockdns_dropped_overload_total") == 4
     assert value(samples, "blockdns_handler_failures_total") == 5
+    assert value(samples, "blockdns_config_reloads_total") == 6
+    assert value(samples, "blockdns_config_reloads_refused_total") == 7
     assert value(samples, "blockdns_policy_entries") == control.policy.size
     assert value(samples, "blockdns_policy_group_entries", group="default") == len(
         control.policy.default.domains

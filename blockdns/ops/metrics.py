@@ -50,6 +50,12 @@ PLAIN_COUNTERS = (
     ("dropped_overload", "dropped_overload", "Queries dropped because too many were being resolved"),
     ("handler_failures", "handler_failures", "Internal errors turned into SERVFAIL"),
     ("querylog_dropped", "log_dropped", "Query log rows dropped because the writer fell behind"),
+    ("config_reloads", "reloads", "Configurations swapped in by a reload"),
+    (
+        "config_reloads_refused",
+        "reloads_refused",
+        "Reloads refused (a bad, empty or unreadable config); the last good one kept serving",
+    ),
 )
 
 

@@ -143,6 +143,7 @@ def stats_body(snapshot: Snapshot) -> dict[str, object]:
             "dropped_overload": stats.dropped_overload,
             "handler_failures": stats.handler_failures,
             "querylog_dropped": stats.log_dropped,
+            "reloads_refused": stats.reloads_refused,
         },
         "policy": {
             "entries": policy.size,

@@ -34,6 +34,8 @@ class ServerStats:
     dropped_overload: int = 0  # slow-path queries dropped because too many were in flight
     handler_failures: int = 0  # exceptions turned into SERVFAIL
     log_dropped: int = 0  # query-log rows dropped because the writer fell behind
+    reloads: int = 0  # configurations swapped in after the first
+    reloads_refused: int = 0  # reloads refused (bad or empty config); the old configuration kept serving
     upstream_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     upstream_latency_sum: float = 0.0
     upstream_latency_count: int = 0
