@@ -7,8 +7,8 @@ All on loopback, bounded in count and time:
    domain, ``allow_clients = 127.0.0.1/32`` and the admin API on a free port;
 2. sends ``--queries`` one-packet queries for the blocked name with random query types, half from 127.0.0.1
    (blocked answers) and half from 127.0.0.2 (refused clients), a window of them at a time;
-3. measures DNS latency with one query at a time from another thread: first idle, then during each of
-   ``--scrapes`` renders of /metrics and of /api/stats;
+3. measures DNS latency with queries at a fixed rate (500 per second, replies collected by another thread):
+   for ``--seconds`` idle, then for ``--seconds`` of back-to-back renders of /metrics, then of /api/stats;
 4. prints the series count, the /metrics size, the render times and the latency percentiles.
 
 ``--checkout /work/main`` runs another checkout's code under the same load, for a before/after figure.
@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token"
 BLOCKED = "x.bench.test"
 WINDOW = 256  # queries in flight during the flood
+PROBE_INTERVAL = 0.002  # one latency probe every 2 ms (500 queries per second)
 DEADLINE = 600.0  # the whole run, seconds
 
 
@@ -88,7 +89,9 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(checkout)}
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
         command = [*pin, sys.executable, "-m", "blockdns", "serve", "--config", str(config)]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(  # cwd: `python -m` would put the current directory first
+            command, env=env, cwd=config.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         self.port = port
         deadline = time.monotonic() + 60
         while not self._answers():
@@ -147,39 +150,61 @@ def flood(port: int, count: int, seed: int) -> int:
     return answered
 
 
-class Prober(threading.Thread):
-    """One query at a time, as fast as they are answered; each one's latency in milliseconds."""
+class Prober:
+    """Queries at a fixed rate from one thread, replies collected by another: a stalled server delays every
+    query sent meanwhile, as it would real clients' (a client that waits for each answer before asking again
+    would see one slow query per stall). ``window`` gives the latencies of the queries sent in a period."""
 
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.latencies: list[float] = []
-        self.lost = 0
+    def __init__(self, port: int, interval: float = PROBE_INTERVAL) -> None:
+        self.port, self.interval = port, interval
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.sent: dict[int, float] = {}  # query ID -> when it was sent
+        self.answered: dict[int, float] = {}  # query ID -> latency, seconds
         self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._send), threading.Thread(target=self._receive)]
 
-    def run(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            sock.settimeout(10)
-            qid = 0
-            while not self.stopping.is_set():
-                qid = (qid + 1) & 0xFFFF
-                packet = query(qid, BLOCKED, 1)
-                started = time.perf_counter()
-                sock.sendto(packet, ("127.0.0.1", self.port))
-                try:
-                    while sock.recv(512)[:2] != packet[:2]:
-                        pass
-                except TimeoutError:
-                    self.lost += 1
-                    continue
-                self.latencies.append(1000 * (time.perf_counter() - started))
-                time.sleep(0.001)
+    def start(self) -> Prober:
+        for thread in self.threads:
+            thread.start()
+        return self
 
-    def stop(self) -> list[float]:
+    def _send(self) -> None:
+        qid = 0
+        next_send = time.perf_counter()
+        while not self.stopping.is_set() and qid < 65535:
+            qid += 1
+            self.sent[qid] = time.perf_counter()
+            self.sock.sendto(query(qid, BLOCKED, 1), ("127.0.0.1", self.port))
+            next_send += self.interval
+            time.sleep(max(0.0, next_send - time.perf_counter()))
+
+    def _receive(self) -> None:
+        while not self.stopping.is_set() or len(self.answered) < len(self.sent):
+            try:
+                data = self.sock.recv(512)
+            except TimeoutError:
+                if self.stopping.is_set():
+                    break
+                continue
+            now = time.perf_counter()
+            qid = int.from_bytes(data[:2], "big")
+            if qid in self.sent:
+                self.answered[qid] = now - self.sent[qid]
+
+    def stop(self) -> None:
+        time.sleep(0.5)  # replies to the last queries are on their way
         self.stopping.set()
-        self.join(15)
-        return self.latencies
+        for thread in self.threads:
+            thread.join(15)
+        self.sock.close()
+
+    def window(self, start: float, end: float) -> tuple[list[float], int]:
+        """Latencies (ms) of the queries sent between ``start`` and ``end``, and how many got no reply."""
+        ids = [qid for qid, sent in self.sent.items() if start <= sent <= end]
+        latencies = [1000 * self.answered[qid] for qid in ids if qid in self.answered]
+        return latencies, len(ids) - len(latencies)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -196,30 +221,34 @@ def get(url: str) -> tuple[float, bytes, int]:
         return time.perf_counter() - started, body, response.status
 
 
-def measure_render(dns_port: int, url: str, scrapes: int) -> dict[str, float]:
-    """Render ``url`` ``scrapes`` times, probing DNS latency during each render only."""
-    times: list[float] = []
-    during: list[float] = []
-    size = 0
-    for _ in range(scrapes):
-        prober = Prober(dns_port)
-        prober.start()
-        while len(prober.latencies) < 5:  # the prober is under way before the render starts
-            time.sleep(0.001)
-        seen = len(prober.latencies)
-        elapsed, body, _ = get(url)
-        latencies = prober.stop()[seen:]
-        times.append(elapsed)
-        during.extend(latencies)
-        size = len(body)
+def latency(prober: Prober, start: float, end: float, prefix: str) -> dict[str, float]:
+    latencies, lost = prober.window(start, end)
     return {
+        f"{prefix}_n": len(latencies),
+        f"{prefix}_lost": lost,
+        f"{prefix}_p50_ms": percentile(latencies, 0.50),
+        f"{prefix}_p99_ms": percentile(latencies, 0.99),
+        f"{prefix}_max_ms": max(latencies, default=float("nan")),
+    }
+
+
+def measure_render(prober: Prober, url: str, seconds: float) -> dict[str, float]:
+    """Render ``url`` back to back for ``seconds`` (at least once); DNS latency of the queries sent
+    meanwhile."""
+    times: list[float] = []
+    size = 0
+    start = time.perf_counter()
+    while not times or time.perf_counter() - start < seconds:
+        elapsed, body, _ = get(url)
+        times.append(elapsed)
+        size = len(body)
+    end = time.perf_counter()
+    return {
+        "renders": len(times),
         "render_s_median": statistics.median(times),
         "render_s_max": max(times),
         "bytes": size,
-        "dns_during_n": len(during),
-        "dns_during_p50_ms": percentile(during, 0.50),
-        "dns_during_p99_ms": percentile(during, 0.99),
-        "dns_during_max_ms": max(during, default=float("nan")),
+        **latency(prober, start, end, "dns_during"),
     }
 
 
@@ -233,7 +262,7 @@ def main() -> None:
     )
     parser.add_argument("--checkout", type=Path, default=HERE.parent, help="the blockdns source tree to run")
     parser.add_argument("--queries", type=int, default=100_000)
-    parser.add_argument("--scrapes", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured period")
     parser.add_argument("--seed", type=int, default=14)
     args = parser.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: sys.exit("bench/scrape.py: over its time bound"))
@@ -243,15 +272,20 @@ def main() -> None:
         config = write_config(Path(tmp), dns_port, api_port)
         server = Server(args.checkout.resolve(), config, dns_port)
         try:
-            idle = Prober(dns_port)
-            idle.start()
-            time.sleep(1.0)
-            idle_latencies = idle.stop()
             started = time.monotonic()
             answered = flood(dns_port, args.queries, args.seed)
             flood_seconds = time.monotonic() - started
             base = f"http://127.0.0.1:{api_port}"
             _, text, _ = get(base + "/metrics")
+            prober = Prober(dns_port).start()
+            try:
+                idle_start = time.perf_counter()
+                time.sleep(args.seconds)
+                idle = latency(prober, idle_start, time.perf_counter(), "dns_idle")
+                metrics = measure_render(prober, base + "/metrics", args.seconds)
+                stats = measure_render(prober, base + "/api/stats", args.seconds)
+            finally:
+                prober.stop()
             result = {
                 "checkout": str(args.checkout.resolve()),
                 "queries": args.queries,
@@ -261,10 +295,9 @@ def main() -> None:
                 "queries_series": sum(
                     1 for line in text.decode().splitlines() if line.startswith("blockdns_queries_total{")
                 ),
-                "dns_idle_p50_ms": percentile(idle_latencies, 0.50),
-                "dns_idle_p99_ms": percentile(idle_latencies, 0.99),
-                "metrics": measure_render(dns_port, base + "/metrics", args.scrapes),
-                "stats": measure_render(dns_port, base + "/api/stats", args.scrapes),
+                "idle": idle,
+                "metrics": metrics,
+                "stats": stats,
             }
         finally:
             server.stop()
