@@ -288,6 +288,8 @@ class ApiSettings(Section):
     def _check_hosts(cls, values: list[str]) -> list[str]:
         checked = []
         for value in values:
+            if "*" in value:
+                raise ValueError(f"{value!r}: write .example.org for a domain and every name below it")
             dot = "." if value.strip().startswith(".") else ""
             try:
                 checked.append(dot + normalise(value.strip()[len(dot) :]))

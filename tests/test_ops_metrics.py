@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,24 @@ def test_registries_are_separate(control: FakeControl) -> None:
     other.stats.cache.hits = 2
     assert value(scrape(control), "blockdns_cache_hits_total") == 1
     assert value(scrape(other), "blockdns_cache_hits_total") == 2
+
+
+def test_a_snapshot_does_not_move_with_the_counters(control: FakeControl) -> None:
+    """Renders read the snapshot in a worker thread while the event loop keeps counting: it must share no
+    dict, list or counter object with the live stats (including any field added later)."""
+    stats = control.stats
+    stats.queries[(1, "resolved", "default")] = 1
+    snapshot = take_snapshot(control, None)
+    for item in fields(stats):
+        live = getattr(stats, item.name)
+        if isinstance(live, dict | list) or is_dataclass(live):
+            assert getattr(snapshot.stats, item.name) is not live, item.name
+    stats.queries[(1, "resolved", "default")] += 1
+    stats.queries[(28, "resolved", "default")] += 1
+    stats.cache.hits += 1
+    stats.upstream.queries += 1
+    stats.observe_upstream_latency(0.001)
+    copy = snapshot.stats
+    assert dict(copy.queries) == {(1, "resolved", "default"): 1}
+    assert copy.cache.hits == copy.upstream.queries == copy.upstream_latency_count == 0
+    assert sum(copy.upstream_latency_buckets) == 0
