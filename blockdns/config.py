@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from blockdns.errors import ConfigError
+from blockdns.errors import ConfigError, InvalidName
+from blockdns.names import normalise
 from blockdns.tomlfile import read_toml, schema_problems
 
 DEFAULT_CONFIG_NAME = "blockdns.toml"
@@ -276,6 +277,10 @@ class QueryLogSettings(Section):
 class ApiSettings(Section):
     listen: str = "127.0.0.1:8053"
     token: str = ""
+    # Extra Host header values the API answers (ops/httpaccess.py): names, ".example.org" for a domain and
+    # every name below it. IP literals and localhost are always accepted.
+    allowed_hosts: list[str] = []
+    read_token: bool = False  # reads need the token too (always so when `listen` is not loopback)
 
     @field_validator("listen")
     @classmethod
@@ -283,6 +288,20 @@ class ApiSettings(Section):
         if value:
             parse_host_port(value, 8053)
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, values: list[str]) -> list[str]:
+        checked = []
+        for value in values:
+            if "*" in value:
+                raise ValueError(f"{value!r}: write .example.org for a domain and every name below it")
+            dot = "." if value.strip().startswith(".") else ""
+            try:
+                checked.append(dot + normalise(value.strip()[len(dot) :]))
+            except InvalidName as err:
+                raise ValueError(f"{err}: give a host name, or .domain for it and the names below") from None
+        return checked
 
     def address(self) -> tuple[str, int] | None:
         return parse_host_port(self.listen, 8053) if self.listen else None

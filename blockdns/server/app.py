@@ -3,8 +3,9 @@ file changes, the API), pause, background feed refresh, query log and admin API.
 
 What a configuration wires together is built in one place,
 :func:`blockdns.server.generation.build_generation`. A reload compiles the new policy off the event loop,
-builds a new generation from it and swaps it in with one assignment; a bad new config is refused with one
-log line and the old one keeps serving.
+builds a new generation from it and swaps it in with one assignment; a bad new config — or an empty one,
+which would otherwise mean the built-in defaults — is refused with one log line, counted, and the old one
+keeps serving.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, Settings
-from blockdns.errors import BlockdnsError
+from blockdns.errors import BlockdnsError, ConfigError
 from blockdns.feeds.manifest import manifest_path, read_manifest
 from blockdns.feeds.refresh import update_command
 from blockdns.feeds.report import failed_feeds_summary
@@ -37,10 +38,11 @@ from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
 from blockdns.server.udp import UdpProtocol
+from blockdns.tomlfile import read_toml
 
 log = logging.getLogger("blockdns")
 
-WATCH_INTERVAL = 2.0
+WATCH_INTERVAL = 2.0  # seconds between two looks at the watched files
 # Binding these fails on hosts without IPv6; such an address is skipped with a warning instead of failing.
 _UNAVAILABLE_ERRNOS = {99, 97}  # EADDRNOTAVAIL, EAFNOSUPPORT
 
@@ -78,8 +80,7 @@ class Server:
         self._background: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self._watched: dict[Path, float] = {}
-        self.reloads = 0
+        self._watched: dict[Path, FileState] = {}
         self.last_refresh: float | None = None
 
     # --------------------------------------------------------------------------------- ServerControl
@@ -87,6 +88,10 @@ class Server:
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def reloads(self) -> int:
+        return self.stats.reloads
 
     @property
     def generation(self) -> Generation:
@@ -125,13 +130,14 @@ class Server:
         async with self._reload_lock:
             source = self._settings.source
             try:
-                settings = await asyncio.to_thread(config_module.load, source) if source else self._settings
+                settings = await asyncio.to_thread(load_replacement, source) if source else self._settings
                 policy = await asyncio.to_thread(build_policy, settings)
             except BlockdnsError as err:
-                log.error("reload refused, the old configuration keeps serving: %s", err)
+                self.stats.reloads_refused += 1
+                log.error("reload refused, the last good configuration keeps serving: %s", err)
                 return ReloadResult(False, str(err))
             self._apply(settings, policy)
-            self.reloads += 1
+            self.stats.reloads += 1
             self._snapshot_watched()
             message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
             log.info(message)
@@ -255,21 +261,33 @@ class Server:
         paths.append(manifest_path(directory))
         return paths
 
-    def _watched_mtimes(self) -> dict[Path, float]:
-        return {path: _mtime(path) for path in self._watched_paths()}
+    def _watched_states(self) -> dict[Path, FileState]:
+        return {path: _file_state(path) for path in self._watched_paths()}
 
     def _snapshot_watched(self) -> None:
-        self._watched = self._watched_mtimes()
+        self._watched = self._watched_states()
 
     async def _watch_files(self) -> None:
-        """Reload when the config, the catalogue, the feed definitions or the fetched lists change.
+        """Reload when the config, the catalogue, the feed definitions or the fetched lists change, once the
+        change has settled: two looks WATCH_INTERVAL apart must find every file as it was (modification
+        time, size, inode). A file being written — an editor that truncates and then writes, a copy under
+        way — changes between looks and is waited out; a reload never reads it half written unless the writer
+        stalls for a whole interval, and then an empty file is still refused by :func:`load_replacement`.
+        (A content hash would add nothing: a change the three do not show is a write within one timestamp
+        tick that keeps the size, which the next look cannot tell from a finished one either.)
 
-        The directory scan runs in a worker thread: a hundred stat calls would otherwise stall every query
-        behind them for a millisecond or two."""
+        The scan runs in a worker thread: a hundred stat calls would otherwise stall every query behind them
+        for a millisecond or two."""
+        changed: dict[Path, FileState] | None = None  # what the last look saw, when it differed
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            current = await asyncio.to_thread(self._watched_mtimes)
-            if current != self._watched:
+            current = await asyncio.to_thread(self._watched_states)
+            if current == self._watched:
+                changed = None
+            elif current != changed:
+                changed = current  # moved since the last look: look again before reloading
+            else:
+                changed = None
                 self._watched = current
                 log.info("configuration or list files changed: reloading")
                 await self.reload()
@@ -317,6 +335,33 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+FileState = tuple[int, int, int] | None  # (mtime in ns, size, inode); None: missing or unreadable
+
+
+def _file_state(path: Path) -> FileState:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def load_replacement(path: Path) -> Settings:
+    """The config file, read again for a reload (SIGHUP, the file watcher, the API).
+
+    A file with no settings at all — empty, truncated to nothing, only comments — is refused rather than
+    read as "all defaults": that would swap forward mode for recursion and drop the groups and the token
+    because an editor truncated the file before writing it."""
+    raw = read_toml(path)
+    if not raw:
+        raise ConfigError(
+            "has no settings (empty?): refusing to reload to the built-in defaults; to run on the defaults,"
+            " restart without --config",
+            file=str(path),
+        )
+    return config_module.from_dict(raw, source=path)
 
 
 def run(settings: Settings) -> None:
