@@ -53,6 +53,14 @@ PLAIN_COUNTERS = (
     ("dropped_overload", "dropped_overload", "Queries dropped because too many were being resolved"),
     ("handler_failures", "handler_failures", "Internal errors turned into SERVFAIL"),
     ("querylog_dropped", "log_dropped", "Query log rows dropped because the writer fell behind"),
+    ("tcp_connections_evicted", "tcp_evicted", "Idle TCP connections closed to make room for a new client"),
+)
+
+# reason label -> ServerStats field, for TCP connections closed as soon as they were accepted.
+TCP_REFUSALS = (
+    ("not_allowed", "tcp_refused_not_allowed"),  # the client is outside server.allow_clients
+    ("client_limit", "tcp_refused_client_limit"),  # the client already holds server.tcp_max_per_client
+    ("full", "tcp_refused_full"),  # every slot taken, none idle
 )
 
 
@@ -152,6 +160,14 @@ class ServerCollector(Collector):
 
         for name, attribute, text in PLAIN_COUNTERS:
             yield CounterMetricFamily(f"blockdns_{name}", text, value=getattr(stats, attribute))
+        yield GaugeMetricFamily("blockdns_tcp_connections", "TCP connections open", value=stats.tcp_open)
+        refused = CounterMetricFamily(
+            "blockdns_tcp_connections_refused", "TCP connections closed as soon as they were accepted",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, attribute in TCP_REFUSALS:
+            refused.add_metric([reason], getattr(stats, attribute))
+        yield refused
         if self.querylog is not None:
             yield GaugeMetricFamily(
                 "blockdns_querylog_queue_rows",

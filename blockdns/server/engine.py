@@ -57,6 +57,10 @@ class Engine:
         """Swap in a new generation (one reference assignment: atomic for every query after it)."""
         self.generation = generation
 
+    def allows(self, address: str) -> bool:
+        """Whether ``address`` may use this resolver at all (``server.allow_clients``)."""
+        return self.generation.access.allowed(address)
+
     def serve(self, data: bytes, address: str, transport: str) -> bytes | asyncio.Task[bytes | None] | None:
         """Answer one query packet from ``address`` over ``transport`` (see the module docstring)."""
         gen = self.generation

@@ -1,0 +1,204 @@
+"""Hardening against hostile clients and lossy paths (issue 14): TCP slots per client and under pressure,
+retransmission to upstreams, EDE texts that name no address, per-client fairness of slow-path work, and the
+kernel's receive drops as a metric."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+
+import dns.message
+import dns.rcode
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from blockdns.ops.metrics import make_registry, render
+
+from conftest import RunningServer, base_config
+from fakedns import FakeDNS
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeDNS]:
+    fake = FakeDNS("127.0.0.2").answer("example.com", "A", "192.0.2.1").start()
+    yield fake
+    fake.stop()
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def metrics(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's Prometheus exposition, read on its loop as a scrape is."""
+
+    async def scrape() -> bytes:
+        return render(make_registry(server.server))
+
+    samples = {}
+    for family in text_string_to_metric_families(server.call(scrape()).decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def frame(name: str) -> bytes:
+    wire = dns.message.make_query(name, "A").to_wire()
+    return struct.pack(">H", len(wire)) + wire
+
+
+def read_frame(sock: socket.socket) -> dns.message.Message:
+    def exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            data += chunk
+        return data
+
+    return dns.message.from_wire(exactly(struct.unpack(">H", exactly(2))[0]))
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True when the server has closed ``sock`` (EOF or reset) within its timeout; False if it stays open."""
+    try:
+        return sock.recv(10) == b""
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def ask_over_tcp(port: int, name: str = "example.com", source: str = "127.0.0.1") -> dns.message.Message:
+    with connect(port, source) as sock:
+        sock.sendall(frame(name))
+        return read_frame(sock)
+
+
+# ------------------------------------------------------------------------------------------ TCP slots
+
+
+def test_a_refused_client_holds_no_tcp_slot(start_server, upstream):
+    """400 connections from outside allow_clients (more than the 256 slots) leave every slot to the
+    allowed clients: each refused connection is closed before it holds one."""
+    raw = base_config(upstream, policy={"block": []})
+    raw["server"]["allow_clients"] = ["127.0.0.1/32"]
+    server = start_server(raw)
+    stats = server.server.stats
+    held = [connect(server.port, "127.0.0.7") for _ in range(400)]
+    try:
+        assert wait_until(lambda: stats.tcp_refused_not_allowed == 400, 20)
+        for index in range(5):
+            assert ask_over_tcp(server.port, f"n{index}.example").rcode() == dns.rcode.NXDOMAIN
+        assert ask_over_tcp(server.port).answer[0][0].address == "192.0.2.1"
+        assert stats.tcp_open == 0 or wait_until(lambda: stats.tcp_open == 0)
+        held[0].settimeout(2)
+        assert closed_by_server(held[0])
+        refused = metrics(server)[("blockdns_tcp_connections_refused_total", (("reason", "not_allowed"),))]
+        assert refused == 400
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_one_client_address_holds_at_most_tcp_max_per_client(start_server, upstream):
+    raw = base_config(upstream, policy={"block": []})
+    raw["server"]["tcp_max_per_client"] = 3
+    server = start_server(raw)
+    stats = server.server.stats
+    mine = [connect(server.port) for _ in range(3)]
+    assert wait_until(lambda: stats.tcp_open == 3)
+    with connect(server.port) as extra:
+        assert closed_by_server(extra)  # at once: an admitted connection would wait 10 s for a query
+    assert stats.tcp_refused_client_limit == 1
+    assert ask_over_tcp(server.port, source="127.0.0.3").answer[0][0].address == "192.0.2.1"
+    mine.pop().close()
+    assert wait_until(lambda: stats.tcp_open == 2)
+    assert ask_over_tcp(server.port).answer[0][0].address == "192.0.2.1"  # a slot of its own again
+    for sock in mine:
+        sock.sendall(frame("example.com"))
+        assert read_frame(sock).answer[0][0].address == "192.0.2.1"
+        sock.close()
+
+
+def slow_config(upstream: FakeDNS, **server: object) -> dict:
+    raw = base_config(upstream, policy={"block": []})
+    raw["server"].update(server)
+    raw["resolver"]["timeout"] = 5.0
+    raw["resolver"]["total_timeout"] = 6.0
+    for index in range(4):
+        upstream.answer(f"slow{index}.example", "A", f"192.0.2.{10 + index}").delay(f"slow{index}.example", 2)
+    return raw
+
+
+def test_the_longest_idle_connection_makes_room_when_every_slot_is_taken(start_server, upstream):
+    server = start_server(slow_config(upstream, tcp_max_connections=4, tcp_idle_timeout=30))
+    stats = server.server.stats
+    idle = connect(server.port, "127.0.0.11")
+    assert wait_until(lambda: stats.tcp_open == 1)
+    busy = [connect(server.port, f"127.0.0.{12 + index}") for index in range(3)]
+    for index, sock in enumerate(busy):
+        sock.sendall(frame(f"slow{index}.example"))  # an answer pending: not idle, never evicted
+    assert wait_until(lambda: stats.tcp_open == 4 and len(server.server.tasks) == 3)
+    started = time.monotonic()
+    assert ask_over_tcp(server.port, source="127.0.0.20").answer[0][0].address == "192.0.2.1"
+    assert time.monotonic() - started < 1.5  # admitted at once, not after a slow answer freed a slot
+    assert closed_by_server(idle)
+    assert stats.tcp_evicted == 1 and stats.tcp_refused_full == 0
+    assert metrics(server)[("blockdns_tcp_connections_evicted_total", ())] == 1
+    for index, sock in enumerate(busy):
+        assert read_frame(sock).answer[0][0].address == f"192.0.2.{10 + index}"
+        sock.close()
+    idle.close()
+
+
+def test_a_new_connection_is_refused_only_when_no_connection_is_idle(start_server, upstream):
+    server = start_server(slow_config(upstream, tcp_max_connections=2))
+    stats = server.server.stats
+    busy = [connect(server.port, f"127.0.0.{12 + index}") for index in range(2)]
+    for index, sock in enumerate(busy):
+        sock.sendall(frame(f"slow{index}.example"))
+    assert wait_until(lambda: stats.tcp_open == 2 and len(server.server.tasks) == 2)
+    with connect(server.port, "127.0.0.20") as extra:
+        extra.settimeout(1.5)
+        assert closed_by_server(extra)
+    assert stats.tcp_refused_full == 1 and stats.tcp_evicted == 0
+    for index, sock in enumerate(busy):
+        assert read_frame(sock).answer[0][0].address == f"192.0.2.{10 + index}"
+        sock.close()
+
+
+def test_idle_connections_get_a_short_timeout_when_the_slots_fill_up(start_server, upstream):
+    """RFC 7766 §6.2.3: past 80% of the slots an idle connection waits half a second, not 30."""
+    server = start_server(slow_config(upstream, tcp_max_connections=10, tcp_idle_timeout=30))
+    stats = server.server.stats
+    first = connect(server.port, "127.0.0.11")
+    assert wait_until(lambda: stats.tcp_open == 1)
+    others = []
+    for index in range(8):
+        others.append(connect(server.port, f"127.0.0.{12 + index}"))
+        assert wait_until(lambda count=index + 2: stats.tcp_open == count)
+    last = others[-1]  # the ninth of ten slots
+    started = time.monotonic()
+    assert closed_by_server(last)
+    assert time.monotonic() - started < 3
+    first.sendall(frame("example.com"))  # admitted before the pressure: still open
+    assert read_frame(first).answer[0][0].address == "192.0.2.1"
+    for sock in [first, *others]:
+        sock.close()
