@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterator
 import dns.message
 import dns.rcode
 import pytest
+from dnslib import RR, DNSRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from blockdns.ops.metrics import make_registry, render
+from blockdns.resolve.rtt import MIN_RTO
 
-from conftest import RunningServer, base_config
+from conftest import RunningServer, base_config, ede_of
 from fakedns import FakeDNS
 
 
@@ -202,3 +204,97 @@ def test_idle_connections_get_a_short_timeout_when_the_slots_fill_up(start_serve
     assert read_frame(first).answer[0][0].address == "192.0.2.1"
     for sock in [first, *others]:
         sock.close()
+
+
+# ------------------------------------------------------------------------------ upstream retransmission
+
+
+def forward_to(*upstreams: FakeDNS | str, **resolver: float) -> dict:
+    raw = base_config(None, policy={"block": []})
+    urls = [u if isinstance(u, str) else u.url for u in upstreams]
+    raw["resolver"].update({"upstreams": urls, "timeout": 2.0, "total_timeout": 10.0, **resolver})
+    return raw
+
+
+def timed_query(server: RunningServer, name: str) -> tuple[dns.message.Message, float]:
+    started = time.monotonic()
+    response = server.query(name)
+    return response, time.monotonic() - started
+
+
+def test_a_lost_packet_to_the_only_upstream_is_sent_again_well_inside_the_timeout(start_server, upstream):
+    upstream.answer("lossy.example", "A", "192.0.2.5").drop("lossy.example")
+    server = start_server(forward_to(upstream))
+    response, seconds = timed_query(server, "lossy.example")
+    assert response.answer[0][0].address == "192.0.2.5"
+    assert seconds < 1.0  # not the 2 s timeout (nor a SERVFAIL after it)
+    assert upstream.count("lossy.example") == 2
+    assert server.server.stats.upstream.retransmits == 1
+    assert metrics(server)[("blockdns_upstream_retransmits_total", ())] == 1
+
+
+def test_the_retransmission_timeout_follows_the_upstreams_round_trip_time(start_server, upstream):
+    server = start_server(forward_to(upstream))
+    forwarder = server.server.upstream
+    (configured,) = forwarder.upstreams
+    assert forwarder.retransmission_timeout(configured) == pytest.approx(0.376)  # never heard from
+    for index in range(8):
+        server.query(f"warm{index}.example")
+    assert forwarder.retransmission_timeout(configured) == pytest.approx(MIN_RTO)  # loopback: the floor
+    upstream.answer("lossy.example", "A", "192.0.2.5").drop("lossy.example")
+    response, seconds = timed_query(server, "lossy.example")
+    assert response.answer[0][0].address == "192.0.2.5" and seconds < 1.0
+
+
+def test_a_late_reply_sends_the_question_to_the_next_upstream_well_before_the_timeout(start_server):
+    first, second = FakeDNS("127.0.0.2").start(), FakeDNS("127.0.0.3").start()
+    try:
+        first.silence("late.example")
+        second.answer("late.example", "A", "192.0.2.6")
+        server = start_server(forward_to(first, second))
+        response, seconds = timed_query(server, "late.example")
+        assert response.answer[0][0].address == "192.0.2.6" and seconds < 1.0
+        assert first.count("late.example") == 1 and second.count("late.example") == 1
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_forged_reply_from_another_address_is_ignored_while_retransmitting(start_server, upstream):
+    """The first query's reply comes from an off-path address with the right ID, question and port; the
+    connected socket never hands it over, and the retransmission's genuine reply is the answer."""
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forger.bind(("127.0.0.9", upstream.port))
+    asked = 0
+
+    def forge_the_first(request: DNSRecord, transport: str) -> DNSRecord | None:
+        nonlocal asked
+        asked += 1
+        reply = request.reply()
+        if asked == 1:
+            reply.add_answer(*RR.fromZone("forged.example. 60 IN A 6.6.6.6"))
+            forger.sendto(bytes(reply.pack()), upstream.sources[-1])
+            return None
+        reply.add_answer(*RR.fromZone("forged.example. 60 IN A 192.0.2.7"))
+        return reply
+
+    upstream.handle("forged.example", forge_the_first)
+    server = start_server(forward_to(upstream))
+    try:
+        response, seconds = timed_query(server, "forged.example")
+    finally:
+        forger.close()
+    assert response.answer[0][0].address == "192.0.2.7" and seconds < 1.0
+    assert upstream.count("forged.example") == 2
+
+
+def test_the_ede_text_of_an_upstream_failure_names_no_address(start_server, upstream):
+    upstream.silence("quiet.example")
+    for target, code in ((upstream.url, 22), ("udp://127.0.0.4:9", 23)):  # silent; port unreachable
+        server = start_server(forward_to(target, timeout=0.3, total_timeout=1.0))
+        response = server.query("quiet.example")
+        assert response.rcode() == dns.rcode.SERVFAIL
+        ((ede_code, text),) = ede_of(response)
+        assert ede_code == code and text
+        host, port = target.removeprefix("udp://").split(":")
+        assert host not in text and port not in text, text

@@ -223,6 +223,7 @@ class ServerCollector(Collector):
             ("timeouts", "Queries that got no reply in time"),
             ("errors", "Network errors talking to a server"),
             ("tcp_fallbacks", "Truncated UDP replies retried over TCP"),
+            ("retransmits", "Questions sent again because a reply was late (forward mode)"),
         ):
             yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
 

@@ -39,6 +39,7 @@ class TransportStats:
     timeouts: int = 0
     errors: int = 0
     tcp_fallbacks: int = 0
+    retransmits: int = 0  # questions sent again because a reply was late (forward mode)
 
 
 def new_query_id() -> int:
@@ -120,21 +121,21 @@ async def _udp(host: str, port: int, query: _Outgoing, timeout: float, stats: Tr
             await loop.sock_sendall(sock, query.message)
         except OSError as err:
             stats.errors += 1
-            raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
+            raise _network_error(f"{host}:{port}", err) from None
         deadline = loop.time() + timeout
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 stats.timeouts += 1
-                raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY)
+                raise _timed_out(f"{host}:{port}")
             try:
                 data = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
             except TimeoutError:
                 stats.timeouts += 1
-                raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
+                raise _timed_out(f"{host}:{port}") from None
             except OSError as err:  # e.g. ICMP port unreachable surfaces as ECONNREFUSED
                 stats.errors += 1
-                raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
+                raise _network_error(f"{host}:{port}", err) from None
             if query.answered_by(data):
                 stats.replies += 1
                 return data
@@ -160,11 +161,24 @@ async def _tcp(host: str, port: int, query: _Outgoing, timeout: float, stats: Tr
                 stats.mismatched += 1
     except TimeoutError:
         stats.timeouts += 1
-        raise UpstreamError(f"tcp {host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
+        raise _timed_out(f"tcp {host}:{port}", "over TCP") from None
     except (OSError, asyncio.IncompleteReadError) as err:
         stats.errors += 1
-        reason = getattr(err, "strerror", None) or type(err).__name__
-        raise UpstreamError(f"tcp {host}:{port}: {reason}", EDE_NETWORK_ERROR) from None
+        raise _network_error(f"tcp {host}:{port}", err, "over TCP") from None
     finally:
         if writer is not None:
             writer.close()
+
+
+# The message names the server, for the log; the client's EDE text does not (see UpstreamError).
+
+
+def _timed_out(server: str, how: str = "") -> UpstreamError:
+    client_text = f"upstream timed out {how}".rstrip()
+    return UpstreamError(f"{server}: timed out", EDE_NO_REACHABLE_AUTHORITY, client_text=client_text)
+
+
+def _network_error(server: str, err: OSError | asyncio.IncompleteReadError, how: str = "") -> UpstreamError:
+    reason = getattr(err, "strerror", None) or type(err).__name__
+    client_text = f"upstream network error {how}: {reason}" if how else f"upstream network error: {reason}"
+    return UpstreamError(f"{server}: {reason}", EDE_NETWORK_ERROR, client_text=client_text)
