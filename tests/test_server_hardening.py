@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -298,3 +299,58 @@ def test_the_ede_text_of_an_upstream_failure_names_no_address(start_server, upst
         assert ede_code == code and text
         host, port = target.removeprefix("udp://").split(":")
         assert host not in text and port not in text, text
+
+
+# ---------------------------------------------------------------------------- slow-path fairness, drops
+
+
+def test_a_flooding_client_cannot_take_every_slow_path_slot(start_server, upstream):
+    """One client floods names its upstream never answers in time; another client's questions still get
+    their share of ``max_inflight`` and are answered."""
+    raw = base_config(upstream, policy={"block": []})
+    raw["server"]["max_inflight"] = 8  # a client may hold 2
+    raw["resolver"].update(timeout=5.0, total_timeout=6.0)  # the flood's questions stay in flight
+    server = start_server(raw)
+    for index in range(40):
+        upstream.handle(f"q{index}.hang.example", lambda request, transport: time.sleep(6))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+        flood.bind(("127.0.0.1", 0))
+        for index in range(40):
+            query = dns.message.make_query(f"q{index}.hang.example", "A").to_wire()
+            flood.sendto(query, ("127.0.0.1", server.port))
+        stats = server.server.stats
+        assert wait_until(lambda: stats.dropped_client_share >= 38)
+        assert len(server.server.tasks) == 2
+        for name in ("example.com", "other.example"):
+            response = server.query(name, source="127.0.0.3", timeout=2)
+            assert response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+    assert stats.dropped_overload == 0
+    assert metrics(server)[("blockdns_dropped_client_share_total", ())] >= 38
+
+
+def test_the_kernels_receive_drops_are_counted(start_server, upstream):
+    """While the server's loop is stalled, a burst overflows a small receive buffer; the kernel's drop
+    count shows up in the metrics once the loop runs again."""
+    server = start_server(base_config(upstream, policy={"block": []}))
+    sock = server.server.listeners[0].udp.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # raised to the kernel's minimum: a few packets
+    assert metrics(server)[("blockdns_udp_receive_drops_total", ())] == 0
+    stalled, resume = threading.Event(), threading.Event()
+
+    def stall() -> None:
+        stalled.set()
+        resume.wait(10)
+
+    server.loop.call_soon_threadsafe(stall)
+    assert stalled.wait(5)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as burst:
+            query = dns.message.make_query("example.com", "A").to_wire()
+            for _ in range(200):
+                burst.sendto(query, ("127.0.0.1", server.port))
+    finally:
+        resume.set()
+    stats = server.server.stats
+    assert wait_until(lambda: stats.udp_receive_drops >= 150)
+    assert metrics(server)[("blockdns_udp_receive_drops_total", ())] >= 150
+    assert server.query("example.com").answer[0][0].address == "192.0.2.1"

@@ -54,6 +54,16 @@ PLAIN_COUNTERS = (
     ("handler_failures", "handler_failures", "Internal errors turned into SERVFAIL"),
     ("querylog_dropped", "log_dropped", "Query log rows dropped because the writer fell behind"),
     ("tcp_connections_evicted", "tcp_evicted", "Idle TCP connections closed to make room for a new client"),
+    (
+        "dropped_client_share",
+        "dropped_client_share",
+        "Queries dropped because their client had a quarter of server.max_inflight being resolved",
+    ),
+    (
+        "udp_receive_drops",
+        "udp_receive_drops",
+        "Queries the kernel dropped because the server's UDP receive queue was full",
+    ),
 )
 
 # reason label -> ServerStats field, for TCP connections closed as soon as they were accepted.

@@ -32,6 +32,7 @@ from blockdns.ops.querylog import QueryLog
 from blockdns.policy import Decision, Policy
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file
+from blockdns.server import rxdrops
 from blockdns.server.connections import ConnectionSlots
 from blockdns.server.engine import Engine
 from blockdns.server.generation import Generation, Shared, build_generation
@@ -177,6 +178,9 @@ class Server:
         if not self.listeners:
             raise BlockdnsError("no listen address could be bound")
         self._start_background(self.upstream.start())
+        if rxdrops.SUPPORTED:
+            udp_sockets = [listener.udp.get_extra_info("socket") for listener in self.listeners]
+            self._start_background(rxdrops.sample_receive_drops(self.stats, udp_sockets))
         await self._start_querylog()
         await self._start_api()
         self._snapshot_watched()
