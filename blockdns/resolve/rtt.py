@@ -23,7 +23,7 @@ def retransmission_timeout(srtt: float, rttvar: float, ceiling: float) -> float:
 @dataclass(slots=True)
 class RttEstimate:
     """How long to wait for one server's reply before asking again: ``srtt + 4 * rttvar`` from its replies,
-    doubled by each wait that went unanswered until a reply brings it back (RFC 6298 §5)."""
+    doubled by a wait that went unanswered until a reply brings it back (RFC 6298 §5)."""
 
     rto: float
     srtt: float | None = None
@@ -33,5 +33,10 @@ class RttEstimate:
         self.srtt, self.rttvar = smoothed(self.srtt, self.rttvar, sample)
         self.rto = retransmission_timeout(self.srtt, self.rttvar, ceiling)
 
-    def back_off(self, ceiling: float) -> None:
-        self.rto = min(self.rto * 2, ceiling)
+    def back_off(self, waited: float, ceiling: float) -> None:
+        """No reply within ``waited`` (the RTO a query was given): double that, not the current RTO, and
+        not below a reply's newer estimate, so that many queries timing out together back off once
+        (Unbound's ``rtt_lost``)."""
+        if self.rto < waited:
+            return  # a reply has brought the estimate down meanwhile
+        self.rto = max(self.rto, min(waited * 2, ceiling))
