@@ -261,6 +261,24 @@ def test_a_late_reply_sends_the_question_to_the_next_upstream_well_before_the_ti
         second.stop()
 
 
+def test_a_lost_packet_is_asked_again_of_the_same_upstream_rather_than_of_a_held_one(start_server):
+    """The second upstream is held after it stayed silent; when the first loses a packet, the question goes
+    to the first again, not to the one known to be silent."""
+    silent, working = FakeDNS("127.0.0.3").start(), FakeDNS("127.0.0.2").start()
+    try:
+        silent.silence("first.example").silence("lossy.example")
+        working.answer("first.example", "A", "192.0.2.4").answer("lossy.example", "A", "192.0.2.5")
+        server = start_server(forward_to(silent, working))
+        assert server.query("first.example").answer[0][0].address == "192.0.2.4"  # the silent one is held
+        working.drop("lossy.example")
+        response, seconds = timed_query(server, "lossy.example")
+        assert response.answer[0][0].address == "192.0.2.5" and seconds < 1.0
+        assert working.count("lossy.example") == 2 and silent.count("lossy.example") == 0
+    finally:
+        silent.stop()
+        working.stop()
+
+
 def test_a_forged_reply_from_another_address_is_ignored_while_retransmitting(start_server, upstream):
     """The first query's reply comes from an off-path address with the right ID, question and port; the
     connected socket never hands it over, and the retransmission's genuine reply is the answer."""

@@ -3,8 +3,8 @@
 A resolution starts with the first healthy upstream. When no reply has come within that upstream's
 retransmission timeout (its smoothed RTT plus four deviations, at least 0.2 s: :mod:`blockdns.resolve.rtt`;
 an upstream not heard from yet gets Unbound's 376 ms), the question goes out again with a fresh ID and
-source port: to the next upstream if one is left, else once more to one already asked (at most
-``MAX_REPEATS`` times per resolution, and never over TCP, which retransmits by itself). A late reply
+source port: to the next upstream if one is left and healthy, else once more to one already asked (at
+most ``MAX_REPEATS`` times per resolution, and never over TCP, which retransmits by itself). A late reply
 doubles that upstream's timeout (once for queries that were late together) until a reply brings it back
 (RFC 6298). Every query in flight keeps listening and the first usable reply wins; the transport still
 checks each reply against the address it was sent to, its ID and its question. An upstream has ``timeout``
@@ -209,20 +209,29 @@ class _Resolution:
         return None
 
     def _retransmit(self, now: float) -> float | None:
-        """No reply within the retransmission timeout: ask the next upstream, or one already asked again."""
+        """No reply within the retransmission timeout: ask the next upstream if it is healthy, else one
+        already asked again (a held upstream is asked only when that cannot be)."""
         if self.last is not None:
             self.last.rtt.back_off(self.waited, self.forwarder.timeout)
-        if self.waiting and now < self.deadline:
-            self.stats.retransmits += 1
-            return self._ask_next(now)
+        following = self.waiting[0] if self.waiting and now < self.deadline else None
+        if following is None or following.held(now):
+            again = self._to_ask_again(now)
+            if again is not None:
+                self.repeats += 1
+                self.stats.retransmits += 1
+                return self._send(again, now)
+        if following is None:
+            return None
+        self.stats.retransmits += 1
+        return self._ask_next(now)
+
+    def _to_ask_again(self, now: float) -> _Upstream | None:
+        """The first upstream asked over UDP that is still in time and not yet failed, within the limit."""
         if self.repeats >= MAX_REPEATS:
             return None
         for upstream, time_up in self.time_up.items():
-            waiting_on_udp = any(f.upstream is upstream and f.udp for f in self.flights.values())
-            if time_up > now and waiting_on_udp:
-                self.repeats += 1
-                self.stats.retransmits += 1
-                return self._send(upstream, now)
+            if time_up > now and any(f.upstream is upstream and f.udp for f in self.flights.values()):
+                return upstream
         return None
 
     # ------------------------------------------------------------------------------------ landing
