@@ -288,8 +288,9 @@ class _Resolution:
             raise UpstreamError("no upstream answered in time", EDE_NO_REACHABLE_AUTHORITY)
         network = any(e.ede_code == EDE_NETWORK_ERROR for e in errors)
         code = EDE_NETWORK_ERROR if network else errors[0].ede_code
+        message = "; ".join(dict.fromkeys(str(e) for e in errors))  # a repeated query fails alike
         client_text = "; ".join(dict.fromkeys(e.client_text for e in errors))
-        raise UpstreamError("; ".join(str(e) for e in errors), code, client_text=client_text)
+        raise UpstreamError(message, code, client_text=client_text)
 
 
 def _abandon(future: asyncio.Future[bytes], flight: _Flight) -> None:
