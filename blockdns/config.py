@@ -100,6 +100,7 @@ class ServerSettings(Section):
     ]
     tcp_idle_timeout: float = Field(10.0, gt=0)
     tcp_max_connections: int = Field(256, ge=1)
+    tcp_max_per_client: int = Field(16, ge=1)  # open TCP connections per client address
     max_inflight: int = Field(4096, ge=1)  # slow-path queries being resolved at once; more are dropped
 
     @field_validator("listen")

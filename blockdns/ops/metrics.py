@@ -56,6 +56,24 @@ PLAIN_COUNTERS = (
         "reloads_refused",
         "Reloads refused (a bad, empty or unreadable config); the last good one kept serving",
     ),
+    ("tcp_connections_evicted", "tcp_evicted", "Idle TCP connections closed to make room for a new client"),
+    (
+        "dropped_client_share",
+        "dropped_client_share",
+        "Queries dropped because their client had a quarter of server.max_inflight being resolved",
+    ),
+    (
+        "udp_receive_drops",
+        "udp_receive_drops",
+        "Queries the kernel dropped because the server's UDP receive queue was full",
+    ),
+)
+
+# reason label -> ServerStats field, for TCP connections closed as soon as they were accepted.
+TCP_REFUSALS = (
+    ("not_allowed", "tcp_refused_not_allowed"),  # the client is outside server.allow_clients
+    ("client_limit", "tcp_refused_client_limit"),  # the client already holds server.tcp_max_per_client
+    ("full", "tcp_refused_full"),  # every slot taken, none idle
 )
 
 
@@ -164,6 +182,14 @@ class ServerCollector(Collector):
 
         for name, attribute, text in PLAIN_COUNTERS:
             yield CounterMetricFamily(f"blockdns_{name}", text, value=getattr(stats, attribute))
+        yield GaugeMetricFamily("blockdns_tcp_connections", "TCP connections open", value=stats.tcp_open)
+        refused = CounterMetricFamily(
+            "blockdns_tcp_connections_refused", "TCP connections closed as soon as they were accepted",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, attribute in TCP_REFUSALS:
+            refused.add_metric([reason], getattr(stats, attribute))
+        yield refused
         querylog = snapshot.querylog
         if querylog is not None:
             yield GaugeMetricFamily(
@@ -227,6 +253,7 @@ class ServerCollector(Collector):
             ("timeouts", "Queries that got no reply in time"),
             ("errors", "Network errors talking to a server"),
             ("tcp_fallbacks", "Truncated UDP replies retried over TCP"),
+            ("retransmits", "Questions sent again because a reply was late (forward mode)"),
         ):
             yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
 

@@ -36,6 +36,14 @@ class ServerStats:
     log_dropped: int = 0  # query-log rows dropped because the writer fell behind
     reloads: int = 0  # configurations swapped in after the first
     reloads_refused: int = 0  # reloads refused (bad or empty config); the old configuration kept serving
+    # Hardening (issue 14): what the transports refused or shed to keep serving the clients that behave.
+    dropped_client_share: int = 0  # slow-path queries dropped: the client had its share of max_inflight
+    udp_receive_drops: int = 0  # datagrams the kernel dropped on our listening sockets (receive queue full)
+    tcp_open: int = 0  # TCP connections open now
+    tcp_refused_not_allowed: int = 0  # connections closed at once: the client is outside allow_clients
+    tcp_refused_client_limit: int = 0  # ... the client already holds server.tcp_max_per_client
+    tcp_refused_full: int = 0  # ... every slot was taken and no connection was idle
+    tcp_evicted: int = 0  # idle connections closed to make room for a new client
     upstream_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     upstream_latency_sum: float = 0.0
     upstream_latency_count: int = 0

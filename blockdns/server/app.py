@@ -33,6 +33,8 @@ from blockdns.ops.querylog import QueryLog
 from blockdns.policy import Decision, Policy
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file
+from blockdns.server import rxdrops
+from blockdns.server.connections import ConnectionSlots
 from blockdns.server.engine import Engine
 from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
@@ -71,8 +73,12 @@ class Server:
         self.engine = Engine(generation, self.stats, self.tasks)
         self.tcp = TcpServer(
             self.engine,
-            idle_timeout=settings.server.tcp_idle_timeout,
-            max_connections=settings.server.tcp_max_connections,
+            ConnectionSlots(
+                self.stats,
+                max_connections=settings.server.tcp_max_connections,
+                max_per_client=settings.server.tcp_max_per_client,
+                idle_timeout=settings.server.tcp_idle_timeout,
+            ),
         )
         self.listeners: list[Listener] = []
         self.querylog: QueryLog | None = None
@@ -155,8 +161,10 @@ class Server:
         previous = self.engine.generation
         generation = build_generation(settings, policy, self.shared, previous)
         self.tasks.limit = settings.server.max_inflight
-        self.tcp.idle_timeout = settings.server.tcp_idle_timeout
-        self.tcp.max_connections = settings.server.tcp_max_connections
+        slots = self.tcp.slots
+        slots.idle_timeout = settings.server.tcp_idle_timeout
+        slots.max_connections = settings.server.tcp_max_connections
+        slots.max_per_client = settings.server.tcp_max_per_client
         self._settings = settings
         self.engine.install(generation)
         if generation.upstream is not previous.upstream:
@@ -176,6 +184,9 @@ class Server:
         if not self.listeners:
             raise BlockdnsError("no listen address could be bound")
         self._start_background(self.upstream.start())
+        if rxdrops.SUPPORTED:
+            udp_sockets = [listener.udp.get_extra_info("socket") for listener in self.listeners]
+            self._start_background(rxdrops.sample_receive_drops(self.stats, udp_sockets))
         await self._start_querylog()
         await self._start_api()
         self._snapshot_watched()

@@ -53,6 +53,7 @@ class Generation:
     fast: FastNext  # the chain, fast path
     cache: AnswerCache
     upstream: Upstream
+    access: AccessControl  # the access handler's: the stream transports ask it before giving a slot
 
 
 def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: TransportStats) -> Upstream:
@@ -81,8 +82,9 @@ def build_generation(
     else:
         upstream = make_upstream(settings.resolver, settings.cache.max_entries, stats.upstream)
     responder = BlockResponder(settings.blocking)
+    access = AccessControl(settings.server.allowed_networks())
     parts: dict[str, Handler] = {
-        "access": AccessHandler(AccessControl(settings.server.allowed_networks())),
+        "access": AccessHandler(access),
         "local": LocalHandler(settings.blocking.bypass_protection),
         "blocking": BlockingHandler(responder, shared.pause),
         "inspection": InspectionHandler(responder, shared.pause),
@@ -100,4 +102,5 @@ def build_generation(
         fast=fast,
         cache=cache,
         upstream=upstream,
+        access=access,
     )
