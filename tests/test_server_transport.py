@@ -89,14 +89,18 @@ def _tcp_frame(message: dns.message.Message) -> bytes:
 
 
 def _read_frame(sock: socket.socket) -> dns.message.Message:
-    header = b""
-    while len(header) < 2:
-        header += sock.recv(2 - len(header))
-    length = struct.unpack(">H", header)[0]
+    length = struct.unpack(">H", _read_exactly(sock, 2))[0]
+    return dns.message.from_wire(_read_exactly(sock, length))
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
-    while len(data) < length:
-        data += sock.recv(length - len(data))
-    return dns.message.from_wire(data)
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {len(data)} of {size} bytes")
+        data += chunk
+    return data
 
 
 def test_tcp_several_pipelined_queries_on_one_connection(start_server, upstream):
