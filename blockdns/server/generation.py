@@ -8,14 +8,17 @@ the pause switch) is in :class:`Shared` and is passed in.
 
 The cache and the upstream are carried over from the previous generation when their settings did not change:
 cached answers do not depend on policy (it is applied around the cache, per group), and an upstream keeps
-its server state (RTTs, a primed root). A new upstream must be started and the old one closed by the caller.
+its server state (RTTs, a primed root). So is the router of the forward zones while they and the upstream
+stay. A new upstream or router must be started and the old one closed by the caller.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from blockdns import dnsname
 from blockdns.config import ResolverSettings, Settings
+from blockdns.localdata import LocalData
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Policy
 from blockdns.resolve.access import AccessControl, AccessHandler
@@ -24,15 +27,20 @@ from blockdns.resolve.blocking import BlockingHandler, BlockResponder, PauseSwit
 from blockdns.resolve.cache import AnswerCache, CacheHandler
 from blockdns.resolve.forward import Forwarder
 from blockdns.resolve.inspection import InspectionHandler
-from blockdns.resolve.local import LocalHandler
+from blockdns.resolve.local import LocalAnswers, LocalHandler
+from blockdns.resolve.localzones import LocalZonesHandler, ZoneTable
 from blockdns.resolve.resolving import ResolveHandler
+from blockdns.resolve.routing import ZoneRouter
 from blockdns.resolve.transport import TransportStats
 from blockdns.resolve.upstream import Upstream
+from blockdns.runtime import load_local
 from blockdns.server.clients import ClientDirectory
 
 # The one place that fixes the order of the chain, for both speeds (asserted by a test): access -> local
-# answers -> blocking (the name) -> inspection (CNAMEs, addresses, on the way back) -> cache -> resolve.
-CHAIN_ORDER = ("access", "local", "blocking", "inspection", "cache", "resolve")
+# records (the administrator's word, before policy) -> blocking (the name) -> locally served zones ->
+# inspection (CNAMEs, addresses, on the way back) -> cache -> resolve (a forward zone's upstream, or the
+# default).
+CHAIN_ORDER = ("access", "local", "blocking", "local_zones", "inspection", "cache", "resolve")
 
 
 @dataclass(slots=True)
@@ -52,7 +60,10 @@ class Generation:
     slow: Next  # the chain, slow path
     fast: FastNext  # the chain, fast path
     cache: AnswerCache
-    upstream: Upstream
+    upstream: Upstream  # the default upstream: recursion or the configured forwarders
+    router: ZoneRouter  # the forward zones' upstreams, and the default for every other name
+    local: LocalData
+    zones: ZoneTable
 
 
 def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: TransportStats) -> Upstream:
@@ -68,9 +79,26 @@ def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: Transpo
     return RecursiveResolver(resolver, cache_max_entries=cache_entries, stats=stats)
 
 
+def make_router(settings: Settings, default: Upstream, stats: TransportStats) -> ZoneRouter:
+    resolver = settings.resolver
+    zones: dict[bytes, Upstream] = {
+        dnsname.from_text(zone.name): Forwarder(
+            zone.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout, stats=stats
+        )
+        for zone in settings.forward_zones
+    }
+    return ZoneRouter(default, zones)
+
+
 def build_generation(
-    settings: Settings, policy: Policy, shared: Shared, previous: Generation | None = None
+    settings: Settings,
+    policy: Policy,
+    shared: Shared,
+    previous: Generation | None = None,
+    local: LocalData | None = None,
 ) -> Generation:
+    """Wire ``settings`` into a generation; ``local`` is the loaded local data (loaded here when not given,
+    which reads the hosts files)."""
     stats = shared.stats
     if previous is not None and previous.settings.cache == settings.cache:
         cache = previous.cache
@@ -80,14 +108,27 @@ def build_generation(
         upstream = previous.upstream
     else:
         upstream = make_upstream(settings.resolver, settings.cache.max_entries, stats.upstream)
+    if (
+        previous is not None
+        and previous.upstream is upstream
+        and previous.settings.forward_zones == settings.forward_zones
+    ):
+        router = previous.router
+    else:
+        router = make_router(settings, upstream, stats.upstream)
+    if local is None:
+        local = load_local(settings)
+    zones = ZoneTable.build(settings.local.private_reverse, router.zones)
     responder = BlockResponder(settings.blocking)
+    answers = LocalAnswers(local, zones, canaries=settings.blocking.bypass_protection)
     parts: dict[str, Handler] = {
         "access": AccessHandler(AccessControl(settings.server.allowed_networks())),
-        "local": LocalHandler(settings.blocking.bypass_protection),
+        "local": LocalHandler(answers, responder),
         "blocking": BlockingHandler(responder, shared.pause),
+        "local_zones": LocalZonesHandler(zones, local),
         "inspection": InspectionHandler(responder, shared.pause),
         "cache": CacheHandler(cache, stats.cache),
-        "resolve": ResolveHandler(upstream, settings.cache, stats.observe_upstream_latency),
+        "resolve": ResolveHandler(router, settings.cache, stats.observe_upstream_latency),
     }
     handlers = {name: parts[name] for name in CHAIN_ORDER}
     slow, fast = chain(list(handlers.values()))
@@ -100,4 +141,7 @@ def build_generation(
         fast=fast,
         cache=cache,
         upstream=upstream,
+        router=router,
+        local=local,
+        zones=zones,
     )
