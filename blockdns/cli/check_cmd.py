@@ -7,10 +7,14 @@ from typing import Annotated
 
 import typer
 
+from blockdns import dnsname
 from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
 from blockdns.errors import InvalidName, UserError
 from blockdns.names import normalise
-from blockdns.runtime import build_policy
+from blockdns.policy import Decision
+from blockdns.resolve.explain import Route, route
+from blockdns.resolve.localzones import ZoneTable
+from blockdns.runtime import build_policy, load_local
 
 
 @user_errors
@@ -22,23 +26,69 @@ def check(
     config: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Explain the decision for NAME: allowed or blocked, the matching rule, vendor, category, group."""
+    """Explain the decision for NAME: a local record, or allowed or blocked (the matching rule, vendor,
+    category, group), and where an allowed name is answered (a locally served zone, a forward zone)."""
     try:
         normalised = normalise(name)
     except InvalidName as err:
         raise UserError(str(err)) from None
     settings = load_settings(config)
-    policy = build_policy(settings)
-    decision = policy.group_for(client).decide(normalised)
+    group = build_policy(settings).group_for(client)
+    forward = {zone.name: zone.upstreams for zone in settings.forward_zones}
+    zones = ZoneTable.build(settings.local.private_reverse, [dnsname.from_text(zone) for zone in forward])
+    where = route(normalised, load_local(settings), zones, forward)
+    decision = group.decide(normalised)
+    # Local records are the administrator's own word: policy decides only where a CNAME chain leads out.
+    decisive = decision
+    if where.target is not None:
+        decisive = group.decide(where.target)
+    elif where.kind == "local-record":
+        decisive = Decision(normalised, group.name, "none")
     if json_output:
-        print(json.dumps(decision.to_json(), indent=2))
+        # The policy's view of the name itself, with what actually happens to it.
+        data = decision.to_json() | {"blocked": decisive.blocked, "action": decisive.action}
+        if where.target is not None:
+            data["target_decision"] = decisive.to_json()
+        print(json.dumps(data | {"answered_by": where.to_json()}, indent=2))
         return
-    data = decision.to_json()
+    _print(normalised, decision, decisive, where)
+
+
+def _print(name: str, decision: Decision, decisive: Decision, where: Route) -> None:
+    if where.kind == "local-record":
+        verdict = "BLOCKED" if decisive.blocked else "answered by a local record"
+        print(f"{name}: {verdict} (group {decision.group})")
+        for record, source in where.records:
+            print(f"  {record}    ({source})")
+        if where.target is None:
+            print(
+                "  a local record for the name itself is the administrator's own word: policy does not apply"
+            )
+            return
+        print(f"  the CNAME chain leaves the local data at {where.target}, which policy decides:")
+        _print_decision(decisive)
+        if not decisive.blocked and where.target_route is not None:
+            _print_route(where.target_route)
+        return
     verdict = "BLOCKED" if decision.blocked else "allowed"
-    print(f"{normalised}: {verdict} (group {decision.group})")
+    print(f"{name}: {verdict} (group {decision.group})")
+    _print_decision(decision)
+    if not decision.blocked:
+        _print_route(where)
+
+
+def _print_decision(decision: Decision) -> None:
+    data = decision.to_json()
     print(f"  {decision.reason}")
     if decision.entry:
         print(f"  rule: {decision.entry}")
     for key in ("vendor_name", "category", "jurisdiction", "feed"):
         if data[key]:
             print(f"  {key.replace('_name', '')}: {data[key]}")
+
+
+def _print_route(where: Route) -> None:
+    if where.kind == "local-zone":
+        print(f"  answered here: locally served zone {where.zone} ({where.why})")
+    elif where.kind == "forward-zone":
+        print(f"  forward zone {where.zone}: resolved by {', '.join(where.upstreams)}")
