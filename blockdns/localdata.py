@@ -70,7 +70,8 @@ class RRset:
     rtype: int
     ttl: int  # the smallest TTL given to any of its records (RFC 2181 §5.2 wants one TTL per RRset)
     rdatas: tuple[bytes, ...]
-    sources: tuple[Source, ...]  # where each record came from; a synthesised PTR names its A/AAAA
+    sources: tuple[Source, ...]  # where each record came from; a PTR made for an address, the address's
+    made: bool = False  # a PTR made for an address, not written
 
 
 # ------------------------------------------------------------------------------------------ record lines
@@ -235,7 +236,7 @@ class LocalData:
         cname = types.get(TYPE_CNAME) if types else None
         return _lower_name(cname.rdatas[0]) if cname else None
 
-    def describe(self, owner: bytes) -> list[tuple[str, Source]]:
+    def describe(self, owner: bytes) -> list[tuple[str, str]]:
         """The records of ``owner`` in presentation form, each with where it was written."""
         import dns.rdata
         import dns.rdataclass
@@ -248,7 +249,8 @@ class LocalData:
             kind = dns.rdatatype.to_text(rtype)
             for rdata, source in zip(rrset.rdatas, rrset.sources, strict=True):
                 text = dns.rdata.from_wire(dns.rdataclass.IN, rtype, rdata, 0, len(rdata)).to_text()
-                lines.append((f"{name} {rrset.ttl} IN {kind} {text}", source))
+                where = f"{source}, the PTR of its address" if rrset.made else str(source)
+                lines.append((f"{name} {rrset.ttl} IN {kind} {text}", where))
         return lines
 
     def ptr_name(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
@@ -303,7 +305,6 @@ def _add_ptrs(rrsets: dict[bytes, dict[int, RRset]]) -> None:
                 reverse = reverse_name(address)
                 if reverse in synthesised or reverse in rrsets:
                     continue
-                made = Source(source.file, f"{source.key}, the PTR of its address")
-                synthesised[reverse] = RRset(reverse, TYPE_PTR, rrset.ttl, (owner,), (made,))
+                synthesised[reverse] = RRset(reverse, TYPE_PTR, rrset.ttl, (owner,), (source,), made=True)
     for reverse, ptr in synthesised.items():
         rrsets[reverse] = {TYPE_PTR: ptr}

@@ -215,7 +215,7 @@ def test_every_address_gets_a_ptr_to_its_first_name_unless_one_is_written() -> N
     assert made == [
         (
             "10.1.168.192.in-addr.arpa. 300 IN PTR nas.home.arpa.",
-            Source("blockdns.toml", "local.records, the PTR of its address"),
+            "blockdns.toml: local.records, the PTR of its address",
         )
     ]
 

@@ -40,14 +40,14 @@ def route(name: str, local: LocalData, zones: ZoneTable, forward_zones: Mapping[
     wire = dnsname.from_text(name)
     if local.get(wire) is None:
         return _after_policy(wire, zones, forward_zones)
-    records = [(text, str(source)) for text, source in local.describe(wire)]
+    records = local.describe(wire)
     end = wire
     for _ in range(MAX_CNAME_CHAIN):
         following = local.cname_target(end)
         if following is None:
             break
         end = following
-        records += [(text, str(source)) for text, source in local.describe(end)]
+        records += local.describe(end)
     if local.get(end) is not None:
         return Route("local-record", records)
     return Route(

@@ -14,9 +14,9 @@ Canaries:
 * ``mask.icloud.com`` and ``mask-h2.icloud.com``: NXDOMAIN tells Apple devices that iCloud Private Relay
   is not available on this network, so their queries keep coming here.
 
-Every answer for a name without a chain to resolve is built once; both speeds look it up by wire name (one
-dict probe for the names that are not local). A chain's combined answer is memoised by the target's answer
-object, like the inspection handler's memo.
+Every answer for a name without a chain to resolve is built once, when the name is first asked; both speeds
+look it up by wire name (one dict probe for the names that are not local). A chain's combined answer is
+memoised by the target's answer object, like the inspection handler's memo.
 """
 
 from __future__ import annotations
@@ -91,8 +91,17 @@ def _records(rrset: RRset, owner: bytes) -> list[Record]:
     return [(owner, rrset.rtype, rrset.ttl, rdata) for rdata in rrset.rdatas]
 
 
+# A local name whose answers are not built yet: the slow path builds them when the name is first asked.
+UNBUILT = OwnerAnswers({}, None)
+
+
 class LocalAnswers:
-    """The answers of every local name, built from the local data and the served zones (for SOAs)."""
+    """The answers of every local name, built from the local data and the served zones (for SOAs).
+
+    ``names`` holds every local name from the start, so one probe tells a local name from any other; a
+    name's answers are built the first time it is asked (a hosts file of 100,000 names costs little until
+    they are used) and kept as long as the generation, so they are bounded by the local data.
+    """
 
     def __init__(self, local: LocalData, zones: ZoneTable, canaries: bool) -> None:
         self.local = local
@@ -102,9 +111,14 @@ class LocalAnswers:
         if canaries:
             for name, why in CANARY_NAMES.items():
                 names[dnsname.from_text(name)] = OwnerAnswers({}, _canary_answer(name, why))
-        for owner, types in local.rrsets.items():
-            names[owner] = self._chain(owner) if TYPE_CNAME in types else self._plain(owner)
+        names.update(dict.fromkeys(local.rrsets, UNBUILT))
         self.names = names
+
+    def build(self, owner: bytes) -> OwnerAnswers:
+        """The answers of a local name, built now and remembered (slow path only)."""
+        types = self.local.rrsets[owner]
+        built = self.names[owner] = self._chain(owner) if TYPE_CNAME in types else self._plain(owner)
+        return built
 
     def _soa_owner(self, name: bytes, question_name: bytes) -> bytes:
         zone = self.zones.served_zone(name)
@@ -173,6 +187,8 @@ class LocalHandler(Handler):
         entry = self.names.get(question.qname_wire)
         if entry is None or question.qclass != CLASS_IN:
             return await self.next_handler(query)
+        if entry is UNBUILT:
+            entry = self.answers.build(question.qname_wire)
         answer = entry.by_type.get(question.qtype, entry.other)
         if answer is not None:
             return answer
@@ -186,6 +202,8 @@ class LocalHandler(Handler):
         entry = self.names.get(question.qname_wire)
         if entry is None or question.qclass != CLASS_IN:
             return self.next_fast(query)
+        if entry is UNBUILT:
+            return None
         answer = entry.by_type.get(question.qtype, entry.other)
         if answer is not None:
             return answer
