@@ -64,6 +64,8 @@ def _print(name: str, decision: Decision, decisive: Decision, where: Route) -> N
             print(
                 "  a local record for the name itself is the administrator's own word: policy does not apply"
             )
+            if decision.blocked:
+                print(f"  (without it: {decision.reason})")
             return
         print(f"  the CNAME chain leaves the local data at {where.target}, which policy decides:")
         _print_decision(decisive)
