@@ -67,7 +67,7 @@ def test_both_speeds_run_the_chain_in_chain_order() -> None:
     handlers = [Recording(name, calls) for name in CHAIN_ORDER[:-1]] + [Answering(CHAIN_ORDER[-1], calls)]
     slow, fast = chain(handlers)
     asyncio.run(slow(None))  # type: ignore[arg-type]
-    assert calls == ["access", "local", "blocking", "local_zones", "inspection", "cache", "resolve"]
+    assert calls == ["access", "local", "blocking", "inspection", "cache", "local_zones", "resolve"]
     calls.clear()
     assert fast(None) is None  # type: ignore[arg-type]
     assert tuple(calls) == CHAIN_ORDER

@@ -423,3 +423,40 @@ def test_hosts_files_reload_when_they_change_without_a_restart(
     rewrite(hosts, "192.168.1.33 tv.home.arpa\n")
     wait_for(lambda: answer_of(server, "tv.home.arpa") == "192.168.1.33")
     assert len(public.calls) == 1
+
+
+def test_a_reload_that_changes_the_forward_zones_starts_a_fresh_cache(
+    public: FakeDNS, corp: FakeDNS, tmp_path: Path
+) -> None:
+    from blockdns import config
+
+    from conftest import TEST_CATALOG
+
+    public.answer("dc1.corp.example", "A", "192.0.2.99")  # what the public side says about the name
+    path = tmp_path / "blockdns.toml"
+
+    def write(zones: str) -> None:
+        path.write_text(
+            f'[server]\nlisten = ["127.0.0.1:0"]\n'
+            f'[resolver]\nmode = "forward"\nupstreams = ["{public.url}"]\ntimeout = 1.0\n'
+            f'[lists]\nrefresh = "0"\ncatalog = "{TEST_CATALOG / "vendors"}"\n'
+            f'guard = "{TEST_CATALOG / "guard.toml"}"\nfeeds = "{TEST_CATALOG / "feeds.toml"}"\n'
+            f'[querylog]\npath = ""\n[api]\nlisten = ""\n{zones}'
+        )
+
+    write("")
+    server = RunningServer(config.load(path)).start()
+    try:
+        assert server.server is not None
+        assert server.query("dc1.corp.example").answer[0][0].address == "192.0.2.99"
+        write(f'[[forward_zones]]\nname = "corp.example"\nupstreams = ["{corp.url}"]\n')
+        assert server.call(server.server.reload()).ok
+        assert server.query("dc1.corp.example").answer[0][0].address == "10.0.0.10"  # not the cached one
+        write(
+            f'[[forward_zones]]\nname = "corp.example"\nupstreams = ["{corp.url}"]\n\n[blocking]\nttl = 60\n'
+        )
+        assert server.call(server.server.reload()).ok
+        assert server.query("dc1.corp.example").answer[0][0].address == "10.0.0.10"
+        assert corp.calls == [("dc1.corp.example", "A", "udp")]  # zones unchanged: the cache was kept
+    finally:
+        server.stop()

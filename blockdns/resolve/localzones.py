@@ -13,7 +13,8 @@ answer their own names before any of this (:mod:`blockdns.resolve.local`); every
 gets NXDOMAIN, or NODATA for the apex and for names that have local records below them (empty
 non-terminals, RFC 8020), with the zone's SOA. The apex answers SOA queries. All answers carry AA.
 
-The :class:`LocalZonesHandler` sits after the blocking handler, so policy applies to these names too. Its
+The :class:`LocalZonesHandler` sits after the blocking handler, so policy applies to these names too, and
+after the cache, which never holds its answers (only resolved ones), so a cache hit does not pay for it. Its
 answers are built once per zone; a query costs a suffix test (``bytes.endswith`` on the zones' top-level
 labels, which every name inside them must pass) and, for the few names that pass it, a walk up the labels.
 """

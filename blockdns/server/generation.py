@@ -6,7 +6,8 @@ the client directory, the answer cache and the upstream. The engine swaps one re
 generation, so a query sees one generation from start to end. What outlives generations (the counters and
 the pause switch) is in :class:`Shared` and is passed in.
 
-The cache and the upstream are carried over from the previous generation when their settings did not change:
+The cache and the upstream are carried over from the previous generation when their settings (for the cache,
+also the forward zones and the served private reverse zones) did not change:
 cached answers do not depend on policy (it is applied around the cache, per group), and an upstream keeps
 its server state (RTTs, a primed root). So is the router of the forward zones while they and the upstream
 stay. A new upstream or router must be started and the old one closed by the caller.
@@ -37,10 +38,10 @@ from blockdns.runtime import load_local
 from blockdns.server.clients import ClientDirectory
 
 # The one place that fixes the order of the chain, for both speeds (asserted by a test): access -> local
-# records (the administrator's word, before policy) -> blocking (the name) -> locally served zones ->
-# inspection (CNAMEs, addresses, on the way back) -> cache -> resolve (a forward zone's upstream, or the
-# default).
-CHAIN_ORDER = ("access", "local", "blocking", "local_zones", "inspection", "cache", "resolve")
+# records (the administrator's word, before policy) -> blocking (the name) -> inspection (CNAMEs, addresses,
+# on the way back) -> cache -> locally served zones (what is never resolved; after the cache, so a cache hit
+# does not pay for them) -> resolve (a forward zone's upstream, or the default).
+CHAIN_ORDER = ("access", "local", "blocking", "inspection", "cache", "local_zones", "resolve")
 
 
 @dataclass(slots=True)
@@ -100,7 +101,12 @@ def build_generation(
     """Wire ``settings`` into a generation; ``local`` is the loaded local data (loaded here when not given,
     which reads the hosts files)."""
     stats = shared.stats
-    if previous is not None and previous.settings.cache == settings.cache:
+    if (
+        previous is not None
+        and previous.settings.cache == settings.cache
+        and previous.settings.forward_zones == settings.forward_zones
+        and previous.settings.local.private_reverse == settings.local.private_reverse
+    ):  # answers cached before came from the same servers, and none is for a name now served here
         cache = previous.cache
     else:
         cache = AnswerCache(settings.cache.max_entries)
@@ -125,9 +131,9 @@ def build_generation(
         "access": AccessHandler(AccessControl(settings.server.allowed_networks())),
         "local": LocalHandler(answers, responder),
         "blocking": BlockingHandler(responder, shared.pause),
-        "local_zones": LocalZonesHandler(zones, local),
         "inspection": InspectionHandler(responder, shared.pause),
         "cache": CacheHandler(cache, stats.cache),
+        "local_zones": LocalZonesHandler(zones, local),
         "resolve": ResolveHandler(router, settings.cache, stats.observe_upstream_latency),
     }
     handlers = {name: parts[name] for name in CHAIN_ORDER}
