@@ -344,9 +344,11 @@ class Server:
         policy = self.policy
         addresses = ", ".join(f"{listener.address.host}:{listener.port}" for listener in self.listeners)
         mode = self._settings.resolver.mode
+        generation = self.generation
         return (
             f"blockdns serving on {addresses} (udp+tcp), {mode} mode, "
-            f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
+            f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries, "
+            f"{len(generation.local)} local names, {len(generation.router.zones)} forward zones"
         )
 
 
