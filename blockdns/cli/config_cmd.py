@@ -20,6 +20,6 @@ def check(config: ConfigOption = None) -> None:
     where = settings.source or "built-in defaults"
     groups = ", ".join(f"{name} ({len(group.domains)} entries)" for name, group in policy.groups.items())
     print(
-        f"{where}: valid; {len(policy.catalog.vendors)} vendors; groups: {groups}; {len(local)} local names;"
-        f" {len(settings.forward_zones)} forward zones"
+        f"{where}: valid; {len(policy.catalog.vendors)} vendors; groups: {groups}; local names: {len(local)};"
+        f" forward zones: {len(settings.forward_zones)}"
     )

@@ -348,7 +348,7 @@ class Server:
         return (
             f"blockdns serving on {addresses} (udp+tcp), {mode} mode, "
             f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries, "
-            f"{len(generation.local)} local names, {len(generation.router.zones)} forward zones"
+            f"local names: {len(generation.local)}, forward zones: {len(generation.router.zones)}"
         )
 
 
