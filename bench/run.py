@@ -100,6 +100,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
+    cwd: Path | None = None  # `python -m` imports from here first: the checkout a compared server runs
     start_seconds: float = 0.0  # from launch to the first answer: loading the blocklist, mostly
 
     def start(self) -> None:
@@ -109,6 +110,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=self.env,
+            cwd=self.cwd,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -238,7 +240,10 @@ def blockdns_server(
     if source is not None:
         name = f"blockdns@{source.name}{name[8:]}"
         env = {**os.environ, "PYTHONPATH": str(source)}
-    return Server(name, [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)], port, env=env)
+    # `python -m` puts its working directory first on the import path, ahead of PYTHONPATH: run from the
+    # checkout whose code is meant, or a compared run from this repository's root measures this code twice.
+    command = [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)]
+    return Server(name, command, port, env=env, cwd=source or Path(__file__).resolve().parent.parent)
 
 
 # ------------------------------------------------------------------------------------------- dnsperf

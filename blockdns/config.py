@@ -22,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from blockdns.errors import ConfigError
+from blockdns.errors import ConfigError, InvalidName
+from blockdns.names import normalise
 from blockdns.tomlfile import read_toml, schema_problems
 
 DEFAULT_CONFIG_NAME = "blockdns.toml"
@@ -216,11 +217,16 @@ def _check_selectors(values: list[str]) -> list[str]:
     from blockdns.errors import SelectorError
     from blockdns.policy import parse_selector
 
+    seen: dict[str, str] = {}
     for value in values:
         try:
-            parse_selector(value)
+            selector = str(parse_selector(value))
         except SelectorError as err:
             raise ValueError(str(err)) from None
+        if selector in seen:
+            # Harmless to the policy, but almost always a mistake (a merge, a copy-paste): say so.
+            raise ValueError(f"{value!r} is listed twice (also as {seen[selector]!r})")
+        seen[selector] = value
     return values
 
 
@@ -273,11 +279,16 @@ class QueryLogSettings(Section):
     retention_days: int = Field(30, ge=0)
     clients: Literal["full", "hash", "none"] = "full"
     queue_size: int = Field(50_000, ge=1)  # rows waiting for the writer; more are dropped and counted
+    max_rows: int = Field(10_000_000, ge=0)  # the oldest rows go first past this; 0: no cap (retention alone)
 
 
 class ApiSettings(Section):
     listen: str = "127.0.0.1:8053"
     token: str = ""
+    # Extra Host header values the API answers (ops/httpaccess.py): names, ".example.org" for a domain and
+    # every name below it. IP literals and localhost are always accepted.
+    allowed_hosts: list[str] = []
+    read_token: bool = False  # reads need the token too (always so when `listen` is not loopback)
 
     @field_validator("listen")
     @classmethod
@@ -285,6 +296,20 @@ class ApiSettings(Section):
         if value:
             parse_host_port(value, 8053)
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, values: list[str]) -> list[str]:
+        checked = []
+        for value in values:
+            if "*" in value:
+                raise ValueError(f"{value!r}: write .example.org for a domain and every name below it")
+            dot = "." if value.strip().startswith(".") else ""
+            try:
+                checked.append(dot + normalise(value.strip()[len(dot) :]))
+            except InvalidName as err:
+                raise ValueError(f"{err}: give a host name, or .domain for it and the names below") from None
+        return checked
 
     def address(self) -> tuple[str, int] | None:
         return parse_host_port(self.listen, 8053) if self.listen else None

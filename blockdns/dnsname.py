@@ -7,6 +7,7 @@ like a length, so ``name.endswith(zone)`` could claim a name is inside a zone it
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 ROOT = b"\x00"
@@ -74,17 +75,37 @@ def replace_suffix(name: bytes, old_suffix: bytes, new_suffix: bytes) -> bytes |
 
 def to_text(name: bytes) -> str:
     """Presentation form for logs and errors: ``www.example.com.``, odd bytes escaped as ``\\DDD``."""
-    if name == ROOT:
-        return "."
-    parts = []
-    for label in split(name):
-        parts.append(
-            "".join(
-                chr(byte) if 0x21 <= byte <= 0x7E and byte not in (0x2E, 0x5C) else f"\\{byte:03d}"
-                for byte in label
-            )
-        )
-    return ".".join(parts) + "."
+    return text_key(name) + "." if name != ROOT else "."
+
+
+def text_key(name: bytes) -> str:
+    """The name as every table outside the resolver keys it: lowercase presentation text without the trailing
+    dot (``www.example.com``; ``""`` for the root), with a dot or backslash inside a label, a space and every
+    byte outside printable ASCII escaped as ``\\DDD``.
+
+    One text per wire name and one wire name per text, so the policy can decide on any name a client sends:
+    dots separate labels and nothing else, a label with odd bytes (``*``, ``a+b``, ``x\\032y``) never equals
+    a catalogue entry's (which hold only letters, digits, hyphens and underscores), and the names above it
+    are looked up as usual. Control bytes are escaped, so the text is safe to print. ``name`` must be
+    lowercase, as every wire name blockdns keeps is.
+    """
+    labels = []
+    pos = 0
+    length = name[0]
+    while length:
+        labels.append(name[pos + 1 : pos + 1 + length])
+        pos += length + 1
+        length = name[pos]
+    text = b".".join(labels)
+    if _PRINTABLE.fullmatch(text) and text.count(b".") == len(labels) - 1:
+        return text.decode("ascii")  # the common case: nothing to escape
+    return ".".join("".join(_ESCAPED[byte] for byte in label) for label in labels)
+
+
+_PRINTABLE = re.compile(rb"[!-\[\]-~]*")  # printable ASCII but space and backslash
+_ESCAPED = [
+    chr(byte) if 0x21 <= byte <= 0x7E and byte not in (0x2E, 0x5C) else f"\\{byte:03d}" for byte in range(256)
+]
 
 
 def from_text(text: str) -> bytes:

@@ -257,7 +257,7 @@ class LocalData:
         """The name in the PTR record of ``address`` (text, no trailing dot), or None."""
         types = self.rrsets.get(reverse_name(address))
         ptr = types.get(TYPE_PTR) if types else None
-        return dnsname.to_text(_lower_name(ptr.rdatas[0])).rstrip(".") if ptr else None
+        return dnsname.text_key(_lower_name(ptr.rdatas[0])) if ptr else None
 
 
 def _lower_name(wire: bytes) -> bytes:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import dns.exception
+import dns.name
 import idna
 
 from blockdns.errors import InvalidName
@@ -74,14 +76,18 @@ def is_subdomain(name: str, parent: str) -> bool:
     return name == parent or name.endswith("." + parent)
 
 
-def from_wire(wire: bytes) -> str:
-    """The presentation form of an uncompressed wire name, lowercased, without the trailing dot."""
-    labels = []
-    pos = 0
-    while True:
-        length = wire[pos]
-        if length == 0:
-            break
-        labels.append(wire[pos + 1 : pos + 1 + length])
-        pos += 1 + length
-    return b".".join(labels).decode("ascii", errors="backslashreplace").lower()
+def query_name(text: str) -> bytes:
+    """The lowercase wire name a client would send for ``text`` as a person types it: presentation format,
+    with ``\\DDD`` and ``\\.`` escapes and labels such as ``*`` or ``a+b`` kept as they are, and
+    internationalised names as A-labels. ``blockdns check`` and the API ask the policy with it, so they decide
+    exactly as the server does for that query. Raises :class:`InvalidName` for text no name can have.
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidName("empty name")
+    try:
+        ascii_text = stripped if stripped.isascii() else normalise(stripped)
+        name = dns.name.from_text(ascii_text)
+    except dns.exception.DNSException as err:
+        raise InvalidName(f"not a valid domain name: {text!r} ({err})") from None
+    return name.canonicalize().to_wire() or b"\x00"

@@ -19,9 +19,10 @@ from functools import cached_property
 from typing import Literal
 
 from blockdns.catalog import CATEGORIES, JURISDICTIONS, Catalog, Vendor
+from blockdns.dnsname import text_key
 from blockdns.entries import EntrySets
 from blockdns.errors import InvalidName, SelectorError
-from blockdns.names import normalise, suffixes
+from blockdns.names import normalise, query_name, suffixes
 
 Action = Literal["block", "allow"]
 SELECTOR_KINDS = ("all", "vendor", "category", "jurisdiction", "feed", "domain")
@@ -294,6 +295,10 @@ class GroupPolicy:
     allow_selectors: tuple[str, ...]
 
     def decide(self, name: str) -> Decision:
+        """The decision for a name given as its text key (:func:`blockdns.dnsname.text_key`).
+
+        The server passes the key of the question's wire name; ``blockdns check`` and the API pass the key of
+        the name a person typed (:meth:`Policy.decide`): both decide alike for any bytes a name holds."""
         hit = self.domains.match(name)
         if hit is None:
             return Decision(name=name, group=self.name, action="none")
@@ -374,7 +379,9 @@ class Policy:
         return self.default
 
     def decide(self, name: str, client: str | None = None) -> Decision:
-        return self.group_for(client).decide(normalise(name))
+        """The decision for a name as a person types it (``*.deepseek.com``, ``x\\032y.example``), exactly as
+        the server decides a query for it. Raises :class:`InvalidName` for text no name can have."""
+        return self.group_for(client).decide(text_key(query_name(name)))
 
     @cached_property
     def size(self) -> int:

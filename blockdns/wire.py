@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from dnslib import DNSRecord
 
+from blockdns import dnsname
 from blockdns.errors import WireError
-from blockdns.names import from_wire
 
 # Header flag bits.
 QR = 0x8000
@@ -112,22 +112,6 @@ def parse_query_fast(
     elif end != size:
         return None
     return qid, flags, data[12 : pos + 1].lower(), qtype, qclass, end, payload, do
-
-
-def wire_name_to_text(wire: bytes) -> str | None:
-    """The presentation form of a lowercase wire name, or None when a label holds bytes that no valid
-    host name has (such a name cannot match any policy entry, and must not be mistaken for one that does)."""
-    labels = []
-    pos = 0
-    length = wire[0]
-    while length:
-        label = wire[pos + 1 : pos + 1 + length]
-        if not label.isascii() or b"." in label or not label.replace(b"-", b"").replace(b"_", b"").isalnum():
-            return None
-        labels.append(label)
-        pos += length + 1
-        length = wire[pos]
-    return b".".join(labels).decode("ascii")
 
 
 # ------------------------------------------------------------------------------------------ EDNS / OPT
@@ -470,8 +454,8 @@ def read_name(data: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def _read_name(data: bytes, pos: int) -> str:
-    """A possibly compressed name as lowercase presentation text."""
-    return from_wire(read_name(data, pos)[0])
+    """A possibly compressed name as its text key (:func:`blockdns.dnsname.text_key`)."""
+    return dnsname.text_key(read_name(data, pos)[0].lower())
 
 
 def _ipv6_text(raw: bytes) -> str:

@@ -35,6 +35,8 @@ def blockdns(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         ("[policy]\nblock = ['vendr:openai']\n", "policy.block", "not a selector"),
         ("[policy]\nblock = ['category:robots']\n", "policy.block", "unknown category"),
         ("[policy]\nblock = ['domain:bad..name']\n", "policy.block", "empty label"),
+        ("[policy]\nblock = ['vendor:deepseek', 'vendor:DeepSeek']\n", "policy.block", "listed twice"),
+        ("[[groups]]\nname='a'\nclients=['10.0.0.0/8']\nallow=['all', 'all']\n", "groups.0.allow", "twice"),
         ("[[groups]]\nname = 'a'\nclients = ['nope']\n", "groups.0.clients", ""),
         (
             "[[groups]]\nname='a'\nclients=['10.0.0.0/8']\n[[groups]]\nname='a'\nclients=['10.1.0.0/16']\n",
@@ -44,6 +46,9 @@ def blockdns(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         ("[lists]\nrefresh = 'soon'\n", "lists.refresh", "duration"),
         ("[querylog]\nclients = 'some'\n", "querylog.clients", "full"),
         ("[api]\nlisten = 'localhost:80'\n", "api.listen", "not an IP address"),
+        ("[api]\nallowed_hosts = ['dns.example.org:443']\n", "api.allowed_hosts", "host name"),
+        ("[api]\nallowed_hosts = ['*.example.org']\n", "api.allowed_hosts", ".example.org"),
+        ("[api]\nread_token = 'yes please'\n", "api.read_token", "bool"),
         ("[server]\nlisten = = 1\n", "line 2", "not valid TOML"),
     ],
 )
@@ -93,7 +98,9 @@ def test_defaults_match_the_interface():
     assert settings.resolver.mode == "recursive"
     assert settings.policy.block == ["all"]
     assert settings.api.listen == "127.0.0.1:8053"
+    assert settings.api.allowed_hosts == [] and settings.api.read_token is False
     assert settings.blocking.response == "nxdomain" and settings.blocking.bypass_protection
+    assert settings.querylog.max_rows == 10_000_000
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path):
@@ -109,3 +116,21 @@ def test_blockdns_toml_in_the_working_directory_is_read(tmp_path):
     (tmp_path / "blockdns.toml").write_text("[blocking]\nttl = 42\n")
     result = blockdns("config", "check", cwd=tmp_path)
     assert result.returncode == 0 and str(tmp_path / "blockdns.toml") in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["check"], "Missing argument"),
+        (["log", "--limit", "many"], "--limit"),
+        (["nosuchcommand"], "No such command"),
+        (["serve", "--bogus"], "No such option"),
+        (["config", "check", "--config", "{tmp}"], "cannot read"),  # a directory
+    ],
+)
+def test_every_bad_argument_is_one_line_and_exit_2(tmp_path, args, words):
+    result = blockdns(*(arg.replace("{tmp}", str(tmp_path)) for arg in args), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
+    assert "╭" not in result.stderr and "Traceback" not in result.stderr

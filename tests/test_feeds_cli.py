@@ -72,7 +72,9 @@ def test_a_failed_feed_exits_1_with_a_summary(server: FeedServer, tmp_path: Path
     result = blockdns("lists", "update", "--config", str(setup(tmp_path, server)))
     assert result.returncode == 1
     assert "HTTP 404" in result.stdout
-    assert "1 of 1 feeds failed or were refused (plain)" in result.stdout
+    # A first update that fails has nothing to fall back on, and says so instead of promising old data.
+    assert "1 of 1 feeds failed or were refused: plain has no data yet" in result.stdout
+    assert "last good" not in result.stdout
     assert "Traceback" not in result.stderr
 
 

@@ -16,7 +16,7 @@ from blockdns.feeds import store as store_module
 from blockdns.feeds.fetch import FetchOptions
 from blockdns.feeds.manifest import read_manifest
 from blockdns.feeds.model import FeedDefinition, read_data
-from blockdns.feeds.report import render_report
+from blockdns.feeds.report import failed_feeds_summary, render_report
 from blockdns.feeds.store import DataStore, StoredFeeds, read_feed_sources
 from blockdns.feeds.update import UpdateReport, update_feeds
 
@@ -228,6 +228,10 @@ def test_failure_keeps_the_last_good_data(server: FeedServer, tmp_path: Path, ca
         }
         assert_consistent(tmp_path)
         assert "kept last good data: 20 entries" in render_report(report)
+        assert "plain keeps the last good data" in render_report(report)
+        assert failed_feeds_summary(read_manifest(tmp_path)) == (
+            "1 feed failed or was refused: plain keeps the last good data"
+        )
 
 
 def test_a_failed_feed_does_not_stop_the_others(server: FeedServer, tmp_path: Path) -> None:
@@ -238,7 +242,10 @@ def test_a_failed_feed_does_not_stop_the_others(server: FeedServer, tmp_path: Pa
     )
     assert [o.status for o in report.outcomes] == ["failed", "ok"]
     assert report.exit_code == 1
-    assert "1 of 2 feeds failed or were refused (bad)" in render_report(report)
+    assert "1 of 2 feeds failed or were refused: bad has no data yet" in render_report(report)
+    assert (
+        failed_feeds_summary(read_manifest(tmp_path)) == "1 feed failed or was refused: bad has no data yet"
+    )
 
 
 def test_a_shrink_by_more_than_half_needs_force(server: FeedServer, tmp_path: Path) -> None:

@@ -120,3 +120,29 @@ def test_log_off_missing_and_private(tmp_path: Path) -> None:
     assert code == 2 and "stores no client addresses" in err
     code, out, _ = run("log", "--json", "--config", str(private))
     assert code == 0 and json.loads(out)[0]["client"] is None
+
+
+def test_log_and_stats_escape_what_a_terminal_would_act_on(tmp_path: Path) -> None:
+    """A query name is the client's bytes, a reason may quote an upstream: ESC, CR and LF must reach the
+    terminal as text, in the table and in the summary."""
+    path = tmp_path / "blockdns.toml"
+    path.write_text('[querylog]\npath = "var/q.sqlite"\nclients = "full"\n')
+    settings = config.load(path)
+    control = FakeControl()
+    querylog = QueryLog(settings.querylog, settings.querylog_path(), control.stats)  # type: ignore[arg-type]
+    querylog.start()
+    hostile = b"\x0a\x1b[2j\r\nevil\x07example\x00"  # as a client sends it, lowercased
+    querylog.offer(row(BLOCKED_NAME, control=control)._replace(qname_wire=hostile))
+    failed = row("www.example.org", outcome="error")._replace(reason="upstream said \x1b]0;owned\x07\r\n")
+    querylog.offer(failed)
+    assert querylog.flush()
+    try:
+        for args in (["log"], ["log", "--blocked"], ["stats"]):
+            code, out, _ = run(*args, "--config", str(path))
+            assert code == 0, out
+            assert not any(char in out for char in "\x1b\x07\r"), repr(out)
+            assert "\\027[2j\\013\\010evil.example" in out
+        code, out, _ = run("log", "--config", str(path))
+        assert "upstream said \\x1b]0;owned\\x07\\x0d\\x0a" in out
+    finally:
+        querylog.close()

@@ -35,6 +35,7 @@ def make_log(tmp_path: Path) -> Iterator:
             clients=clients,  # type: ignore[arg-type]
             queue_size=int(kwargs.pop("queue_size", 50_000)),  # type: ignore[call-overload]
             retention_days=int(kwargs.pop("retention_days", 30)),  # type: ignore[call-overload]
+            max_rows=int(kwargs.pop("max_rows", 10_000_000)),  # type: ignore[call-overload]
         )
         querylog = QueryLog(settings, tmp_path / "log" / "q.sqlite", ServerStats(), **kwargs)  # type: ignore[arg-type]
         logs.append(querylog)
@@ -172,6 +173,35 @@ def test_retention_runs_at_start_and_zero_keeps_everything(make_log, tmp_path: P
         time.sleep(0.01)
     assert second.purged == 1
     assert stored(second.path) == []
+
+
+def test_max_rows_keeps_the_newest_rows_and_the_file_stops_growing(make_log) -> None:
+    """A flood of distinct names within the retention period: the log never holds more than max_rows, the
+    oldest go first, and once the cap is reached the database file stays the same size."""
+    querylog = make_log(max_rows=2000, batch_size=250, flush_interval=0.01)
+    querylog.start()
+    sizes = []
+    for round_number in range(12):
+        for index in range(500):
+            produce(querylog, row(f"r{round_number}-{index}.example"))
+        assert querylog.flush()
+        names = [r[2] for r in stored(querylog.path)]
+        assert len(names) <= 2000
+        with sqlite3.connect(querylog.path) as conn:  # the database's size in pages, WAL included
+            sizes.append(conn.execute("PRAGMA page_count").fetchone()[0])
+    assert names[-1] == "r11-499.example"  # the newest row is kept ...
+    assert f"r{11 - 3}-499.example" in names and "r0-0.example" not in names  # ... the oldest went first
+    assert querylog.trimmed == 12 * 500 - len(names) and len(names) >= 2000 * 0.98 - 250
+    assert max(sizes[6:]) <= sizes[5] * 1.1  # freed pages are reused: no growth once capped
+
+
+def test_max_rows_zero_keeps_everything(make_log) -> None:
+    querylog = make_log(max_rows=0, batch_size=100, flush_interval=0.01)
+    querylog.start()
+    for index in range(3000):
+        produce(querylog, row(f"n{index}.example"))
+    assert querylog.flush()
+    assert len(stored(querylog.path)) == 3000 and querylog.trimmed == 0
 
 
 def test_a_full_queue_drops_and_counts_without_blocking_the_producer(make_log) -> None:

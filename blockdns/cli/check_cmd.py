@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Annotated
 
@@ -9,8 +10,9 @@ import typer
 
 from blockdns import dnsname
 from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
+from blockdns.dnsname import text_key
 from blockdns.errors import InvalidName, UserError
-from blockdns.names import normalise
+from blockdns.names import query_name
 from blockdns.policy import Decision
 from blockdns.resolve.explain import Route, route
 from blockdns.resolve.localzones import ZoneTable
@@ -29,21 +31,27 @@ def check(
     """Explain the decision for NAME: a local record, or allowed or blocked (the matching rule, vendor,
     category, group), and where an allowed name is answered (a locally served zone, a forward zone)."""
     try:
-        normalised = normalise(name)
+        wire = query_name(name)
+        key = text_key(wire)
     except InvalidName as err:
         raise UserError(str(err)) from None
+    if client is not None:
+        try:
+            ipaddress.ip_address(client)
+        except ValueError:
+            raise UserError(f"--client: not an IP address: {client!r}") from None
     settings = load_settings(config)
     group = build_policy(settings).group_for(client)
     forward = {zone.name: zone.upstreams for zone in settings.forward_zones}
     zones = ZoneTable.build(settings.local.private_reverse, [dnsname.from_text(zone) for zone in forward])
-    where = route(normalised, load_local(settings), zones, forward)
-    decision = group.decide(normalised)
+    where = route(wire, load_local(settings), zones, forward)
+    decision = group.decide(key)
     # Local records are the administrator's own word: policy decides only where a CNAME chain leads out.
     decisive = decision
     if where.target is not None:
         decisive = group.decide(where.target)
     elif where.kind == "local-record":
-        decisive = Decision(normalised, group.name, "none")
+        decisive = Decision(key, group.name, "none")
     if json_output:
         # The policy's view of the name itself, with what actually happens to it.
         data = decision.to_json() | {"blocked": decisive.blocked, "action": decisive.action}
@@ -51,7 +59,7 @@ def check(
             data["target_decision"] = decisive.to_json()
         print(json.dumps(data | {"answered_by": where.to_json()}, indent=2))
         return
-    _print(normalised, decision, decisive, where)
+    _print(key, decision, decisive, where)
 
 
 def _print(name: str, decision: Decision, decisive: Decision, where: Route) -> None:

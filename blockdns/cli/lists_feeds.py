@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from blockdns.cli.common import ConfigOption, load_settings, user_errors
+from blockdns.cli.common import ConfigOption, load_settings, printable, user_errors
 from blockdns.errors import ConfigError
 
 
@@ -45,7 +45,8 @@ def update(
     catalog = load_settings_catalog(settings)
     definitions = load_feed_definitions(settings, catalog)
     report = run_update(definitions, data_dir(settings), catalog=catalog, force=force, dry_run=dry_run)
-    print(render_report(report))
+    # One line per report line, each made printable: feed errors quote what remote servers sent.
+    print("\n".join(printable(line) for line in render_report(report).split("\n")))
     raise typer.Exit(report.exit_code)
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
+from blockdns.cli.common import ConfigOption, JsonOption, load_settings, printable, user_errors
 from blockdns.config import parse_duration
 from blockdns.errors import UserError
 from blockdns.ops.querylog_read import MAX_LIMIT, QueryLogReader
@@ -93,7 +93,9 @@ def _client(row: dict[str, object], name_key: str = "client_name") -> str:
 def columns(
     headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozenset[str] | set[str] = frozenset()
 ) -> list[str]:
-    """Aligned plain-text columns, one line per row, nothing cut: easy to read and to grep."""
+    """Aligned plain-text columns, one line per row, nothing cut: easy to read and to grep. Every cell is
+    made :func:`printable` first."""
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     out = []
     for cells in (headers, *rows):
@@ -127,7 +129,7 @@ def stats(
     print(f"since {_when(first)}: {summary['total']} queries, {summary['blocked']} blocked ({rate:.1%})")
     outcomes = summary["by_outcome"]
     if isinstance(outcomes, dict) and outcomes:
-        print("  " + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())))
+        print("  " + printable(", ".join(f"{name} {count}" for name, count in sorted(outcomes.items()))))
     vendors = [
         (str(row["vendor"] or "(no vendor)"), str(row["category"] or "-"), str(row["count"]))
         for row in _rows(summary["top_vendors"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from blockdns.feeds.manifest import Manifest
 from blockdns.feeds.update import FeedOutcome, UpdateReport
 
 MAX_ISSUES_SHOWN = 5
@@ -44,9 +45,30 @@ def render_report(report: UpdateReport) -> str:
             lines.append(f"  {feed}: {shown}{more}")
     bad = [outcome for outcome in outcomes if outcome.bad]
     if bad:
-        failed = ", ".join(outcome.name for outcome in bad)
+        kept = [outcome.name for outcome in bad if outcome.total]
+        empty = [outcome.name for outcome in bad if not outcome.total]
         lines.append(
-            f"{len(bad)} of {len(outcomes)} feeds failed or were refused ({failed}); "
-            "their last good data is kept"
+            f"{len(bad)} of {len(outcomes)} feeds failed or were refused: {_kept_or_not(kept, empty)}"
         )
     return "\n".join(lines)
+
+
+def failed_feeds_summary(manifest: Manifest) -> str | None:
+    """One line on the feeds the last update could not refresh (for the server's log), or None."""
+    bad = {name: state for name, state in manifest.feeds.items() if state.status in ("failed", "refused")}
+    if not bad:
+        return None
+    kept = [name for name, state in bad.items() if state.file]
+    empty = [name for name, state in bad.items() if not state.file]
+    count = "1 feed failed or was refused" if len(bad) == 1 else f"{len(bad)} feeds failed or were refused"
+    return f"{count}: {_kept_or_not(kept, empty)}"
+
+
+def _kept_or_not(kept: list[str], empty: list[str]) -> str:
+    """Which failed feeds keep their last good data and which have never had any (a first start offline)."""
+    parts = []
+    if kept:
+        parts.append(f"{', '.join(kept)} keep{'s' if len(kept) == 1 else ''} the last good data")
+    if empty:
+        parts.append(f"{', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no data yet")
+    return "; ".join(parts)

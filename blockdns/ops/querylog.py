@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from blockdns.names import from_wire
+from blockdns.dnsname import text_key
 from blockdns.ops.clientid import ClientMasker, QueryLogError
 from blockdns.ops.querylog_db import INSERT, open_writer
 from blockdns.ops.querylog_read import QueryLogReader
@@ -59,6 +59,10 @@ class Row(NamedTuple):
 Record = tuple[object, ...]
 
 PURGE_CHUNK = 5000
+# Past [querylog] max_rows the oldest rows go in one sweep that makes this much room (a share of the cap,
+# at most TRIM_ROOM_MAX rows), so the delete runs once per many batches instead of after every one.
+TRIM_ROOM_SHARE = 0.02
+TRIM_ROOM_MAX = 50_000
 POLL_INTERVAL = 0.05
 ERROR_LOG_INTERVAL = 60.0
 
@@ -68,7 +72,7 @@ def qname_text(wire: bytes) -> str:
     """The presentation name of a lowercase wire name; the root is ``.``. Memoised: a log is mostly the
     same few thousand names, and the writer thread's CPU is taken from the server's."""
     try:
-        return from_wire(wire) or "."
+        return text_key(wire) or "."
     except IndexError:
         return wire.hex()
 
@@ -97,6 +101,7 @@ class QueryLog:
         self.written = 0  # rows committed
         self.write_errors = 0  # rows lost because SQLite refused a batch (disk full, I/O error)
         self.purged = 0  # rows removed by retention
+        self.trimmed = 0  # rows removed by the [querylog] max_rows cap
         self.reader = QueryLogReader(self.path, settings.clients)
         # The name of a client address, when the server knows one (set by the server; read by the writer
         # thread, off the hot path). Stored only when the log keeps full addresses.
@@ -241,6 +246,7 @@ class QueryLog:
             try:
                 batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
                 self._write(conn, batch)
+                self._trim(conn)
             finally:
                 with self._cond:
                     self._busy = False
@@ -309,6 +315,37 @@ class QueryLog:
             transport,
             client_name,
         )
+
+    def _trim(self, conn: sqlite3.Connection) -> None:
+        """Keep at most ``max_rows`` rows: past the cap, the oldest go, with some room made for what follows.
+
+        Rows are only ever removed from the oldest end (here and by retention), so the ids of the rows kept
+        are consecutive and their count is ``max(id) - min(id) + 1``: two lookups on the primary key.
+        """
+        cap = self.settings.max_rows
+        if not cap:
+            return
+        try:
+            low, high = conn.execute("SELECT min(id), max(id) FROM queries").fetchone()
+            if low is None or high - low + 1 <= cap:
+                return
+            room = min(int(cap * TRIM_ROOM_SHARE), TRIM_ROOM_MAX)
+            keep_from = high - (cap - room) + 1  # the oldest id kept
+            removed = 0
+            while True:
+                cursor = conn.execute(
+                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE id < ? LIMIT ?)",
+                    (keep_from, PURGE_CHUNK),
+                )
+                removed += cursor.rowcount
+                if cursor.rowcount < PURGE_CHUNK:
+                    break
+        except sqlite3.Error as err:
+            self._log_error("query log: removing rows past max_rows failed: %s", err)
+            return
+        if not self.trimmed:
+            log.info("query log: reached max_rows = %d; the oldest rows now make room for new ones", cap)
+        self.trimmed += removed
 
     def _purge(self, conn: sqlite3.Connection) -> None:
         removed = 0

@@ -90,8 +90,7 @@ class BlockingHandler(Handler):
         memo = self._memo(group)
         decision = memo.decisions.get(qname_wire)
         if decision is None:
-            # A name with bytes no host name has cannot match any entry (nor be read as one that does).
-            decision = group.decide(qname) if qname else Decision(name="", group=group.name, action="none")
+            decision = group.decide(qname)
             if len(memo.decisions) >= MEMO_LIMIT:
                 memo.decisions.clear()
             memo.decisions[qname_wire] = decision

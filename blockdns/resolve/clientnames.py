@@ -114,7 +114,7 @@ class ClientNames:
             question = reverse + TYPE_PTR.to_bytes(2, "big") + CLASS_IN.to_bytes(2, "big")
             names = record_names(question, result.response.reply, TYPE_PTR)
             if names:
-                name = dnsname.to_text(names[0]).rstrip(".")
+                name = dnsname.text_key(names[0].lower())  # odd bytes escaped: the name is printed
                 seconds = min(max(float(result.response.ttl or 0), MIN_TTL), MAX_TTL)
         except (UpstreamError, WireError) as err:
             log.debug("reverse lookup of client %s failed: %s", address, err)

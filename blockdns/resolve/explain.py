@@ -21,7 +21,7 @@ class Route:
     why: str | None = None  # the served zone's RFC
     upstreams: list[str] = field(default_factory=list)  # the forward zone's
     # A local CNAME chain that leaves the local data: the name it leads to (policy decides it) and its route.
-    target: str | None = None
+    target: str | None = None  # as a text key (blockdns.dnsname.text_key), as policy takes it
     target_route: Route | None = None
 
     def to_json(self) -> dict[str, object]:
@@ -35,9 +35,8 @@ class Route:
         }
 
 
-def route(name: str, local: LocalData, zones: ZoneTable, forward_zones: Mapping[str, list[str]]) -> Route:
-    """Where ``name`` (normalised text) is answered."""
-    wire = dnsname.from_text(name)
+def route(wire: bytes, local: LocalData, zones: ZoneTable, forward_zones: Mapping[str, list[str]]) -> Route:
+    """Where the name ``wire`` (lowercase wire form) is answered."""
     if local.get(wire) is None:
         return _after_policy(wire, zones, forward_zones)
     records = local.describe(wire)
@@ -53,7 +52,7 @@ def route(name: str, local: LocalData, zones: ZoneTable, forward_zones: Mapping[
     return Route(
         "local-record",
         records,
-        target=dnsname.to_text(end).rstrip("."),
+        target=dnsname.text_key(end),
         target_route=_after_policy(end, zones, forward_zones),
     )
 
@@ -63,7 +62,7 @@ def _after_policy(wire: bytes, zones: ZoneTable, forward_zones: Mapping[str, lis
     if served is not None:
         return Route("local-zone", zone=served.name, why=served.why)
     for ancestor in dnsname.ancestors(wire):
-        zone = dnsname.to_text(ancestor).rstrip(".")
+        zone = dnsname.text_key(ancestor)
         if zone in forward_zones:
             return Route("forward-zone", zone=zone, upstreams=forward_zones[zone])
     return Route("resolver")

@@ -43,7 +43,6 @@ from blockdns.wire import (
     TYPE_CNAME,
     TYPE_SOA,
     prepend_cnames,
-    wire_name_to_text,
 )
 
 CANARY_NAMES = {
@@ -164,7 +163,7 @@ class LocalAnswers:
         by_type = {TYPE_CNAME: first, TYPE_ANY: first}
         end = self.local.rrsets.get(name)
         if end is None:  # the chain leaves the local data
-            return OwnerAnswers(by_type, None, Chain(records, name, wire_name_to_text(name) or ""))
+            return OwnerAnswers(by_type, None, Chain(records, name, dnsname.text_key(name)))
         for rtype, rrset in end.items():
             by_type.setdefault(rtype, _local(records + _records(rrset, name)))
         return OwnerAnswers(by_type, self._nodata_for(name, owner, records))

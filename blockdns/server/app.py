@@ -3,8 +3,9 @@ file changes, the API), pause, background feed refresh, query log and admin API.
 
 What a configuration wires together is built in one place,
 :func:`blockdns.server.generation.build_generation`. A reload compiles the new policy off the event loop,
-builds a new generation from it and swaps it in with one assignment; a bad new config is refused with one
-log line and the old one keeps serving.
+builds a new generation from it and swaps it in with one assignment; a bad new config — or an empty one,
+which would otherwise mean the built-in defaults — is refused with one log line, counted, and the old one
+keeps serving.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Any
 
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, Settings
-from blockdns.errors import BlockdnsError
-from blockdns.feeds.manifest import manifest_path
+from blockdns.errors import BlockdnsError, ConfigError
+from blockdns.feeds.manifest import manifest_path, read_manifest
 from blockdns.feeds.refresh import update_command
+from blockdns.feeds.report import failed_feeds_summary
 from blockdns.localdata import LocalData
-from blockdns.names import normalise
 from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog
@@ -39,10 +40,11 @@ from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
 from blockdns.server.udp import UdpProtocol
+from blockdns.tomlfile import read_toml
 
 log = logging.getLogger("blockdns")
 
-WATCH_INTERVAL = 2.0
+WATCH_INTERVAL = 2.0  # seconds between two looks at the watched files
 # Binding these fails on hosts without IPv6; such an address is skipped with a warning instead of failing.
 _UNAVAILABLE_ERRNOS = {99, 97}  # EADDRNOTAVAIL, EAFNOSUPPORT
 
@@ -83,8 +85,7 @@ class Server:
         self._background: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self._watched: dict[Path, float] = {}
-        self.reloads = 0
+        self._watched: dict[Path, FileState] = {}
         self.last_refresh: float | None = None
 
     # --------------------------------------------------------------------------------- ServerControl
@@ -92,6 +93,10 @@ class Server:
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def reloads(self) -> int:
+        return self.stats.reloads
 
     @property
     def generation(self) -> Generation:
@@ -120,7 +125,7 @@ class Server:
         log.warning("blocking resumed")
 
     def check(self, name: str, client: str | None) -> Decision:
-        return self.policy.group_for(client).decide(normalise(name))
+        return self.policy.decide(name, client)
 
     def cache_size(self) -> int:
         return len(self.engine.generation.cache)
@@ -130,14 +135,15 @@ class Server:
         async with self._reload_lock:
             source = self._settings.source
             try:
-                settings = await asyncio.to_thread(config_module.load, source) if source else self._settings
+                settings = await asyncio.to_thread(load_replacement, source) if source else self._settings
                 policy = await asyncio.to_thread(build_policy, settings)
                 local = await asyncio.to_thread(load_local, settings)
             except BlockdnsError as err:
-                log.error("reload refused, the old configuration keeps serving: %s", err)
+                self.stats.reloads_refused += 1
+                log.error("reload refused, the last good configuration keeps serving: %s", err)
                 return ReloadResult(False, str(err))
             self._apply(settings, policy, local)
-            self.reloads += 1
+            self.stats.reloads += 1
             self._snapshot_watched()
             message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
             log.info(message)
@@ -150,6 +156,7 @@ class Server:
             try:
                 local = await asyncio.to_thread(load_local, self._settings)
             except BlockdnsError as err:
+                self.stats.reloads_refused += 1
                 log.error("hosts files not reloaded, the old local names keep serving: %s", err)
                 return ReloadResult(False, str(err))
             self._apply(self._settings, self.policy, local)
@@ -284,29 +291,41 @@ class Server:
         paths.append(manifest_path(directory))
         return paths + settings.hosts_paths()
 
-    def _watched_mtimes(self) -> dict[Path, float]:
-        return {path: _mtime(path) for path in self._watched_paths()}
+    def _watched_states(self) -> dict[Path, FileState]:
+        return {path: _file_state(path) for path in self._watched_paths()}
 
     def _snapshot_watched(self) -> None:
-        self._watched = self._watched_mtimes()
+        self._watched = self._watched_states()
 
     async def _watch_files(self) -> None:
-        """Reload when the config, the catalogue, the feed definitions or the fetched lists change; when only
-        hosts files changed, reload just the local names (the policy stays compiled).
+        """Reload when the config, the catalogue, the feed definitions, the fetched lists or the hosts files
+        change (when only hosts files changed, just the local names: the policy stays compiled), once the
+        change has settled: two looks WATCH_INTERVAL apart must find every file as it was (modification
+        time, size, inode). A file being written — an editor that truncates and then writes, a copy under
+        way — changes between looks and is waited out; a reload never reads it half written unless the writer
+        stalls for a whole interval, and then an empty file is still refused by :func:`load_replacement`.
+        (A content hash would add nothing: a change the three do not show is a write within one timestamp
+        tick that keeps the size, which the next look cannot tell from a finished one either.)
 
-        The directory scan runs in a worker thread: a hundred stat calls would otherwise stall every query
-        behind them for a millisecond or two."""
+        The scan runs in a worker thread: a hundred stat calls would otherwise stall every query behind them
+        for a millisecond or two."""
+        changed: dict[Path, FileState] | None = None  # what the last look saw, when it differed
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            current = await asyncio.to_thread(self._watched_mtimes)
-            if current != self._watched:
-                changed = {
+            current = await asyncio.to_thread(self._watched_states)
+            if current == self._watched:
+                changed = None
+            elif current != changed:
+                changed = current  # moved since the last look: look again before reloading
+            else:
+                changed = None
+                moved = {
                     path
                     for path in current.keys() | self._watched.keys()
                     if current.get(path) != self._watched.get(path)
                 }
                 self._watched = current
-                if changed <= set(self._settings.hosts_paths()):
+                if moved <= set(self._settings.hosts_paths()):
                     log.info("hosts files changed: reloading the local names")
                     await self.reload_local()
                 else:
@@ -333,7 +352,8 @@ class Server:
             if process.returncode not in (0, 1):
                 log.error("feed refresh failed: %s", err.decode(errors="replace").strip()[-300:])
             elif process.returncode == 1:
-                log.warning("feed refresh: some feeds failed and keep their last good data")
+                states = await asyncio.to_thread(read_manifest, manifest.parent)
+                log.warning("feed refresh: %s", failed_feeds_summary(states) or "some feeds failed")
             await self.reload()
             await asyncio.sleep(max(self._settings.lists.refresh_seconds(), 60.0))
 
@@ -357,6 +377,33 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+FileState = tuple[int, int, int] | None  # (mtime in ns, size, inode); None: missing or unreadable
+
+
+def _file_state(path: Path) -> FileState:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def load_replacement(path: Path) -> Settings:
+    """The config file, read again for a reload (SIGHUP, the file watcher, the API).
+
+    A file with no settings at all — empty, truncated to nothing, only comments — is refused rather than
+    read as "all defaults": that would swap forward mode for recursion and drop the groups and the token
+    because an editor truncated the file before writing it."""
+    raw = read_toml(path)
+    if not raw:
+        raise ConfigError(
+            "has no settings (empty?): refusing to reload to the built-in defaults; to run on the defaults,"
+            " restart without --config",
+            file=str(path),
+        )
+    return config_module.from_dict(raw, source=path)
 
 
 def run(settings: Settings) -> None:

@@ -8,8 +8,9 @@ than QUERY, ...), which then goes to :mod:`blockdns.server.triage`.
 
 from __future__ import annotations
 
+from blockdns.dnsname import text_key
 from blockdns.resolve.base import Question
-from blockdns.wire import CD, parse_query_fast, response_limit, wire_name_to_text
+from blockdns.wire import CD, parse_query_fast, response_limit
 
 MEMO_LIMIT = 65536  # packets remembered; a full memo is cleared, never grown
 
@@ -39,7 +40,7 @@ def parse_question(data: bytes) -> Question | None:
     return Question(
         flags=flags,
         qname_wire=qname,
-        qname=wire_name_to_text(qname) or "",
+        qname=text_key(qname),
         raw=data[12:question_end],
         qtype=qtype,
         qclass=qclass,

@@ -70,9 +70,9 @@ class Triage:
         if opts and (opts[0].ttl >> 16) & 0xFF:
             return refuse(BADVERS)
         question = message.questions[0]
-        try:
-            qname = dnsname.from_text(str(question.qname))
-        except (UnicodeError, ValueError):
+        # The labels as sent (a label may hold any byte, a dot included), never the name's text.
+        qname = dnsname.join([label.lower() for label in question.qname.label])
+        if len(qname) > dnsname.MAX_NAME_LENGTH:
             return refuse(FORMERR)
         opt = opts[0] if opts else None
         clean = build_query(

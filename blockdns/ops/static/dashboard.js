@@ -1,4 +1,6 @@
 /* blockdns dashboard: reads /api/stats and /api/querylog, pauses and resumes blocking with the API token.
+   Reads send the token too once it is known: a server whose API is not bound to loopback (or has
+   [api] read_token = true) answers reads only with it, and the page asks for it on the first 401.
    No dependencies and no network but this server. Everything from the server is written with textContent. */
 "use strict";
 
@@ -46,8 +48,13 @@
     node.hidden = !text;
   }
 
+  function withToken(headers) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    return token ? Object.assign({ Authorization: "Bearer " + token }, headers) : headers;
+  }
+
   async function getJSON(path) {
-    const response = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
+    const response = await fetch(path, { cache: "no-store", headers: withToken({ Accept: "application/json" }) });
     const body = await response.json().catch(() => ({}));
     return { status: response.status, ok: response.ok, body: body };
   }
@@ -77,7 +84,7 @@
     if (then) then();
   });
   $("token-cancel").addEventListener("click", hideToken);
-  $("token-btn").addEventListener("click", () => askToken(null));
+  $("token-btn").addEventListener("click", () => askToken(refresh));
 
   async function change(path, body) {
     const token = sessionStorage.getItem(TOKEN_KEY);
@@ -169,10 +176,12 @@
     setText("uptime", duration(stats.uptime_seconds));
     setText("policy-size", num(stats.policy.entries) + " policy entries");
     const p = stats.problems;
-    const problems = p.refused_clients + p.bad_packets + p.dropped_overload + p.handler_failures + p.querylog_dropped;
+    const problems = p.refused_clients + p.bad_packets + p.dropped_overload + p.handler_failures + p.querylog_dropped
+      + p.reloads_refused;
     setText("problems", num(problems));
     setText("problems-detail", num(p.refused_clients) + " refused, " + num(p.bad_packets) + " bad packets, "
-      + num(p.querylog_dropped) + " log rows dropped");
+      + num(p.querylog_dropped) + " log rows dropped"
+      + (p.reloads_refused ? ", " + num(p.reloads_refused) + " reloads refused" : ""));
   }
 
   function svg(tag, attributes) {
@@ -251,13 +260,27 @@
       (row) => [[clock(row.ts)], [clientLabel(row.client, row.client_name)], [row.group], [row.name], [row.qtype], [row.vendor], [row.rule]], empty);
   }
 
+  function askTokenForReads() {
+    const refused = sessionStorage.getItem(TOKEN_KEY) !== null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    showMessage(refused ? "The server refused that token; enter it again."
+      : "This server shows its statistics only with the API token.", "error");
+    askToken(refresh);
+  }
+
   async function refresh() {
     clearTimeout(refreshTimer);
+    let again = true;
     try {
       const [statsResult, recent] = await Promise.all([
         getJSON("/api/stats"),
         getJSON("/api/querylog?blocked=1&limit=20"),
       ]);
+      if (statsResult.status === 401) {
+        again = false; // polling resumes once a token is entered
+        askTokenForReads();
+        return;
+      }
       if (!statsResult.ok) throw new Error(statsResult.body.error || "HTTP " + statsResult.status);
       const stats = statsResult.body;
       const summary = stats.querylog && stats.querylog.summary ? stats.querylog.summary : null;
@@ -274,7 +297,7 @@
       refreshFailed = true;
       showMessage("Cannot read the server's statistics: " + err.message, "error");
     } finally {
-      refreshTimer = setTimeout(refresh, REFRESH_MS);
+      if (again) refreshTimer = setTimeout(refresh, REFRESH_MS);
     }
   }
 

@@ -17,7 +17,6 @@ import ipaddress
 import struct
 
 from blockdns import dnsname
-from blockdns.names import from_wire
 from blockdns.resolve.recursive.classify import TYPE_NSEC, TYPE_NSEC3
 from blockdns.resolve.recursive.machine import Result
 from blockdns.resolve.recursive.message import Record
@@ -95,7 +94,7 @@ def parsed_response(result: Result, *, do: bool) -> ParsedResponse:
         if record.rtype == result.qtype or result.qtype == TYPE_ANY:
             has_answer_of_type = True
         if record.rtype in (TYPE_CNAME, TYPE_DNAME):
-            cnames.append(from_wire(record.rdata))
+            cnames.append(dnsname.text_key(record.rdata.lower()))
         elif record.rtype == TYPE_A and len(record.rdata) == 4:
             addresses.append(str(ipaddress.IPv4Address(record.rdata)))
         elif record.rtype == TYPE_AAAA and len(record.rdata) == 16:
