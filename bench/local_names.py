@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from run import (  # bench/run.py is a script beside this one, not a package
     LOAD_CORE,
     OUT,
     PYTHON,
+    Run,
     Server,
     dnsperf,
     free_port,
@@ -78,18 +80,35 @@ def write_config(out: Path, upstream_port: int, local: bool) -> tuple[Path, int]
     return conf, port
 
 
-def run_kind(server: Server, kind: str, runs: int, seconds: float, rate: int) -> dict[str, float]:
+def query_file(kind: str) -> Path:
     queries = OUT / f"local-bench-{kind.replace(' ', '-').replace(',', '')}.txt"
     queries.write_text("".join(KINDS[kind](i) + "\n" for i in range(NAMES)))
-    dnsperf(server.port, queries, 2, "-n", "1")  # warm the cache and every memo
-    results = [throughput(server, queries, seconds) for _ in range(runs)]
-    p50, p99 = latency(server, queries, rate, 3)
-    return {
-        "qps": statistics.median(r.qps for r in results),
-        "cpu_us": statistics.median(r.cpu_us for r in results),
-        "p50_ms": p50,
-        "p99_ms": p99,
-    }
+    return queries
+
+
+def run_kinds(
+    servers: list[tuple[str, Server, list[str]]], args: argparse.Namespace
+) -> list[tuple[str, str, dict[str, float]]]:
+    """Each server's kinds of query: the throughput runs of all of them interleaved (so a neighbour's load on
+    this machine falls on every one alike), then latency at a fixed rate."""
+    plan = [(who, server, kind, query_file(kind)) for who, server, kinds in servers for kind in kinds]
+    for _, server, _, queries in plan:
+        dnsperf(server.port, queries, 2, "-n", "1")  # warm the cache and every memo
+    runs: list[list[Run]] = [[] for _ in plan]
+    for _ in range(args.runs):
+        for index, (_, server, _, queries) in enumerate(plan):
+            runs[index].append(throughput(server, queries, args.seconds))
+    rows = []
+    for (who, server, kind, queries), done in zip(plan, runs, strict=True):
+        p50, p99 = latency(server, queries, args.rate, 3)
+        figures = {
+            "qps": statistics.median(run.qps for run in done),
+            "cpu_us": statistics.median(run.cpu_us for run in done),
+            "p50_ms": p50,
+            "p99_ms": p99,
+        }
+        rows.append((who, kind, figures))
+    return rows
 
 
 LOAD_PROBE = """
@@ -154,39 +173,33 @@ def main() -> int:
         ["taskset", "-c", LOAD_CORE, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
         stdout=subprocess.DEVNULL,
     )
-    rows: list[tuple[str, str, dict[str, float]]] = []
+    started: list[Server] = []
     try:
         time.sleep(0.5)
         conf, port = write_config(OUT, upstream_port, local=True)
-        server = Server("blockdns", [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)], port)
-        server.start()
-        try:
-            for kind in KINDS:
-                print(f"bench: {kind} ...", file=sys.stderr, flush=True)
-                rows.append(
-                    ("this checkout", kind, run_kind(server, kind, args.runs, args.seconds, args.rate))
-                )
-        finally:
-            server.stop()
+        command = [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)]
+        # `python -m` imports from the working directory first: each checkout runs from its own.
+        servers = [("this checkout", Server("blockdns", command, port, cwd=HERE.parent), list(KINDS))]
         if args.compare_with is not None:
             conf, port = write_config(OUT, upstream_port, local=False)
             source = args.compare_with.resolve()
-            env = {**__import__("os").environ, "PYTHONPATH": str(source)}
-            other = Server(
-                source.name, [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)], port, env=env
-            )
-            other.start()
-            try:
-                print("bench: cached answer, compared ...", file=sys.stderr, flush=True)
-                kind = "cached answer"
-                rows.append((source.name, kind, run_kind(other, kind, args.runs, args.seconds, args.rate)))
-            finally:
-                other.stop()
+            command = [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)]
+            env = {**os.environ, "PYTHONPATH": str(source)}
+            other = Server(source.name, command, port, env=env, cwd=source)
+            servers.append((source.name, other, ["cached answer"]))
+        for _, server, _ in servers:
+            server.start()
+            started.append(server)
+        print("bench: running ...", file=sys.stderr, flush=True)
+        rows = run_kinds(servers, args)
     finally:
+        for server in started:
+            server.stop()
         upstream.terminate()
         upstream.wait(5)
     print(
-        f"\none kind of query at a time, {NAMES} names; median of {args.runs} runs of {args.seconds:.0f} s\n"
+        f"\none kind of query at a time, {NAMES} names; median of {args.runs} interleaved runs of "
+        f"{args.seconds:.0f} s; latency at {args.rate:,} q/s\n"
     )
     print(f"{'blockdns':<16} {'query':<30} {'q/s':>9} {'CPU µs/q':>9} {'p50 ms':>7} {'p99 ms':>7}")
     for who, kind, figures in rows:
