@@ -49,6 +49,7 @@ def control() -> FakeControl:
 @pytest.fixture
 def api(tmp_path: Path, control: FakeControl) -> Iterator[ApiThread]:
     querylog = QueryLog(QueryLogSettings(), tmp_path / "q.sqlite", control.stats)
+    querylog.client_names = {"192.168.1.10": "laptop-anna.home.arpa"}.get
     querylog.start()
     for index in range(4):
         querylog.offer(row(BLOCKED_NAME, control=control, client=f"192.168.1.{10 + index}"))
@@ -98,6 +99,9 @@ def test_dashboard_shows_numbers_and_pauses(api: ApiThread, control: FakeControl
     recent = browser.find_elements(By.CSS_SELECTOR, "#recent-blocked tbody tr")
     assert len(recent) == 4 and BLOCKED_NAME in recent[0].text and "192.168.1." in recent[0].text
     assert "www0.example.org" not in browser.find_element(By.ID, "recent-blocked").text
+    assert "laptop-anna.home.arpa (192.168.1.10)" in browser.find_element(By.ID, "recent-blocked").text
+    clients = browser.find_elements(By.CSS_SELECTOR, "#top-clients tbody tr")
+    assert len(clients) == 4 and "laptop-anna.home.arpa (192.168.1.10)" in text(browser, "top-clients")
     bars = browser.find_elements(By.CSS_SELECTOR, "#chart svg rect.bar-blocked")
     assert len(bars) >= 1
     assert "10 queries, 4 blocked" in text(browser, "log-totals")

@@ -270,7 +270,7 @@ def test_reader_works_beside_the_writer_and_summarises(make_log, control: FakeCo
     assert summary["block_rate"] == pytest.approx(0.3)
     assert summary["top_vendors"] == [{"vendor": "deepseek", "category": "chat", "count": 30}]
     assert summary["top_domains"][0] == {"name": BLOCKED_NAME, "vendor": "deepseek", "count": 30}
-    assert summary["top_clients"][0] == {"client": "10.0.0.5", "queries": 30, "blocked": 30}
+    assert summary["top_clients"][0] == {"client": "10.0.0.5", "name": None, "queries": 30, "blocked": 30}
     series = summary["series"]
     assert sum(p["queries"] for p in series["points"]) == 100
     assert sum(p["blocked"] for p in series["points"]) == 30

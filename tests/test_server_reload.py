@@ -145,9 +145,9 @@ def test_the_watcher_waits_for_a_file_being_written(
     applied: list[str] = []
     real_apply = Server._apply
 
-    def recording_apply(self: Server, settings: config.Settings, policy: object) -> None:
+    def recording_apply(self: Server, settings: config.Settings, *rest: object) -> None:
         applied.append(settings.resolver.mode)
-        real_apply(self, settings, policy)  # type: ignore[arg-type]
+        real_apply(self, settings, *rest)  # type: ignore[arg-type]
 
     real_paths = Server._watched_paths
     step = iter(range(1, 10_000))

@@ -45,6 +45,13 @@ _ROW = {
     "properties": {
         "ts": {"type": "number", "description": "seconds since the epoch"},
         "client": {"type": "string", "nullable": True, "description": "address, keyed hash, or null"},
+        "client_name": {
+            "type": "string",
+            "nullable": True,
+            "description": "the client's name from local records, hosts files or a forward zone's PTR"
+            " (only when the log keeps full addresses)",
+            "example": "laptop-anna.home.arpa",
+        },
         "group": {"type": "string"},
         "name": {"type": "string"},
         "qtype": {"type": "string", "example": "AAAA"},

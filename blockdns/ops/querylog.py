@@ -6,9 +6,9 @@ counted when the writer has fallen behind, so DNS never waits for the disk.
 
 The writer thread wakes every ``flush_interval`` seconds, or sooner when a batch is full (it looks every
 50 ms), turns rows into records (wire names to text, client addresses masked per ``[querylog] clients``,
-decisions to vendor/category/selector) and commits each batch with one ``executemany``. It also purges
-rows older than ``retention_days`` at start and then every ``purge_interval`` seconds
-(``retention_days = 0`` keeps everything).
+the client's name added when the log keeps full addresses, decisions to vendor/category/selector) and
+commits each batch with one ``executemany``. It also purges rows older than ``retention_days`` at start
+and then every ``purge_interval`` seconds (``retention_days = 0`` keeps everything).
 
 Reading goes through :class:`~blockdns.ops.querylog_read.QueryLogReader`, which opens its own read-only
 connection, so the API and ``blockdns log`` work while the server writes.
@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -102,6 +103,9 @@ class QueryLog:
         self.purged = 0  # rows removed by retention
         self.trimmed = 0  # rows removed by the [querylog] max_rows cap
         self.reader = QueryLogReader(self.path, settings.clients)
+        # The name of a client address, when the server knows one (set by the server; read by the writer
+        # thread, off the hot path). Stored only when the log keeps full addresses.
+        self.client_names: Callable[[str], str | None] | None = None
         self._masker: ClientMasker | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -281,6 +285,8 @@ class QueryLog:
             transport,
         ) = row
         assert self._masker is not None
+        names = self.client_names
+        client_name = names(client) if names is not None and self.settings.clients == "full" else None
         entry = selector = vendor = category = None
         if decision is not None:
             entry = decision.entry
@@ -307,6 +313,7 @@ class QueryLog:
             upstream,
             duration_ms,
             transport,
+            client_name,
         )
 
     def _trim(self, conn: sqlite3.Connection) -> None:

@@ -236,6 +236,11 @@
     setText("log-totals", "· " + num(summary.total) + " queries, " + num(summary.blocked) + " blocked (" + pct(summary.block_rate) + ")");
   }
 
+  // A client as people know it: "laptop-anna.home.arpa (192.168.1.23)", or the address alone.
+  function clientLabel(address, name) {
+    return name ? name + " (" + address + ")" : address;
+  }
+
   function renderTops(stats, summary) {
     const vendors = summary ? summary.top_vendors : stats.top_vendors;
     fillTable("top-vendors", vendors, (row) => [[row.vendor || "(no vendor)"], [row.category], [num(row.count), "num"]],
@@ -243,13 +248,16 @@
     fillTable("top-domains", summary ? summary.top_domains : [],
       (row) => [[row.name], [row.vendor], [num(row.count), "num"]],
       summary ? "nothing blocked yet" : "the query log is off");
+    fillTable("top-clients", summary ? summary.top_clients : [],
+      (row) => [[clientLabel(row.client, row.name)], [num(row.queries), "num"], [num(row.blocked), "num"]],
+      summary ? "nothing blocked yet" : "the query log is off");
   }
 
   function renderRecent(result) {
     const rows = result && result.ok ? result.body.rows : [];
     const empty = result && result.status === 404 ? "the query log is off" : "no blocked queries yet";
     fillTable("recent-blocked", rows,
-      (row) => [[clock(row.ts)], [row.client], [row.group], [row.name], [row.qtype], [row.vendor], [row.rule]], empty);
+      (row) => [[clock(row.ts)], [clientLabel(row.client, row.client_name)], [row.group], [row.name], [row.qtype], [row.vendor], [row.rule]], empty);
   }
 
   function askTokenForReads() {
