@@ -331,15 +331,7 @@ class QueryLog:
                 return
             room = min(int(cap * TRIM_ROOM_SHARE), TRIM_ROOM_MAX)
             keep_from = high - (cap - room) + 1  # the oldest id kept
-            removed = 0
-            while True:
-                cursor = conn.execute(
-                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE id < ? LIMIT ?)",
-                    (keep_from, PURGE_CHUNK),
-                )
-                removed += cursor.rowcount
-                if cursor.rowcount < PURGE_CHUNK:
-                    break
+            removed = _delete_oldest(conn, "id < ?", keep_from)
         except sqlite3.Error as err:
             self._log_error("query log: removing rows past max_rows failed: %s", err)
             return
@@ -352,15 +344,7 @@ class QueryLog:
         days = self.settings.retention_days
         try:
             if days > 0:
-                cutoff = time.time() - days * 86400
-                while True:
-                    cursor = conn.execute(
-                        "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE ts < ? LIMIT ?)",
-                        (cutoff, PURGE_CHUNK),
-                    )
-                    removed += cursor.rowcount
-                    if cursor.rowcount < PURGE_CHUNK:
-                        break
+                removed = _delete_oldest(conn, "ts < ?", time.time() - days * 86400)
                 if removed:
                     conn.execute("PRAGMA incremental_vacuum")
         except sqlite3.Error as err:
@@ -378,3 +362,15 @@ class QueryLog:
         if now - self._last_error_log >= ERROR_LOG_INTERVAL:
             self._last_error_log = now
             log.error(message, *args)
+
+
+def _delete_oldest(conn: sqlite3.Connection, condition: str, bound: float) -> int:
+    """Delete the rows matching ``condition`` (one ``?`` for ``bound``) in chunks of ``PURGE_CHUNK``, each its
+    own statement, so the writer never holds one huge delete; the number of rows deleted."""
+    statement = f"DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE {condition} LIMIT ?)"
+    removed = 0
+    while True:
+        count = conn.execute(statement, (bound, PURGE_CHUNK)).rowcount
+        removed += count
+        if count < PURGE_CHUNK:
+            return removed
