@@ -15,7 +15,7 @@ import pytest
 
 from blockdns.config import QueryLogSettings
 from blockdns.ops.clientid import QueryLogError, key_path
-from blockdns.ops.querylog import QueryLog, Row
+from blockdns.ops.querylog import ROW_ID_RANGE, QueryLog, Row
 from blockdns.ops.querylog_read import QueryLogReader, bucket_width
 from blockdns.ops.stats import ServerStats
 
@@ -195,6 +195,16 @@ def test_max_rows_keeps_the_newest_rows_and_the_file_stops_growing(make_log) -> 
     assert f"r{11 - 3}-499.example" in names and "r0-0.example" not in names  # ... the oldest went first
     assert querylog.trimmed == 12 * 500 - len(names) and len(names) >= 2000 * 0.98 - 250
     assert max(sizes[6:]) <= sizes[5] * 1.1  # freed pages are reused: no growth once capped
+
+
+def test_the_max_rows_check_seeks_instead_of_reading_the_table(make_log) -> None:
+    """The check runs after every batch: it must cost two index seeks, not a scan of millions of rows."""
+    querylog = make_log()
+    querylog.start()
+    querylog.close()
+    with sqlite3.connect(querylog.path) as conn:
+        plan = " ".join(str(step[3]) for step in conn.execute(f"EXPLAIN QUERY PLAN {ROW_ID_RANGE}"))
+    assert "SEARCH queries" in plan and "SCAN queries" not in plan, plan
 
 
 def test_max_rows_zero_keeps_everything(make_log) -> None:

@@ -63,6 +63,9 @@ PURGE_CHUNK = 5000
 # at most TRIM_ROOM_MAX rows), so the delete runs once per many batches instead of after every one.
 TRIM_ROOM_SHARE = 0.02
 TRIM_ROOM_MAX = 50_000
+# The lowest and highest row id: one seek each. (``SELECT min(id), max(id)`` in one select reads the whole
+# table: SQLite's min/max shortcut applies only to a select of one of them.)
+ROW_ID_RANGE = "SELECT (SELECT min(id) FROM queries), (SELECT max(id) FROM queries)"
 POLL_INTERVAL = 0.05
 ERROR_LOG_INTERVAL = 60.0
 
@@ -326,7 +329,7 @@ class QueryLog:
         if not cap:
             return
         try:
-            low, high = conn.execute("SELECT min(id), max(id) FROM queries").fetchone()
+            low, high = conn.execute(ROW_ID_RANGE).fetchone()
             if low is None or high - low + 1 <= cap:
                 return
             room = min(int(cap * TRIM_ROOM_SHARE), TRIM_ROOM_MAX)
