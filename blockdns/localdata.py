@@ -23,6 +23,7 @@ from pathlib import Path
 from blockdns import dnsname
 from blockdns.errors import ConfigError, InvalidName
 from blockdns.names import normalise
+from blockdns.tomlfile import read_text
 from blockdns.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME
 
 TYPE_PTR, TYPE_MX, TYPE_TXT, TYPE_SRV = 12, 15, 16, 33
@@ -171,15 +172,7 @@ def parse_hosts(text: str, file: str) -> Iterator[Record]:
 
 
 def read_hosts_file(path: Path) -> list[Record]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such hosts file", file=str(path)) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read the hosts file: {err.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("the hosts file is not UTF-8 text", file=str(path)) from None
-    return list(parse_hosts(text, str(path)))
+    return list(parse_hosts(read_text(path, kind="hosts file"), str(path)))
 
 
 # -------------------------------------------------------------------------------------------- merging

@@ -15,16 +15,24 @@ from blockdns.errors import ConfigError
 _TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
-def read_toml(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
-    """Parse a TOML file; every failure is ``error`` naming the file (and, for syntax, the line)."""
+def read_text(path: Path, error: type[ConfigError] = ConfigError, kind: str = "file") -> str:
+    """The text of a file a person wrote; a missing, unreadable or non-UTF-8 file is one ``error`` naming it
+    (``kind`` says what it was meant to be: "no such hosts file")."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise error("no such file", file=str(path)) from None
+        raise error(f"no such {kind}", file=str(path)) from None
     except OSError as err:
         raise error(f"cannot read: {err.strerror}", file=str(path)) from None
     except UnicodeDecodeError:
         raise error("not UTF-8 text", file=str(path)) from None
+
+
+def read_toml(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """Parse a TOML file; every failure is ``error`` naming the file (and, for syntax, the line)."""
+    text = read_text(path, error)
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         found = _TOML_LINE.search(str(err))
         key = f"line {found.group(1)}" if found else None
