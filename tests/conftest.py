@@ -25,6 +25,13 @@ from fakedns import FakeDNS
 
 LISTS_DIR = Path(__file__).resolve().parent.parent / "lists"
 TEST_CATALOG = Path(__file__).resolve().parent / "data" / "catalog"
+# The [lists] section of a config file on the small test catalogue that fetches nothing (cf. base_config).
+TEST_LISTS_TOML = f"""[lists]
+catalog = "{TEST_CATALOG / "vendors"}"
+guard = "{TEST_CATALOG / "guard.toml"}"
+feeds = "{TEST_CATALOG / "feeds.toml"}"
+refresh = "0"
+"""
 
 
 class RunningServer:

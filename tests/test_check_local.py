@@ -11,18 +11,13 @@ from typer.testing import CliRunner
 
 from blockdns.cli.main import app
 
-from conftest import TEST_CATALOG
+from conftest import TEST_LISTS_TOML
 
 CONFIG = f"""
 [policy]
 block = ["vendor:deepseek"]
 
-[lists]
-catalog = "{TEST_CATALOG / "vendors"}"
-guard = "{TEST_CATALOG / "guard.toml"}"
-feeds = "{TEST_CATALOG / "feeds.toml"}"
-refresh = "0"
-
+{TEST_LISTS_TOML}
 [local]
 records = [
   "nas.home.arpa. 300 IN A 192.168.1.10",

@@ -16,7 +16,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from conftest import TEST_CATALOG
+from conftest import TEST_LISTS_TOML
 from fakedns import FakeDNS
 from opshelpers import http
 
@@ -37,12 +37,7 @@ mode = "forward"
 upstreams = ["{upstream.url}"]
 [policy]
 block = [{block}]
-[lists]
-catalog = "{TEST_CATALOG / "vendors"}"
-guard = "{TEST_CATALOG / "guard.toml"}"
-feeds = "{TEST_CATALOG / "feeds.toml"}"
-refresh = "0"
-[querylog]
+{TEST_LISTS_TOML}[querylog]
 path = ""
 [api]
 listen = ""

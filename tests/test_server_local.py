@@ -17,7 +17,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from conftest import RunningServer, base_config, ede_of
+from conftest import TEST_LISTS_TOML, RunningServer, base_config, ede_of
 from fakeauth import ROOT_SERVERS, FakeHierarchy, build_test_hierarchy
 from fakedns import FakeDNS
 
@@ -430,8 +430,6 @@ def test_a_reload_that_changes_the_forward_zones_starts_a_fresh_cache(
 ) -> None:
     from blockdns import config
 
-    from conftest import TEST_CATALOG
-
     public.answer("dc1.corp.example", "A", "192.0.2.99")  # what the public side says about the name
     path = tmp_path / "blockdns.toml"
 
@@ -439,8 +437,7 @@ def test_a_reload_that_changes_the_forward_zones_starts_a_fresh_cache(
         path.write_text(
             f'[server]\nlisten = ["127.0.0.1:0"]\n'
             f'[resolver]\nmode = "forward"\nupstreams = ["{public.url}"]\ntimeout = 1.0\n'
-            f'[lists]\nrefresh = "0"\ncatalog = "{TEST_CATALOG / "vendors"}"\n'
-            f'guard = "{TEST_CATALOG / "guard.toml"}"\nfeeds = "{TEST_CATALOG / "feeds.toml"}"\n'
+            f"{TEST_LISTS_TOML}"
             f'[querylog]\npath = ""\n[api]\nlisten = ""\n{zones}'
         )
 

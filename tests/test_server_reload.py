@@ -16,7 +16,7 @@ from blockdns import config
 from blockdns.server import app as app_module
 from blockdns.server.app import Server
 
-from conftest import TEST_CATALOG, RunningServer
+from conftest import TEST_LISTS_TOML, RunningServer
 from fakedns import FakeDNS
 from opshelpers import TOKEN
 
@@ -40,12 +40,7 @@ name = "lab"
 clients = ["127.0.0.9/32"]
 block = []
 
-[lists]
-catalog = "{TEST_CATALOG / "vendors"}"
-guard = "{TEST_CATALOG / "guard.toml"}"
-feeds = "{TEST_CATALOG / "feeds.toml"}"
-refresh = "0"
-
+{TEST_LISTS_TOML}
 [querylog]
 path = ""
 
