@@ -48,6 +48,10 @@ class ClientNames:
         # address -> (name or None, time.monotonic() it expires); written on the event loop only
         self._known: dict[str, tuple[str | None, float]] = {}
         self._pending: set[str] = set()  # addresses being looked up
+        # Addresses handed to the loop and not yet taken up there: a batch of rows from one new client asks
+        # the loop once, not once a row. (Added by the writer thread, removed on the loop: a set's add and
+        # discard are atomic.)
+        self._asked: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def configure(self, local: LocalData, router: ZoneRouter) -> None:
@@ -64,7 +68,8 @@ class ClientNames:
         if known is not None and known[1] > time.monotonic():
             return known[0]
         loop = self._loop
-        if loop is not None and address not in self._pending:
+        if loop is not None and address not in self._pending and address not in self._asked:
+            self._asked.add(address)
             with contextlib.suppress(RuntimeError):  # the loop has closed: the server is stopping
                 loop.call_soon_threadsafe(self._look_up, address)
         return known[0] if known is not None else None
@@ -83,6 +88,7 @@ class ClientNames:
         self._known[address] = (name, time.monotonic() + seconds)
 
     def _look_up(self, address: str) -> None:
+        self._asked.discard(address)
         if address in self._pending or self._local is None or self._router is None:
             return
         known = self._known.get(address)
