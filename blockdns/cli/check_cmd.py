@@ -42,8 +42,8 @@ def check(
             raise UserError(f"--client: not an IP address: {client!r}") from None
     settings = load_settings(config)
     group = build_policy(settings).group_for(client)
-    forward = {zone.name: zone.upstreams for zone in settings.forward_zones}
-    zones = ZoneTable.build(settings.local.private_reverse, [dnsname.from_text(zone) for zone in forward])
+    forward = {dnsname.from_text(zone.name): zone.upstreams for zone in settings.forward_zones}
+    zones = ZoneTable.build(settings.local.private_reverse, list(forward))
     where = route(wire, load_local(settings), zones, forward)
     decision = group.decide(key)
     # Local records are the administrator's own word: policy decides only where a CNAME chain leads out.

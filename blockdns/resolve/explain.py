@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from blockdns import dnsname
 from blockdns.localdata import MAX_CNAME_CHAIN, LocalData
 from blockdns.resolve.localzones import ZoneTable
+from blockdns.resolve.routing import closest_zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,9 @@ class Route:
         }
 
 
-def route(wire: bytes, local: LocalData, zones: ZoneTable, forward_zones: Mapping[str, list[str]]) -> Route:
-    """Where the name ``wire`` (lowercase wire form) is answered."""
+def route(wire: bytes, local: LocalData, zones: ZoneTable, forward_zones: Mapping[bytes, list[str]]) -> Route:
+    """Where the name ``wire`` (lowercase wire form) is answered; ``forward_zones`` maps each forward zone's
+    wire name to its upstreams."""
     if local.get(wire) is None:
         return _after_policy(wire, zones, forward_zones)
     records = local.describe(wire)
@@ -57,12 +59,11 @@ def route(wire: bytes, local: LocalData, zones: ZoneTable, forward_zones: Mappin
     )
 
 
-def _after_policy(wire: bytes, zones: ZoneTable, forward_zones: Mapping[str, list[str]]) -> Route:
+def _after_policy(wire: bytes, zones: ZoneTable, forward_zones: Mapping[bytes, list[str]]) -> Route:
     served = zones.served_zone(wire)
     if served is not None:
         return Route("local-zone", zone=served.name, why=served.why)
-    for ancestor in dnsname.ancestors(wire):
-        zone = dnsname.text_key(ancestor)
-        if zone in forward_zones:
-            return Route("forward-zone", zone=zone, upstreams=forward_zones[zone])
+    zone = closest_zone(wire, forward_zones)  # as the router picks it
+    if zone is not None:
+        return Route("forward-zone", zone=dnsname.text_key(zone), upstreams=forward_zones[zone])
     return Route("resolver")

@@ -8,11 +8,19 @@ by the question name, and a name belongs to exactly one zone, so one zone's answ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import replace
 
 from blockdns import dnsname
 from blockdns.resolve.upstream import Upstream, UpstreamResult
+
+
+def closest_zone(qname: bytes, zones: Container[bytes]) -> bytes | None:
+    """The zone among ``zones`` (wire names) that ``qname`` is at or below, the closest one; or None."""
+    for name in dnsname.ancestors(qname):
+        if name in zones:
+            return name
+    return None
 
 
 class ZoneRouter:
@@ -28,12 +36,7 @@ class ZoneRouter:
 
     def zone_of(self, qname: bytes) -> bytes | None:
         """The forward zone ``qname`` belongs to (its wire name), or None."""
-        if not self.zones:
-            return None
-        for name in dnsname.ancestors(qname):
-            if name in self.zones:
-                return name
-        return None
+        return closest_zone(qname, self.zones) if self.zones else None
 
     async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
         zone = self.zone_of(qname)
