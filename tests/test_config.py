@@ -93,7 +93,7 @@ def test_defaults_match_the_interface():
     settings = config.Settings()
     assert settings.server.listen == ["127.0.0.1:1053", "[::1]:1053"]
     assert settings.resolver.mode == "recursive"
-    assert settings.policy.block == ["all"]
+    assert settings.policy.block == ["all", "category:bypass"]
     assert settings.api.listen == "127.0.0.1:8053"
     assert settings.blocking.response == "nxdomain" and settings.blocking.bypass_protection
     assert settings.querylog.max_rows == 10_000_000
