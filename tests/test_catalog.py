@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from blockdns import config
 from blockdns.catalog import COUNTRY_CODES, Catalog, load_catalog
+from blockdns.catalog_discover import feed_evidence
 from blockdns.catalog_lint import lint
 from blockdns.cli.main import app
 from blockdns.entries import EntrySets
@@ -448,3 +449,9 @@ def test_guard_list_covers_the_platforms_ai_vendors_build_on(catalog: Catalog) -
         "datadoghq.com", "sentry.io", "auth0.com", "stripe.com", "arkoselabs.com", "livekit.cloud",
         "agora.io", "b-cdn.net", "imgix.net", "netlify.app", "workers.dev", "volces.com", "envato.com",
     } <= guarded  # fmt: skip
+
+
+def test_a_feed_on_github_is_cited_as_a_list_reference() -> None:
+    raw = "https://raw.githubusercontent.com/v2fly/domain-list-community/master/data/category-ai-!cn"
+    assert feed_evidence(raw) == "v2fly/domain-list-community data/category-ai-!cn"
+    assert feed_evidence("https://lists.example/ai.txt") == "https://lists.example/ai.txt"
