@@ -88,8 +88,8 @@ def discover(catalog: Catalog, sources: Iterable[FeedSource], feed_urls: dict[st
                 if name in found or known(name):
                     continue
                 domain = psl.privatesuffix(name)
-                vendor = source.vendor or (owner_by_domain.get(domain, "") if domain else "")
-                found[name] = Candidate(vendor, name, exact, source.name, evidence)
+                owner = source.vendor or (owner_by_domain.get(domain, "") if domain else "")
+                found[name] = Candidate(owner, name, exact, source.name, evidence)
     return sorted(found.values())
 
 
