@@ -234,11 +234,11 @@ def blockdns_server(
     for stale in out.glob(f"querylog-{label}.sqlite*"):
         stale.unlink()
     name = f"blockdns ({'query log on' if querylog else 'query log off'})"
-    env = None
     if source is not None:
         name = f"blockdns@{source.name}{name[8:]}"
-        env = {**os.environ, "PYTHONPATH": str(source)}
-    return Server(name, [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)], port, env=env)
+    # -P: the current directory (a checkout, perhaps this one) must not shadow the blockdns meant here.
+    env = {**os.environ, "PYTHONPATH": str(source or HERE.parent)}
+    return Server(name, [PYTHON, "-P", "-m", "blockdns", "serve", "--config", str(conf)], port, env=env)
 
 
 # ------------------------------------------------------------------------------------------- dnsperf

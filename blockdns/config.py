@@ -12,9 +12,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from blockdns.errors import ConfigError
+from blockdns.errors import ConfigError, InvalidName
+from blockdns.names import normalise
 from blockdns.tomlfile import read_toml, schema_problems
 
 DEFAULT_CONFIG_NAME = "blockdns.toml"
@@ -99,6 +108,7 @@ class ServerSettings(Section):
     ]
     tcp_idle_timeout: float = Field(10.0, gt=0)
     tcp_max_connections: int = Field(256, ge=1)
+    tcp_max_per_client: int = Field(16, ge=1)  # open TCP connections per client address
     max_inflight: int = Field(4096, ge=1)  # slow-path queries being resolved at once; more are dropped
 
     @field_validator("listen")
@@ -277,6 +287,10 @@ class QueryLogSettings(Section):
 class ApiSettings(Section):
     listen: str = "127.0.0.1:8053"
     token: str = ""
+    # Extra Host header values the API answers (ops/httpaccess.py): names, ".example.org" for a domain and
+    # every name below it. IP literals and localhost are always accepted.
+    allowed_hosts: list[str] = []
+    read_token: bool = False  # reads need the token too (always so when `listen` is not loopback)
 
     @field_validator("listen")
     @classmethod
@@ -285,8 +299,66 @@ class ApiSettings(Section):
             parse_host_port(value, 8053)
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, values: list[str]) -> list[str]:
+        checked = []
+        for value in values:
+            if "*" in value:
+                raise ValueError(f"{value!r}: write .example.org for a domain and every name below it")
+            dot = "." if value.strip().startswith(".") else ""
+            try:
+                checked.append(dot + normalise(value.strip()[len(dot) :]))
+            except InvalidName as err:
+                raise ValueError(f"{err}: give a host name, or .domain for it and the names below") from None
+        return checked
+
     def address(self) -> tuple[str, int] | None:
         return parse_host_port(self.listen, 8053) if self.listen else None
+
+
+def _check_record(text: str) -> str:
+    # Imported here: localdata reads zone-file syntax with dnspython, which only a config with records needs.
+    from blockdns.localdata import check_record_text
+
+    return check_record_text(text)
+
+
+class LocalSettings(Section):
+    """Local names: the administrator's own records, answered authoritatively (see blockdns.localdata)."""
+
+    records: list[Annotated[str, AfterValidator(_check_record)]] = []  # zone-file lines
+    hosts_files: list[Path] = []  # /etc/hosts-style files, reloaded when they change
+    private_reverse: bool = True  # RFC 6303 reverse zones answered here unless a forward zone covers them
+
+
+def _check_upstream_list(values: list[str]) -> list[str]:
+    for value in values:
+        parse_upstream(value)
+    return values
+
+
+def _check_zone_name(value: str) -> str:
+    from blockdns.errors import InvalidName
+    from blockdns.names import normalise
+
+    try:
+        return normalise(value)
+    except InvalidName as err:
+        raise ValueError(str(err)) from None
+
+
+class ForwardZoneSettings(Section):
+    """Conditional forwarding: names at and below ``name`` go to ``upstreams``, in either resolver mode."""
+
+    name: Annotated[str, AfterValidator(_check_zone_name)]
+    upstreams: list[str] = Field(min_length=1)
+    dnssec: bool = True  # false: an internal unsigned zone that validation must not fail (issue 10)
+
+    _upstreams = field_validator("upstreams")(_check_upstream_list)
+
+    def upstream_list(self) -> list[Upstream]:
+        return [parse_upstream(value) for value in self.upstreams]
 
 
 class Settings(Section):
@@ -299,6 +371,8 @@ class Settings(Section):
     lists: ListsSettings = ListsSettings()
     querylog: QueryLogSettings = QueryLogSettings()
     api: ApiSettings = ApiSettings()
+    local: LocalSettings = LocalSettings()
+    forward_zones: list[ForwardZoneSettings] = []
     # Where this came from: the file, or None for built-in defaults. Not a TOML key.
     source: Path | None = Field(None, exclude=True)
 
@@ -310,6 +384,15 @@ class Settings(Section):
             raise ValueError(f"group names must be unique, repeated: {', '.join(duplicates)}")
         return self
 
+    @field_validator("forward_zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[ForwardZoneSettings]) -> list[ForwardZoneSettings]:
+        names = [zone.name for zone in zones]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"forward zone names must be unique, repeated: {', '.join(repeated)}")
+        return zones
+
     @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
@@ -317,6 +400,9 @@ class Settings(Section):
     def resolve_path(self, path: Path | str) -> Path:
         path = Path(path).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def hosts_paths(self) -> list[Path]:
+        return [self.resolve_path(path) for path in self.local.hosts_files]
 
     def querylog_path(self) -> Path | None:
         return self.resolve_path(self.querylog.path) if self.querylog.path else None

@@ -80,8 +80,9 @@ def to_text(name: bytes) -> str:
 
 def text_key(name: bytes) -> str:
     """The name as every table outside the resolver keys it: lowercase presentation text without the trailing
-    dot (``www.example.com``; ``""`` for the root), with a dot or backslash inside a label, a space and every
-    byte outside printable ASCII escaped as ``\\DDD``.
+    dot (``www.example.com``; ``""`` for the root), with every byte outside printable ASCII, a space, and the
+    characters master files give a meaning (``"().;\\@$``, RFC 1035 §5.1; dnspython escapes the same ones)
+    escaped as ``\\DDD``, so that the text reads back as the same name (``@`` alone would be the origin).
 
     One text per wire name and one wire name per text, so the policy can decide on any name a client sends:
     dots separate labels and nothing else, a label with odd bytes (``*``, ``a+b``, ``x\\032y``) never equals
@@ -102,9 +103,10 @@ def text_key(name: bytes) -> str:
     return ".".join("".join(_ESCAPED[byte] for byte in label) for label in labels)
 
 
-_PRINTABLE = re.compile(rb"[!-\[\]-~]*")  # printable ASCII but space and backslash
+_SPECIAL = b'"().;\\@$'  # what a master file reads as more than a character (dnspython escapes the same)
+_PRINTABLE = re.compile(rb'[^\x00-\x20\x7f-\xff"();\\@$]*')  # the dots are counted apart
 _ESCAPED = [
-    chr(byte) if 0x21 <= byte <= 0x7E and byte not in (0x2E, 0x5C) else f"\\{byte:03d}" for byte in range(256)
+    chr(byte) if 0x21 <= byte <= 0x7E and byte not in _SPECIAL else f"\\{byte:03d}" for byte in range(256)
 ]
 
 

@@ -57,11 +57,14 @@ class UpstreamError(BlockdnsError):
     """No upstream produced a usable answer.
 
     ``ede_code`` is the RFC 8914 Extended DNS Error the client receives with its SERVFAIL
-    (22 No Reachable Authority, 23 Network Error, ...).
+    (22 No Reachable Authority, 23 Network Error, ...), and ``client_text`` the EDE text: the message
+    without what a client has no business learning (the upstreams' addresses). The message itself goes to
+    the server's log and query log.
     """
 
-    def __init__(self, message: str, ede_code: int = 23) -> None:
+    def __init__(self, message: str, ede_code: int = 23, *, client_text: str | None = None) -> None:
         self.ede_code = ede_code
+        self.client_text = message if client_text is None else client_text
         super().__init__(message)
 
 

@@ -1,7 +1,8 @@
-"""From settings to a compiled policy: the one place that loads the catalogue and feed data.
+"""From settings to a compiled policy and to local data: the one place that loads the catalogue, the feed
+data, the local records and the hosts files.
 
 Both the server (at start and on every reload) and the CLI (``check``, ``config check``, ``lists export``)
-call :func:`build_policy`, so they can never disagree about a decision.
+call :func:`build_policy` and :func:`load_local`, so they can never disagree about a decision.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from blockdns.config import Settings
 from blockdns.errors import ConfigError, SelectorError
 from blockdns.feeds.model import FeedDefinition, default_feeds_file, load_definitions
 from blockdns.feeds.store import read_feed_sources
+from blockdns.localdata import LocalData, read_hosts_file, records_from_settings
 from blockdns.policy import GroupSpec, Policy, compile_policy, parse_selector
 
 
@@ -83,3 +85,11 @@ def _check_feed_selectors(settings: Settings, feed_names: set[str]) -> None:
                     file=str(settings.source or "<defaults>"),
                     key=key,
                 )
+
+
+def load_local(settings: Settings) -> LocalData:
+    """The local records and every hosts file, merged (reads the files: call it off the event loop)."""
+    records = list(records_from_settings(settings.local.records, str(settings.source or "<defaults>")))
+    for path in settings.hosts_paths():
+        records += read_hosts_file(path)
+    return LocalData.build(records)

@@ -478,3 +478,62 @@ def reply_rcode(data: bytes) -> int:
 
 def is_truncated(data: bytes) -> bool:
     return bool(struct.unpack_from(">H", data, 2)[0] & TC)
+
+
+def prepend_cnames(
+    question: bytes,
+    cnames: list[tuple[bytes, int, int, bytes]],
+    target_question: bytes,
+    target: Reply,
+    flags: int,
+) -> Reply:
+    """The reply to ``question`` whose answer section is the CNAME records ``cnames`` (``(owner, type, ttl,
+    rdata)``, the first owner a pointer to the question name) followed by ``target``, the reply to
+    ``target_question``, which the last CNAME points at. The target's rcode, authority and EDE are kept.
+
+    The target's records are written for its own question (their compression pointers point into it), so
+    they are re-encoded here with dnslib. Only the target's TTLs are noted for counting down: the CNAMEs
+    are served with the TTL they were written with. Raises WireError when dnslib cannot take them apart.
+    """
+    head = bytearray(HEADER.pack(0, QR, 1, len(cnames), 0, 0) + question)
+    for owner, rtype, ttl, rdata in cnames:
+        head += owner + _RR_FIXED.pack(rtype, CLASS_IN, ttl, len(rdata)) + rdata
+    an, ns, ar = target.counts
+    tail = HEADER.pack(0, target.header_flags, 1, an, ns, ar) + target_question + target.records
+    combined = parse_message(bytes(head))
+    rest = parse_message(tail)
+    combined.rr.extend(rest.rr)
+    combined.auth = rest.auth
+    combined.ar = rest.ar
+    combined.header.rcode = target.rcode
+    try:
+        data = bytes(combined.pack())
+    except Exception as err:  # dnslib raises several unrelated types
+        raise WireError(f"cannot re-encode the reply: {err}") from None
+    parsed = parse_reply(data, question[:-4]).reply
+    return Reply(
+        rcode=target.rcode,
+        counts=parsed.counts,
+        records=parsed.records,
+        ttl_fields=parsed.ttl_fields[len(cnames) :],
+        flags=flags,
+        ede=target.ede,
+    )
+
+
+def record_names(question: bytes, reply: Reply, rtype: int) -> list[bytes]:
+    """The names held by the answer records of type ``rtype`` (PTR, CNAME, NS: RDATA that is one name) in
+    ``reply`` to ``question``, uncompressed. Raises WireError on a malformed reply."""
+    data = bytes(12) + question + reply.records
+    pos = 12 + len(question)
+    names = []
+    try:
+        for _ in range(reply.counts[0]):
+            pos = _skip_name(data, pos)
+            found, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
+            if found == rtype:
+                names.append(read_name(data, pos + 10)[0])
+            pos += 10 + rdlength
+    except (IndexError, struct.error) as err:
+        raise WireError(f"malformed reply: {err}") from None
+    return names

@@ -2,6 +2,7 @@
 
     upstream = FakeDNS("127.0.0.2").answer("example.com", "A", "192.0.2.1").start()
     upstream.delay("slow.example", 3.0).garbage("bad.example").silence("void.example").truncate("big.example")
+    upstream.drop("lossy.example")  # the first query is lost, the next answered
     ...
     upstream.calls  # every question received: [(name, qtype, transport)]
 
@@ -66,6 +67,19 @@ class FakeDNS:
 
     def silence(self, name: str) -> FakeDNS:
         return self.handle(name, lambda request, transport: None)
+
+    def drop(self, name: str, count: int = 1, then: Handler | None = None) -> FakeDNS:
+        """Say nothing to the first ``count`` queries for ``name`` (lost packets); answer the rest."""
+        dropped = 0
+
+        def lossy(request: DNSRecord, transport: str) -> bytes | DNSRecord | None:
+            nonlocal dropped
+            if dropped < count:
+                dropped += 1
+                return None
+            return then(request, transport) if then else self._lookup(request)
+
+        return self.handle(name, lossy)
 
     def rcode(self, name: str, rcode: str) -> FakeDNS:
         def reply(request: DNSRecord, transport: str) -> DNSRecord:

@@ -164,11 +164,13 @@ def headless_chrome(user_data_dir: Path) -> Any:
 
 
 class ApiThread:
-    """The admin API on its own event loop in a thread, bound to 127.0.0.1 port 0."""
+    """The admin API on its own event loop in a thread, bound to ``host`` (127.0.0.1) port 0. Requests go to
+    127.0.0.1 whatever it binds: a test binding 0.0.0.0 still sends nothing beyond loopback."""
 
-    def __init__(self, control: Any, querylog: Any = None) -> None:
+    def __init__(self, control: Any, querylog: Any = None, host: str = "127.0.0.1") -> None:
         self.control = control
         self.querylog = querylog
+        self.host = host
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runner: Any = None
@@ -178,14 +180,14 @@ class ApiThread:
 
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
-            start_api(self.control, self.querylog, "127.0.0.1", 0), self.loop
+            start_api(self.control, self.querylog, self.host, 0), self.loop
         )
         self.runner = future.result(10)
         return self
 
     @property
     def url(self) -> str:
-        return str(self.runner.url)
+        return f"http://127.0.0.1:{self.runner.port}"
 
     def stop(self) -> None:
         if self.runner is not None:

@@ -97,6 +97,10 @@ FORBIDDEN = [
         ("blockdns.resolve", "blockdns.server", "blockdns.ops", "blockdns.feeds", "blockdns.policy"),
     ),
     ("blockdns.policy", ("blockdns.feeds", "blockdns.resolve", "blockdns.server", "blockdns.ops")),
+    (
+        "blockdns.localdata",
+        ("blockdns.config", "blockdns.policy", "blockdns.resolve", "blockdns.server", "blockdns.ops"),
+    ),
     ("blockdns.resolve", ("blockdns.server", "blockdns.ops", "blockdns.cli", "blockdns.feeds")),
     ("blockdns.ops", ("blockdns.server", "blockdns.cli")),
     ("blockdns.feeds", ("blockdns.server", "blockdns.resolve", "blockdns.ops", "blockdns.cli")),

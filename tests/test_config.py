@@ -46,6 +46,9 @@ def blockdns(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         ("[lists]\nrefresh = 'soon'\n", "lists.refresh", "duration"),
         ("[querylog]\nclients = 'some'\n", "querylog.clients", "full"),
         ("[api]\nlisten = 'localhost:80'\n", "api.listen", "not an IP address"),
+        ("[api]\nallowed_hosts = ['dns.example.org:443']\n", "api.allowed_hosts", "host name"),
+        ("[api]\nallowed_hosts = ['*.example.org']\n", "api.allowed_hosts", ".example.org"),
+        ("[api]\nread_token = 'yes please'\n", "api.read_token", "bool"),
         ("[server]\nlisten = = 1\n", "line 2", "not valid TOML"),
     ],
 )
@@ -95,6 +98,7 @@ def test_defaults_match_the_interface():
     assert settings.resolver.mode == "recursive"
     assert settings.policy.block == ["all", "category:bypass"]
     assert settings.api.listen == "127.0.0.1:8053"
+    assert settings.api.allowed_hosts == [] and settings.api.read_token is False
     assert settings.blocking.response == "nxdomain" and settings.blocking.bypass_protection
     assert settings.querylog.max_rows == 10_000_000
 

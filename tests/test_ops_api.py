@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +13,10 @@ import pytest
 from blockdns.config import QueryLogSettings, from_dict
 from blockdns.ops.api import make_app
 from blockdns.ops.control import ReloadResult
+from blockdns.ops.httpaccess import reads_need_token
 from blockdns.ops.querylog import QueryLog
 
-from opshelpers import BLOCKED_NAME, TOKEN, ApiThread, FakeControl, row
+from opshelpers import BLOCKED_NAME, TEST_LISTS, TOKEN, ApiThread, FakeControl, row
 
 POSTS = [
     ("/api/pause", {"duration": "5m"}),
@@ -64,11 +67,11 @@ def api(control: FakeControl, querylog: QueryLog) -> Iterator[ApiThread]:
 
 def test_port_zero_binds_a_free_port(api: ApiThread) -> None:
     assert api.runner.port > 0
-    assert api.url == f"http://127.0.0.1:{api.runner.port}"
+    assert api.runner.url == f"http://127.0.0.1:{api.runner.port}"
 
 
 @pytest.mark.parametrize("path", GETS)
-def test_reads_need_no_token(api: ApiThread, path: str) -> None:
+def test_reads_on_loopback_need_no_token(api: ApiThread, path: str) -> None:
     reply = api.request("GET", path)
     assert reply.status == 200, reply.text
     assert "default-src 'none'" in reply.headers["Content-Security-Policy"]
@@ -236,12 +239,142 @@ def test_unknown_paths_and_methods_get_json_errors(api: ApiThread) -> None:
     assert api.request("POST", "/api/nothing").status == 401
 
 
-def test_loopback_api_refuses_foreign_host_headers(api: ApiThread) -> None:
-    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 must not read the query log."""
-    refused = api.request("GET", "/api/querylog", headers={"Host": "evil.example:8053"})
-    assert refused.status == 403 and "loopback" in refused.json()["error"]
-    for host in ("localhost", f"localhost:{api.runner.port}", "127.0.0.1", "[::1]:8053"):
-        assert api.request("GET", "/api/health", headers={"Host": host}).status == 200
+# ---------------------------------------------------------------------------------- who may ask what
+
+
+def test_foreign_host_headers_are_refused(api: ApiThread) -> None:
+    """DNS rebinding: a page on evil.example resolving to this server must not read the query log."""
+    for host in ("evil.example:8053", "evil.example", "localhost.evil.example", "127.0.0.1.nip.io"):
+        refused = api.request("GET", "/api/querylog", headers={"Host": host})
+        assert refused.status == 403, host
+        assert "allowed_hosts" in refused.json()["error"]
+    for host in ("localhost", f"localhost:{api.runner.port}", "app.localhost", "LOCALHOST.", "127.0.0.1",
+                 "[::1]:8053", "10.0.0.5:8053", "[2001:db8::5]"):  # fmt: skip
+        assert api.request("GET", "/api/health", headers={"Host": host}).status == 200, host
+
+
+@pytest.mark.parametrize("host", ["", "user@127.0.0.1", "127.0.0.1/x", "a b", "[::1", "127.0.0.1:80:80"])
+def test_a_malformed_host_header_is_a_400(api: ApiThread, host: str) -> None:
+    assert api.request("GET", "/api/health", headers={"Host": host}).status == 400
+
+
+def test_allowed_hosts_names_a_reverse_proxy(querylog: QueryLog) -> None:
+    control = FakeControl(
+        from_dict({"api": {"token": TOKEN, "allowed_hosts": ["DNS.example.org.", ".corp.example"]}})
+    )
+    thread = ApiThread(control, querylog).start()
+    try:
+        for host in ("dns.example.org", "dns.example.org:443", "Dns.Example.Org.", "corp.example",
+                     "a.b.corp.example"):  # fmt: skip
+            assert thread.request("GET", "/api/stats", headers={"Host": host}).status == 200, host
+        for host in ("example.org", "x.dns.example.org", "dns.example.org.evil.test", "evilcorp.example"):
+            assert thread.request("GET", "/api/stats", headers={"Host": host}).status == 403, host
+    finally:
+        thread.stop()
+
+
+def raw_http(port: int, request: bytes) -> bytes:
+    """Send ``request`` as is and return the whole reply (the API closes after an error)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+MALFORMED = [
+    b"GET /api/stats HTTP/1.0\r\n\r\n",  # no Host: HTTP/1.0 allows that, we do not
+    b"GET /api/stats HTTP/1.1\r\nConnection: close\r\n\r\n",  # no Host in HTTP/1.1
+    b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n",
+    b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n",
+    b"POST /api/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: nope\r\n\r\n",
+    b"POST /api/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /api/stats HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n",
+    b"GET /api/stats\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: x\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED, ids=range(len(MALFORMED)))
+def test_a_malformed_request_is_a_4xx_without_a_traceback(
+    api: ApiThread, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reply = raw_http(api.runner.port, request_bytes)
+    status = int(reply.split(b" ", 2)[1])
+    assert 400 <= status < 500, reply[:200]
+    assert api.request("GET", "/api/health").status == 200  # and the API still answers
+    for record in caplog.records:
+        assert record.exc_info is None and "Traceback" not in record.getMessage(), record.getMessage()
+        assert record.getMessage().count("\n") == 0
+
+
+def test_reads_need_the_token_when_read_token_is_set(querylog: QueryLog) -> None:
+    control = FakeControl(from_dict({"api": {"token": TOKEN, "read_token": True}, "lists": TEST_LISTS}))
+    thread = ApiThread(control, querylog).start()
+    try:
+        assert_reads_need_the_token(thread)
+    finally:
+        thread.stop()
+
+
+def test_reads_need_the_token_when_the_api_is_not_bound_to_loopback(querylog: QueryLog) -> None:
+    """Bound to 0.0.0.0 (the test still connects to 127.0.0.1 only): every address of the host reaches it."""
+    control = FakeControl()
+    assert control.settings.api.read_token is False
+    thread = ApiThread(control, querylog, host="0.0.0.0").start()
+    try:
+        assert_reads_need_the_token(thread)
+    finally:
+        thread.stop()
+
+
+def assert_reads_need_the_token(thread: ApiThread) -> None:
+    for path in (
+        "/api/stats",
+        "/api/querylog",
+        f"/api/check?name={BLOCKED_NAME}",
+        "/metrics",
+        "/api/nothing",
+    ):
+        refused = thread.request("GET", path)
+        assert refused.status == 401, path
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert thread.request("GET", path, token="wrong").status == 401, path
+        if path != "/api/nothing":
+            assert thread.request("GET", path, token=TOKEN).status == 200, path
+    # What holds no data stays open: the page must load to ask for the token; probes hold none.
+    for path in ("/", "/static/dashboard.js", "/api/health", "/api/openapi.json"):
+        assert thread.request("GET", path).status == 200, path
+
+
+def test_reads_that_need_an_unset_token_are_refused(querylog: QueryLog) -> None:
+    control = FakeControl(token="")
+    thread = ApiThread(control, querylog, host="0.0.0.0").start()
+    try:
+        refused = thread.request("GET", "/api/querylog", token="anything")
+        assert refused.status == 403 and "[api] token is empty" in refused.json()["error"]
+        assert thread.request("GET", "/api/health").status == 200
+    finally:
+        thread.stop()
+
+
+@pytest.mark.parametrize(
+    ("read_token", "listen", "needed"),
+    [
+        (False, "127.0.0.1", False),
+        (False, "127.0.0.53", False),
+        (False, "::1", False),
+        (False, "0.0.0.0", True),
+        (False, "::", True),
+        (False, "10.0.0.5", True),
+        (False, "::ffff:127.0.0.1", True),  # a mapped address is a v6 socket: not provably loopback only
+        (True, "127.0.0.1", True),
+    ],
+)
+def test_when_reads_need_the_token(read_token: bool, listen: str, needed: bool) -> None:
+    assert reads_need_token(read_token, listen) is needed
 
 
 def test_openapi_describes_every_route(api: ApiThread, control: FakeControl) -> None:
@@ -250,7 +383,7 @@ def test_openapi_describes_every_route(api: ApiThread, control: FakeControl) -> 
     described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
     routed = {
         (route.resource.canonical, route.method)
-        for route in make_app(control).router.routes()
+        for route in make_app(control, listen_host="127.0.0.1").router.routes()
         if route.method != "HEAD" and not route.resource.canonical.startswith("/static/")
     }
     assert described == routed
@@ -260,6 +393,9 @@ def test_openapi_describes_every_route(api: ApiThread, control: FakeControl) -> 
             if method == "post":
                 assert {"401", "403"} <= set(operation["responses"]), path
                 assert operation["security"] == [{"bearer": []}]
+            elif path not in ("/", "/api/health", "/api/openapi.json"):  # reads of data
+                assert {"401", "403"} <= set(operation["responses"]), path
+                assert {"bearer": []} in operation["security"], path
 
 
 def test_summary_cache_computes_once_for_concurrent_callers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,10 +12,19 @@ from typing import Any
 
 import pytest
 
-from blockdns.config import QueryLogSettings
+from blockdns.config import QueryLogSettings, from_dict
 from blockdns.ops.querylog import QueryLog
 
-from opshelpers import BLOCKED_NAME, TOKEN, ApiThread, FakeControl, chromium_paths, headless_chrome, row
+from opshelpers import (
+    BLOCKED_NAME,
+    TEST_LISTS,
+    TOKEN,
+    ApiThread,
+    FakeControl,
+    chromium_paths,
+    headless_chrome,
+    row,
+)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -40,6 +49,7 @@ def control() -> FakeControl:
 @pytest.fixture
 def api(tmp_path: Path, control: FakeControl) -> Iterator[ApiThread]:
     querylog = QueryLog(QueryLogSettings(), tmp_path / "q.sqlite", control.stats)
+    querylog.client_names = {"192.168.1.10": "laptop-anna.home.arpa"}.get
     querylog.start()
     for index in range(4):
         querylog.offer(row(BLOCKED_NAME, control=control, client=f"192.168.1.{10 + index}"))
@@ -89,6 +99,9 @@ def test_dashboard_shows_numbers_and_pauses(api: ApiThread, control: FakeControl
     recent = browser.find_elements(By.CSS_SELECTOR, "#recent-blocked tbody tr")
     assert len(recent) == 4 and BLOCKED_NAME in recent[0].text and "192.168.1." in recent[0].text
     assert "www0.example.org" not in browser.find_element(By.ID, "recent-blocked").text
+    assert "laptop-anna.home.arpa (192.168.1.10)" in browser.find_element(By.ID, "recent-blocked").text
+    clients = browser.find_elements(By.CSS_SELECTOR, "#top-clients tbody tr")
+    assert len(clients) == 4 and "laptop-anna.home.arpa (192.168.1.10)" in text(browser, "top-clients")
     bars = browser.find_elements(By.CSS_SELECTOR, "#chart svg rect.bar-blocked")
     assert len(bars) >= 1
     assert "10 queries, 4 blocked" in text(browser, "log-totals")
@@ -126,3 +139,27 @@ def test_a_wrong_token_is_asked_again(api: ApiThread, control: FakeControl, brow
     wait_for(browser, lambda d: d.find_element(By.ID, "token-panel").is_displayed())
     assert "refused" in text(browser, "message")
     assert control.paused_until is None
+
+
+def test_the_page_asks_for_the_token_when_reads_need_it(
+    api: ApiThread, control: FakeControl, browser: Any
+) -> None:
+    """An API that is not bound to loopback (or has read_token = true) answers reads only with the token:
+    the page asks for it, then shows the numbers and keeps sending it."""
+    from selenium.webdriver.common.by import By
+
+    control.settings = from_dict({"api": {"token": TOKEN, "read_token": True}, "lists": TEST_LISTS})
+    browser.get(api.url + "/")
+    wait_for(browser, lambda d: d.find_element(By.ID, "token-panel").is_displayed())
+    assert "only with the API token" in text(browser, "message")
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") != "true"
+    browser.find_element(By.ID, "token-input").send_keys(TOKEN)
+    browser.find_element(By.ID, "token-save").click()
+    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+    assert text(browser, "total-queries") == "10"
+    recent = browser.find_elements(By.CSS_SELECTOR, "#recent-blocked tbody tr")
+    assert len(recent) == 4 and BLOCKED_NAME in recent[0].text
+    # The next poll sends the kept token as well: the numbers follow the server.
+    control.stats.queries[(1, "blocked", "default")] += 1
+    wait_for(browser, lambda d: d.find_element(By.ID, "total-queries").text == "11", timeout=15)
+    assert not browser.find_element(By.ID, "token-panel").is_displayed()

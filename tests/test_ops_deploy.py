@@ -17,6 +17,7 @@ import pytest
 
 from blockdns import config
 from blockdns.ops import probe
+from blockdns.ops.httpaccess import reads_need_token
 
 from conftest import base_config
 from fakedns import FakeDNS
@@ -108,6 +109,11 @@ def test_example_configs_load(name: str) -> None:
     assert str(settings.resolve_path(settings.lists.data_dir)).startswith("/var/lib/blockdns/")
     assert settings.querylog.clients == "hash"
     assert settings.api.token == ""  # changes refused until the admin sets a token
+    address = settings.api.address()
+    assert address is not None
+    # The query log and counters are never readable beyond this host without the token: a container binds
+    # the pod's or container's address, so reads need the token there (and stay refused until one is set).
+    assert reads_need_token(settings.api.read_token, address[0]) is (name != "blockdns.toml")
     if name == "blockdns.toml":
         assert settings.server.listen == ["0.0.0.0:53", "[::]:53"]
         assert settings.api.listen == "127.0.0.1:8053"

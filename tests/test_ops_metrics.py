@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blockdns.config import QueryLogSettings, from_dict
-from blockdns.ops.metrics import make_registry, render
+from blockdns.ops.metrics import FeedManifest, render
 from blockdns.ops.querylog import QueryLog
+from blockdns.ops.snapshot import take_snapshot
 from blockdns.ops.stats import LATENCY_BUCKETS
 from blockdns.resolve import transport
 
@@ -19,7 +21,7 @@ from opshelpers import TEST_LISTS, FakeControl
 
 
 def scrape(control: FakeControl, querylog: QueryLog | None = None) -> dict[tuple[str, tuple], float]:
-    text = render(make_registry(control, querylog)).decode()
+    text = render(take_snapshot(control, querylog), FeedManifest()).decode()
     samples: dict[tuple[str, tuple], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -46,16 +48,17 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     stats = control.stats
     stats.queries[(1, "blocked", "default")] = 7
     stats.queries[(28, "cached", "kids")] = 3
-    stats.queries[(65534, "resolved", "default")] = 2
+    stats.queries[(0, "resolved", "default")] = 2  # labels.OTHER_QTYPE: every type not counted on its own
     stats.blocks[("deepseek", "chat", "all")] = 5
     stats.blocks[("", "", "domain:example.com")] = 2
     stats.cache.hits, stats.cache.misses = 11, 13
     stats.refused_clients, stats.bad_packets, stats.log_dropped = 1, 2, 3
     stats.dropped_overload, stats.handler_failures = 4, 5
+    stats.reloads, stats.reloads_refused = 6, 7
     samples = scrape(control)
     assert value(samples, Q, qtype="A", outcome="blocked", group="default") == 7
     assert value(samples, Q, qtype="AAAA", outcome="cached", group="kids") == 3
-    assert value(samples, Q, qtype="TYPE65534", outcome="resolved", group="default") == 2
+    assert value(samples, Q, qtype="other", outcome="resolved", group="default") == 2
     assert value(samples, B, vendor="deepseek", category="chat", selector="all") == 5
     assert value(samples, B, vendor="", category="", selector="domain:example.com") == 2
     assert value(samples, "blockdns_blocked_by_category_total", category="chat") == 5
@@ -67,6 +70,8 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     assert value(samples, "blockdns_querylog_dropped_total") == 3
     assert value(samples, "blockdns_dropped_overload_total") == 4
     assert value(samples, "blockdns_handler_failures_total") == 5
+    assert value(samples, "blockdns_config_reloads_total") == 6
+    assert value(samples, "blockdns_config_reloads_refused_total") == 7
     assert value(samples, "blockdns_policy_entries") == control.policy.size
     assert value(samples, "blockdns_policy_group_entries", group="default") == len(
         control.policy.default.domains
@@ -148,3 +153,24 @@ def test_registries_are_separate(control: FakeControl) -> None:
     other.stats.cache.hits = 2
     assert value(scrape(control), "blockdns_cache_hits_total") == 1
     assert value(scrape(other), "blockdns_cache_hits_total") == 2
+
+
+def test_a_snapshot_does_not_move_with_the_counters(control: FakeControl) -> None:
+    """Renders read the snapshot in a worker thread while the event loop keeps counting: it must share no
+    dict, list or counter object with the live stats (including any field added later)."""
+    stats = control.stats
+    stats.queries[(1, "resolved", "default")] = 1
+    snapshot = take_snapshot(control, None)
+    for item in fields(stats):
+        live = getattr(stats, item.name)
+        if isinstance(live, dict | list) or is_dataclass(live):
+            assert getattr(snapshot.stats, item.name) is not live, item.name
+    stats.queries[(1, "resolved", "default")] += 1
+    stats.queries[(28, "resolved", "default")] += 1
+    stats.cache.hits += 1
+    stats.upstream.queries += 1
+    stats.observe_upstream_latency(0.001)
+    copy = snapshot.stats
+    assert dict(copy.queries) == {(1, "resolved", "default"): 1}
+    assert copy.cache.hits == copy.upstream.queries == copy.upstream_latency_count == 0
+    assert sum(copy.upstream_latency_buckets) == 0

@@ -25,7 +25,8 @@ from blockdns.resolve.recursive.machine import DelegationLoop, Result
 from blockdns.resolve.recursive.message import parse
 from blockdns.resolve.recursive.minimise import MAX_MINIMISE_COUNT, next_label_count
 from blockdns.resolve.recursive.rrset import RRset, group
-from blockdns.resolve.recursive.servers import HOLD_AFTER_FAILURES, MIN_RTO, ServerTable
+from blockdns.resolve.recursive.servers import HOLD_AFTER_FAILURES, ServerTable
+from blockdns.resolve.rtt import MIN_RTO
 from blockdns.wire import NXDOMAIN, TYPE_A, TYPE_NS
 
 from conftest import render_result

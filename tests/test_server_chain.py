@@ -67,7 +67,7 @@ def test_both_speeds_run_the_chain_in_chain_order() -> None:
     handlers = [Recording(name, calls) for name in CHAIN_ORDER[:-1]] + [Answering(CHAIN_ORDER[-1], calls)]
     slow, fast = chain(handlers)
     asyncio.run(slow(None))  # type: ignore[arg-type]
-    assert calls == ["access", "local", "blocking", "inspection", "cache", "resolve"]
+    assert calls == ["access", "local", "blocking", "inspection", "cache", "local_zones", "resolve"]
     calls.clear()
     assert fast(None) is None  # type: ignore[arg-type]
     assert tuple(calls) == CHAIN_ORDER
@@ -124,8 +124,28 @@ NAMES = [
     "use-application-dns.net",
     "mask.icloud.com",
     "a+b.deepseek.com",  # a label no host name has
+    "nas.home.arpa",  # local records
+    "files.home.arpa",  # a local CNAME to a local name
+    "web.home.arpa",  # a local CNAME to a name upstream
+    "ai.home.arpa",  # a local CNAME to a blocked name
+    "local.deepseek.com",  # a local record below a blocked vendor
+    "x.home.arpa",  # in a locally served zone, without records
+    "10.1.168.192.in-addr.arpa",  # the PTR made for a local address
+    "99.1.168.192.in-addr.arpa",  # a private reverse zone, without records
+    "app.localhost",
+    "edge.example.net",  # a forward zone
 ]
-QTYPES = [1, 28, 16]  # A, AAAA, TXT
+# Local records and a forward zone (to the same upstream) beside the policy.
+LOCAL = {
+    "records": [
+        "nas.home.arpa. 300 IN A 192.168.1.10",
+        "files.home.arpa. CNAME nas.home.arpa.",
+        "web.home.arpa. 60 CNAME www.example.org.",
+        "ai.home.arpa. CNAME chat.deepseek.com.",
+        "local.deepseek.com. A 10.0.0.5",
+    ]
+}
+QTYPES = [1, 28, 16, 12]  # A, AAAA, TXT, PTR
 CLIENTS = ["127.0.0.1", "127.0.0.17", "127.0.0.33", "192.0.2.99"]  # default, two groups, refused
 REUSABLE = {Outcome.BLOCKED, Outcome.CACHED, Outcome.LOCAL, Outcome.REFUSED}
 
@@ -210,6 +230,16 @@ EVERY_KIND = [
     ask("chat.openai.com", 16, "127.0.0.17"),
     ask("www.example.org", 1, "192.0.2.99"),  # refused
     ask("a+b.deepseek.com"),
+    ask("nas.home.arpa"),
+    ask("files.home.arpa", 28),
+    ask("web.home.arpa"),
+    ask("ai.home.arpa"),
+    ask("local.deepseek.com"),
+    ask("x.home.arpa"),
+    ask("10.1.168.192.in-addr.arpa", 12),
+    ask("99.1.168.192.in-addr.arpa", 12),
+    ask("app.localhost"),
+    ask("edge.example.net", 1, "127.0.0.33"),
 ]
 
 
@@ -258,6 +288,8 @@ def test_the_fast_path_answers_byte_for_byte_like_the_slow_path(
         server={"listen": ["127.0.0.1:0"], "allow_clients": ["127.0.0.0/8"]},
         policy={"block": block, "allow": allow},
         blocking={"response": response, "custom_ipv4": "192.0.2.1", "bypass_protection": bypass_protection},
+        local=LOCAL,
+        forward_zones=[{"name": "example.net", "upstreams": [upstream.url]}],
     )
     raw["lists"] |= {"feeds": str(lists_dir / "feeds.toml"), "data_dir": str(lists_dir / "data")}
     raw["groups"] = [

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import TEST_CATALOG
 from fakedns import FakeDNS
+from opshelpers import http
 
 
 def free_port() -> int:
@@ -56,6 +57,13 @@ def rcode(port: int, name: str) -> int | None:
     except dns.exception.Timeout:
         return None
     return response.rcode()
+
+
+def scrape(url: str) -> str:
+    try:
+        return http("GET", url, timeout=2).text
+    except OSError:  # not listening yet
+        return ""
 
 
 def wait_for(predicate, seconds: float = 10) -> bool:
@@ -124,6 +132,28 @@ def test_sighup_reloads_and_a_bad_config_is_refused(tmp_path, upstream, serve):
     output, _ = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "reload refused" in output and "bogus: unknown key" in output
+    assert "Traceback" not in output
+
+
+def test_sighup_refuses_an_empty_config_and_counts_it(tmp_path, upstream, serve):
+    port, api_port = free_port(), free_port()
+    config = tmp_path / "blockdns.toml"
+    write_config(config, port, upstream, '"vendor:openai"')
+    config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{api_port}"'))
+    process = serve(config)
+    assert wait_for(lambda: rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN)
+
+    config.write_text("")  # an editor that truncates before it writes
+    process.send_signal(signal.SIGHUP)
+    metrics = f"http://127.0.0.1:{api_port}/metrics"
+    assert wait_for(lambda: "blockdns_config_reloads_refused_total 1.0" in scrape(metrics))
+    assert rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR  # forwarded: still the old config
+    assert rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    refusals = [line for line in output.splitlines() if "reload refused" in line]
+    assert len(refusals) == 1 and "has no settings" in refusals[0] and str(config) in refusals[0]
     assert "Traceback" not in output
 
 

@@ -130,26 +130,50 @@ def hanging_names(start_server, upstream, count: int = 30):  # type: ignore[no-u
     return server, names
 
 
+# Eight clients, so that the bound on all of them is reached before each one's share of it (a quarter).
+SOURCES = [f"127.0.0.{11 + index}" for index in range(8)]
+
+
 def test_work_in_flight_is_bounded(start_server, upstream):
     server, names = hanging_names(start_server, upstream)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for name in names:
-            sock.sendto(dns.message.make_query(name, "A").to_wire(), ("127.0.0.1", server.port))
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in SOURCES]
+    try:
+        for sock, source in zip(senders, SOURCES, strict=True):
+            sock.bind((source, 0))
+        for index, name in enumerate(names):
+            query = dns.message.make_query(name, "A").to_wire()
+            senders[index % len(senders)].sendto(query, ("127.0.0.1", server.port))
         time.sleep(0.3)
-    assert server.server.stats.dropped_overload >= 20
+    finally:
+        for sock in senders:
+            sock.close()
+    stats = server.server.stats
+    assert stats.dropped_overload >= 4 and stats.dropped_overload + stats.dropped_client_share >= 20
     assert len(server.server.tasks) <= 4
 
 
 def test_tcp_work_in_flight_counts_against_the_same_bound(start_server, upstream):
     server, names = hanging_names(start_server, upstream)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
-        for name in names:  # pipelined on one connection: fewer than its own bound of 64
+    stats = server.server.stats
+    connections = []
+    try:
+        for source in SOURCES:
+            conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            conn.settimeout(5)
+            conn.bind((source, 0))
+            conn.connect(("127.0.0.1", server.port))
+            connections.append(conn)
+        for index, name in enumerate(names):  # pipelined: fewer per connection than its own bound of 64
             wire = dns.message.make_query(name, "A").to_wire()
-            conn.sendall(struct.pack(">H", len(wire)) + wire)
+            connections[index % len(connections)].sendall(struct.pack(">H", len(wire)) + wire)
         deadline = time.monotonic() + 3
-        while server.server.stats.dropped_overload < 26 and time.monotonic() < deadline:
+        while stats.dropped_overload + stats.dropped_client_share < 26 and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert server.server.stats.dropped_overload >= 20  # 26 unless the first answers came back meanwhile
+    finally:
+        for conn in connections:
+            conn.close()
+    # 26 unless the first answers came back meanwhile
+    assert stats.dropped_overload >= 1 and stats.dropped_overload + stats.dropped_client_share >= 20
     assert len(server.server.tasks) <= 4
 
 

@@ -8,11 +8,15 @@ from typing import Annotated
 
 import typer
 
+from blockdns import dnsname
 from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
 from blockdns.dnsname import text_key
 from blockdns.errors import InvalidName, UserError
 from blockdns.names import query_name
-from blockdns.runtime import build_policy
+from blockdns.policy import Decision
+from blockdns.resolve.explain import Route, route
+from blockdns.resolve.localzones import ZoneTable
+from blockdns.runtime import build_policy, load_local
 
 
 @user_errors
@@ -24,9 +28,11 @@ def check(
     config: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Explain the decision for NAME: allowed or blocked, the matching rule, vendor, category, group."""
+    """Explain the decision for NAME: a local record, or allowed or blocked (the matching rule, vendor,
+    category, group), and where an allowed name is answered (a locally served zone, a forward zone)."""
     try:
-        key = text_key(query_name(name))
+        wire = query_name(name)
+        key = text_key(wire)
     except InvalidName as err:
         raise UserError(str(err)) from None
     if client is not None:
@@ -35,17 +41,64 @@ def check(
         except ValueError:
             raise UserError(f"--client: not an IP address: {client!r}") from None
     settings = load_settings(config)
-    policy = build_policy(settings)
-    decision = policy.group_for(client).decide(key)
+    group = build_policy(settings).group_for(client)
+    forward = {zone.name: zone.upstreams for zone in settings.forward_zones}
+    zones = ZoneTable.build(settings.local.private_reverse, [dnsname.from_text(zone) for zone in forward])
+    where = route(wire, load_local(settings), zones, forward)
+    decision = group.decide(key)
+    # Local records are the administrator's own word: policy decides only where a CNAME chain leads out.
+    decisive = decision
+    if where.target is not None:
+        decisive = group.decide(where.target)
+    elif where.kind == "local-record":
+        decisive = Decision(key, group.name, "none")
     if json_output:
-        print(json.dumps(decision.to_json(), indent=2))
+        # The policy's view of the name itself, with what actually happens to it.
+        data = decision.to_json() | {"blocked": decisive.blocked, "action": decisive.action}
+        if where.target is not None:
+            data["target_decision"] = decisive.to_json()
+        print(json.dumps(data | {"answered_by": where.to_json()}, indent=2))
         return
-    data = decision.to_json()
+    _print(key, decision, decisive, where)
+
+
+def _print(name: str, decision: Decision, decisive: Decision, where: Route) -> None:
+    if where.kind == "local-record":
+        verdict = "BLOCKED" if decisive.blocked else "answered by a local record"
+        print(f"{name}: {verdict} (group {decision.group})")
+        for record, source in where.records:
+            print(f"  {record}    ({source})")
+        if where.target is None:
+            print(
+                "  a local record for the name itself is the administrator's own word: policy does not apply"
+            )
+            if decision.blocked:
+                print(f"  (without it: {decision.reason})")
+            return
+        print(f"  the CNAME chain leaves the local data at {where.target}, which policy decides:")
+        _print_decision(decisive)
+        if not decisive.blocked and where.target_route is not None:
+            _print_route(where.target_route)
+        return
     verdict = "BLOCKED" if decision.blocked else "allowed"
-    print(f"{key}: {verdict} (group {decision.group})")
+    print(f"{name}: {verdict} (group {decision.group})")
+    _print_decision(decision)
+    if not decision.blocked:
+        _print_route(where)
+
+
+def _print_decision(decision: Decision) -> None:
+    data = decision.to_json()
     print(f"  {decision.reason}")
     if decision.entry:
         print(f"  rule: {decision.entry}")
     for key in ("vendor_name", "category", "jurisdiction", "feed"):
         if data[key]:
             print(f"  {key.replace('_name', '')}: {data[key]}")
+
+
+def _print_route(where: Route) -> None:
+    if where.kind == "local-zone":
+        print(f"  answered here: locally served zone {where.zone} ({where.why})")
+    elif where.kind == "forward-zone":
+        print(f"  forward zone {where.zone}: resolved by {', '.join(where.upstreams)}")

@@ -72,7 +72,7 @@ def _cells(row: dict[str, object]) -> tuple[str, ...]:
         why = row["reason"]
     return (
         _when(float(row["ts"])),  # type: ignore[arg-type]
-        str(row["client"] or "-"),
+        _client(row),
         str(row["group"]),
         str(row["name"]),
         str(row["qtype"]),
@@ -81,6 +81,13 @@ def _cells(row: dict[str, object]) -> tuple[str, ...]:
         f"{row['duration_ms']:.1f}",
         str(why or ""),
     )
+
+
+def _client(row: dict[str, object], name_key: str = "client_name") -> str:
+    """The client as people know it: ``laptop-anna.home.arpa (192.168.1.23)``, or the address alone."""
+    address = str(row["client"] or "-")
+    name = row.get(name_key)
+    return f"{name} ({address})" if name else address
 
 
 def columns(
@@ -132,7 +139,7 @@ def stats(
         for row in _rows(summary["top_domains"])
     ]
     clients = [
-        (str(row["client"]), str(row["queries"]), str(row["blocked"]))
+        (_client(row, "name"), str(row["queries"]), str(row["blocked"]))
         for row in _rows(summary["top_clients"])
     ]
     _top("top blocked vendors", ("vendor", "category", "blocked"), vendors)

@@ -1,13 +1,15 @@
 """The admin HTTP API, the dashboard and ``/metrics``, served by aiohttp on the server's event loop.
 
-Reads (``GET``) need no token. Every change (any other method) needs ``Authorization: Bearer TOKEN`` equal
-to ``[api] token`` (compared in constant time); an empty configured token refuses every change with 403.
-The token is read from ``control.settings`` on every request, so a reload that changes it takes effect at
-once. Query log reads run in a worker thread: SQLite never holds up DNS on the event loop.
+Who may ask what is decided in :mod:`blockdns.ops.httpaccess`: every request must name an accepted host in
+``Host`` (against DNS rebinding); every change (any method but GET, HEAD, OPTIONS) needs
+``Authorization: Bearer TOKEN`` equal to ``[api] token`` (compared in constant time), and so do reads of
+data when ``[api] read_token`` is set or the API is not bound to loopback. An empty configured token refuses
+whatever needs it with 403. Settings are read from ``control.settings`` on every request, so a reload that
+changes them takes effect at once; the bound address is the one the API actually listens on.
 
-When the API listens on a loopback address, requests must name a loopback host (``localhost``,
-``127.0.0.1``, ``[::1]``) in their ``Host`` header: a web page the admin visits cannot use DNS rebinding to
-read the query log through the admin's browser.
+Nothing slow runs on the event loop: query log reads run in a worker thread, and ``/metrics`` and
+``/api/stats`` are rendered in one from a snapshot of the counters (:mod:`blockdns.ops.snapshot`). A
+malformed request gets a 4xx and one log line, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from blockdns.config import parse_duration
 from blockdns.errors import BlockdnsError, InvalidName
 from blockdns.ops import metrics
 from blockdns.ops.clientid import QueryLogError
+from blockdns.ops.httpaccess import host_allowed, host_name, reads_need_token
 from blockdns.ops.openapi import document
-from blockdns.ops.snapshot import paused_until, server_snapshot
+from blockdns.ops.snapshot import Snapshot, paused_until, stats_body, take_snapshot
 
 if TYPE_CHECKING:
     from blockdns.ops.control import ServerControl
@@ -46,9 +50,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 CONTROL: web.AppKey[ServerControl] = web.AppKey("control")
 QUERYLOG: web.AppKey[QueryLog | None] = web.AppKey("querylog")
-REGISTRY: web.AppKey[object] = web.AppKey("registry")
+MANIFEST: web.AppKey[metrics.FeedManifest] = web.AppKey("manifest")
 SUMMARIES: web.AppKey[SummaryCache] = web.AppKey("summaries")
-LOOPBACK_ONLY: web.AppKey[bool] = web.AppKey("loopback_only")
+LISTEN_HOST: web.AppKey[str] = web.AppKey("listen_host")
+# Routes that hold no data: the dashboard must load to ask for the token; probes cannot hold one.
+PUBLIC_ROUTES = frozenset({"/", "/static/{name}", "/api/health", "/api/openapi.json"})
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
@@ -130,34 +136,12 @@ def ok(body: object, status: int = 200) -> web.Response:
 # ------------------------------------------------------------------------------------------ middlewares
 
 
-def _is_loopback_host(host: str) -> bool:
-    name = host.strip().lower()
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else name[1:]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if name in ("localhost", "localhost.") or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host check, token check for changes, JSON errors for the API, security headers on everything."""
+    """Host check, token check, JSON errors for the API, security headers on everything."""
     try:
-        if request.app[LOOPBACK_ONLY] and not _is_loopback_host(request.host):
-            response: web.StreamResponse = error(
-                403,
-                f"Host {request.host!r} is not a loopback name; this API listens on loopback only"
-                " (use http://127.0.0.1:PORT or http://localhost:PORT)",
-            )
-        elif request.method not in SAFE_METHODS and (refusal := _check_token(request)) is not None:
-            response = refusal
-        else:
-            response = await handler(request)
+        refusal = _refusal(request)
+        response = refusal if refusal is not None else await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -172,10 +156,44 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _check_token(request: web.Request) -> web.Response | None:
+def _refusal(request: web.Request) -> web.Response | None:
+    """Why this request is not served, as the response to send; None when it may go on."""
+    settings = request.app[CONTROL].settings.api
+    host = request.headers.get("Host", "")  # not request.host: that falls back to the socket's address
+    name = host_name(host)
+    if name is None:
+        return error(400, "a Host header naming this server is required")
+    if not host_allowed(name, settings.allowed_hosts):
+        return error(
+            403,
+            f"Host {name[:100]!r} is not accepted: use an IP address or localhost, or add the name to"
+            " [api] allowed_hosts",
+        )
+    if request.method not in SAFE_METHODS:
+        return _check_token(request, "changes")
+    if _is_public(request) or not reads_need_token(settings.read_token, request.app[LISTEN_HOST]):
+        return None
+    return _check_token(request, "reads")
+
+
+def _is_public(request: web.Request) -> bool:
+    match = request.match_info
+    if match.http_exception is not None:
+        return False
+    resource = match.route.resource
+    return resource is not None and resource.canonical in PUBLIC_ROUTES
+
+
+def _check_token(request: web.Request, what: str) -> web.Response | None:
     token = request.app[CONTROL].settings.api.token
     if not token:
-        return error(403, "changes are disabled: set [api] token in the config to allow them")
+        if what == "changes":
+            return error(403, "changes are disabled: set [api] token in the config to allow them")
+        return error(
+            403,
+            "reads need the token (the API is not bound to loopback, or [api] read_token is set) and"
+            " [api] token is empty: set it in the config",
+        )
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -183,6 +201,26 @@ def _check_token(request: web.Request) -> web.Response | None:
         response.headers["WWW-Authenticate"] = 'Bearer realm="blockdns"'
         return response
     return None
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (no Host in HTTP/1.1, a bad header, a line too long) with a
+    traceback before answering 400. Anyone who can connect can send one: one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            message = " ".join(str(exc.message).split())[:200]
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "admin API: bad request from %s: %s %s"
+            record.args = (peer, exc.code, message)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+server_log = logging.getLogger("blockdns.api.http")
+server_log.addFilter(ProtocolErrorFilter())
 
 
 # ---------------------------------------------------------------------------------------- input parsing
@@ -282,17 +320,28 @@ def bad_input(func: Handler) -> Handler:
 async def get_stats(request: web.Request) -> web.StreamResponse:
     seconds = _since_seconds(request, DEFAULT_STATS_SINCE)
     assert seconds is not None
-    body = server_snapshot(request.app[CONTROL], request.app[QUERYLOG])
     querylog = request.app[QUERYLOG]
+    snapshot = take_snapshot(request.app[CONTROL], querylog)
+    summary: dict[str, object] | None = None
+    problem: str | None = None
     if querylog is not None:
+        try:
+            summary = await request.app[SUMMARIES].get(querylog, seconds)
+        except QueryLogError as err:
+            problem = str(err)
+    text = await asyncio.to_thread(_stats_json, snapshot, summary, problem)
+    return web.Response(text=text, content_type="application/json")
+
+
+def _stats_json(snapshot: Snapshot, summary: dict[str, object] | None, problem: str | None) -> str:
+    body = stats_body(snapshot)
+    if snapshot.querylog is not None:
         state = body["querylog"]
         assert isinstance(state, dict)
-        try:
-            state["summary"] = await request.app[SUMMARIES].get(querylog, seconds)
-        except QueryLogError as err:
-            state["summary"] = None
-            state["error"] = str(err)
-    return ok(body)
+        state["summary"] = summary
+        if problem is not None:
+            state["error"] = problem
+    return _dumps(body)
 
 
 @bad_input
@@ -346,8 +395,8 @@ async def post_reload(request: web.Request) -> web.StreamResponse:
 
 
 async def get_metrics(request: web.Request) -> web.StreamResponse:
-    registry = request.app[REGISTRY]
-    text = metrics.render(registry)  # type: ignore[arg-type]
+    snapshot = take_snapshot(request.app[CONTROL], request.app[QUERYLOG])
+    text = await asyncio.to_thread(metrics.render, snapshot, request.app[MANIFEST])
     response = web.Response(body=text)
     response.headers["Content-Type"] = metrics.CONTENT_TYPE
     return response
@@ -382,14 +431,16 @@ async def get_static(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(
-    control: ServerControl, querylog: QueryLog | None = None, *, loopback_only: bool = False
+    control: ServerControl, querylog: QueryLog | None = None, *, listen_host: str
 ) -> web.Application:
+    """The API for a server; ``listen_host`` is the address it is bound to (it decides whether reads need
+    the token)."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[CONTROL] = control
     app[QUERYLOG] = querylog
-    app[REGISTRY] = metrics.make_registry(control, querylog)
+    app[MANIFEST] = metrics.FeedManifest()
     app[SUMMARIES] = SummaryCache()
-    app[LOOPBACK_ONLY] = loopback_only
+    app[LISTEN_HOST] = listen_host
     app.router.add_get("/", get_dashboard)
     app.router.add_get("/static/{name}", get_static)
     app.router.add_get("/metrics", get_metrics)
@@ -404,21 +455,14 @@ def make_app(
     return app
 
 
-def _is_loopback_address(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 async def start_api(control: ServerControl, querylog: QueryLog | None, host: str, port: int) -> ApiRunner:
     """Serve the API on ``host:port`` (port 0: any free port; read it from ``runner.port``).
 
     Stop it with ``await runner.cleanup()``. Raises :class:`BlockdnsError` (one line) when the address cannot
     be bound.
     """
-    app = make_app(control, querylog, loopback_only=_is_loopback_address(host))
-    runner = ApiRunner(app, access_log=None, handle_signals=False)
+    app = make_app(control, querylog, listen_host=host)
+    runner = ApiRunner(app, access_log=None, handle_signals=False, logger=server_log)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -433,4 +477,11 @@ async def start_api(control: ServerControl, querylog: QueryLog | None, host: str
         await runner.cleanup()
         raise
     log.info("admin API on %s", runner.url)
+    settings = control.settings.api
+    if reads_need_token(settings.read_token, host) and not settings.token:
+        log.warning(
+            "admin API: reads need the token (%s) and [api] token is empty: only the dashboard page and"
+            " /api/health answer",
+            "read_token = true" if settings.read_token else f"bound to {host}, not loopback",
+        )
     return runner

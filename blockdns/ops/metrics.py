@@ -1,22 +1,22 @@
-"""Prometheus metrics: a collector that reads the server's counters at scrape time.
+"""Prometheus metrics: the server's counters as metric families, rendered from a :class:`Snapshot`.
 
 Nothing is counted twice: the hot path keeps updating plain ints and dicts in the server's
-:class:`ServerStats`; this collector turns them into metric families when Prometheus asks. It lives on its
-own :class:`CollectorRegistry`, so several servers in one process (tests) never collide.
-
-Scrapes run on the server's event loop (the same thread that updates the counters), so the dicts never
-change while they are read.
+:class:`ServerStats`; a scrape copies them on the event loop (:func:`~blockdns.ops.snapshot.take_snapshot`)
+and this module turns the copy into the text exposition in a worker thread, so a scrape never holds up DNS.
+Every label set is bounded: query types fold into a fixed list (``other`` for the rest), outcomes are an
+enum, and groups, vendors, categories, selectors and feeds come from the configuration, never from a client.
+Each render builds its own :class:`CollectorRegistry`, so several servers in one process (tests) never
+collide.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -31,12 +31,9 @@ from prometheus_client.registry import Collector
 from blockdns import __version__
 from blockdns.errors import ConfigError
 from blockdns.feeds.manifest import FeedState, manifest_path, read_manifest
-from blockdns.ops.labels import qtype_name
+from blockdns.ops.labels import qtype_label
+from blockdns.ops.snapshot import Snapshot
 from blockdns.ops.stats import LATENCY_BUCKETS
-
-if TYPE_CHECKING:
-    from blockdns.ops.control import ServerControl
-    from blockdns.ops.querylog import QueryLog
 
 log = logging.getLogger("blockdns.metrics")
 
@@ -53,6 +50,30 @@ PLAIN_COUNTERS = (
     ("dropped_overload", "dropped_overload", "Queries dropped because too many were being resolved"),
     ("handler_failures", "handler_failures", "Internal errors turned into SERVFAIL"),
     ("querylog_dropped", "log_dropped", "Query log rows dropped because the writer fell behind"),
+    ("config_reloads", "reloads", "Configurations swapped in by a reload"),
+    (
+        "config_reloads_refused",
+        "reloads_refused",
+        "Reloads refused (a bad, empty or unreadable config); the last good one kept serving",
+    ),
+    ("tcp_connections_evicted", "tcp_evicted", "Idle TCP connections closed to make room for a new client"),
+    (
+        "dropped_client_share",
+        "dropped_client_share",
+        "Queries dropped because their client had a quarter of server.max_inflight being resolved",
+    ),
+    (
+        "udp_receive_drops",
+        "udp_receive_drops",
+        "Queries the kernel dropped because the server's UDP receive queue was full",
+    ),
+)
+
+# reason label -> ServerStats field, for TCP connections closed as soon as they were accepted.
+TCP_REFUSALS = (
+    ("not_allowed", "tcp_refused_not_allowed"),  # the client is outside server.allow_clients
+    ("client_limit", "tcp_refused_client_limit"),  # the client already holds server.tcp_max_per_client
+    ("full", "tcp_refused_full"),  # every slot taken, none idle
 )
 
 
@@ -73,13 +94,18 @@ def _timestamp(value: object) -> float | None:
 
 class FeedManifest:
     """The feed store's manifest, through its one reader (:func:`~blockdns.feeds.manifest.read_manifest`),
-    re-read only when the file changes."""
+    re-read only when the file changes. Renders run in worker threads, so one at a time reads it."""
 
     def __init__(self) -> None:
         self._key: tuple[Path, int, int] | None = None
         self._feeds: dict[str, FeedState] = {}
+        self._lock = threading.Lock()
 
     def feeds(self, data_dir: Path) -> dict[str, FeedState]:
+        with self._lock:
+            return self._read(data_dir)
+
+    def _read(self, data_dir: Path) -> dict[str, FeedState]:
         path = manifest_path(data_dir)
         try:
             info = path.stat()
@@ -98,13 +124,14 @@ class FeedManifest:
 
 
 class ServerCollector(Collector):
-    def __init__(self, control: ServerControl, querylog: QueryLog | None = None) -> None:
-        self.control = control
-        self.querylog = querylog
-        self.manifest = FeedManifest()
+    """The metric families of one snapshot."""
+
+    def __init__(self, snapshot: Snapshot, manifest: FeedManifest) -> None:
+        self.snapshot = snapshot
+        self.manifest = manifest
 
     def collect(self) -> Iterator[Metric]:
-        control, stats = self.control, self.control.stats
+        snapshot, stats = self.snapshot, self.snapshot.stats
         info = InfoMetricFamily("blockdns", "blockdns build information")
         info.add_metric([], {"version": __version__})
         yield info
@@ -112,11 +139,14 @@ class ServerCollector(Collector):
 
         queries = CounterMetricFamily(
             "blockdns_queries",
-            "Answered queries by type, outcome and client group",
+            "Answered queries by type (the common types, then other), outcome and client group",
             labels=["qtype", "outcome", "group"],
         )
-        for (qtype, outcome, group), count in sorted(stats.queries.items()):
-            queries.add_metric([qtype_name(qtype), outcome, group], count)
+        by_labels: Counter[tuple[str, str, str]] = Counter()
+        for (qtype, outcome, group), count in stats.queries.items():
+            by_labels[(qtype_label(qtype), outcome, group)] += count
+        for labels, count in sorted(by_labels.items()):
+            queries.add_metric(list(labels), count)
         yield queries
 
         blocks = CounterMetricFamily(
@@ -143,7 +173,7 @@ class ServerCollector(Collector):
             "blockdns_cache_misses", "Cache lookups that found nothing", value=stats.cache.misses
         )
         yield GaugeMetricFamily(
-            "blockdns_cache_entries", "Entries in the answer cache", value=control.cache_size()
+            "blockdns_cache_entries", "Entries in the answer cache", value=snapshot.cache_entries
         )
 
         yield self._latency()
@@ -152,34 +182,44 @@ class ServerCollector(Collector):
 
         for name, attribute, text in PLAIN_COUNTERS:
             yield CounterMetricFamily(f"blockdns_{name}", text, value=getattr(stats, attribute))
-        if self.querylog is not None:
+        yield GaugeMetricFamily("blockdns_tcp_connections", "TCP connections open", value=stats.tcp_open)
+        refused = CounterMetricFamily(
+            "blockdns_tcp_connections_refused", "TCP connections closed as soon as they were accepted",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, attribute in TCP_REFUSALS:
+            refused.add_metric([reason], getattr(stats, attribute))
+        yield refused
+        querylog = snapshot.querylog
+        if querylog is not None:
             yield GaugeMetricFamily(
                 "blockdns_querylog_queue_rows",
                 "Query log rows waiting for the writer",
-                value=len(self.querylog.queue),
+                value=querylog.queue_rows,
             )
             yield CounterMetricFamily(
-                "blockdns_querylog_written", "Query log rows stored", value=self.querylog.written
+                "blockdns_querylog_written", "Query log rows stored", value=querylog.written
             )
             yield CounterMetricFamily(
                 "blockdns_querylog_write_errors", "Query log rows lost to database errors",
-                value=self.querylog.write_errors,
+                value=querylog.write_errors,
             )  # fmt: skip
             removed = CounterMetricFamily(
                 "blockdns_querylog_removed", "Query log rows removed, by why", labels=["reason"]
             )
-            removed.add_metric(["retention"], self.querylog.purged)
-            removed.add_metric(["max_rows"], self.querylog.trimmed)
+            removed.add_metric(["retention"], querylog.purged)
+            removed.add_metric(["max_rows"], querylog.trimmed)
             yield removed
 
-        paused_until = control.paused_until
-        paused = paused_until is not None and paused_until > time.time()
-        yield GaugeMetricFamily("blockdns_paused", "1 while blocking is paused", value=1 if paused else 0)
+        paused_until = snapshot.paused_until
+        yield GaugeMetricFamily(
+            "blockdns_paused", "1 while blocking is paused", value=0 if paused_until is None else 1
+        )
         yield GaugeMetricFamily(
             "blockdns_paused_until_seconds", "When blocking comes back on (0: not paused)",
-            value=paused_until if paused and paused_until else 0,
+            value=paused_until or 0,
         )  # fmt: skip
-        policy = control.policy
+        policy = snapshot.policy
         yield GaugeMetricFamily(
             "blockdns_policy_entries", "Domain entries across all groups", value=policy.size
         )
@@ -191,7 +231,7 @@ class ServerCollector(Collector):
         yield group_entries
 
     def _latency(self) -> HistogramMetricFamily:
-        stats = self.control.stats
+        stats = self.snapshot.stats
         buckets: list[tuple[str, float]] = []
         running = 0
         for bound, count in zip(LATENCY_BUCKETS, stats.upstream_latency_buckets, strict=False):
@@ -205,7 +245,7 @@ class ServerCollector(Collector):
         return family
 
     def _upstream(self) -> Iterator[Metric]:
-        counters = self.control.stats.upstream
+        counters = self.snapshot.stats.upstream
         for name, text in (
             ("queries", "Queries sent to upstreams and authoritative servers"),
             ("replies", "Valid replies received"),
@@ -213,13 +253,14 @@ class ServerCollector(Collector):
             ("timeouts", "Queries that got no reply in time"),
             ("errors", "Network errors talking to a server"),
             ("tcp_fallbacks", "Truncated UDP replies retried over TCP"),
+            ("retransmits", "Questions sent again because a reply was late (forward mode)"),
         ):
             yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
 
     def _feeds(self) -> Iterator[Metric]:
         from blockdns.runtime import data_dir
 
-        feeds = self.manifest.feeds(data_dir(self.control.settings))
+        feeds = self.manifest.feeds(data_dir(self.snapshot.settings))
         entries = GaugeMetricFamily(
             "blockdns_feed_entries", "Entries in each feed's stored data", labels=["feed"]
         )
@@ -242,12 +283,8 @@ class ServerCollector(Collector):
         yield status
 
 
-def make_registry(control: ServerControl, querylog: QueryLog | None = None) -> CollectorRegistry:
+def render(snapshot: Snapshot, manifest: FeedManifest) -> bytes:
+    """The Prometheus text exposition of ``snapshot``; safe to call in a worker thread."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(control, querylog))
-    return registry
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition of ``registry``."""
+    registry.register(ServerCollector(snapshot, manifest))
     return generate_latest(registry)

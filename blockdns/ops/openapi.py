@@ -23,6 +23,14 @@ _CHANGE_ERRORS = {
     "403": _error("no token is configured (`[api] token` is empty), so every change is refused"),
 }
 
+# Reads of data need the token when `[api] read_token = true` or the API is not bound to loopback.
+_READ_ERRORS = {
+    "401": _error("the token is needed for reads here, and it is missing or wrong"),
+    "403": _error("the token is needed for reads here and `[api] token` is empty"),
+}
+# The token, or nothing on an API bound to loopback.
+_READ_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+
 _SINCE = {
     "name": "since",
     "in": "query",
@@ -37,6 +45,13 @@ _ROW = {
     "properties": {
         "ts": {"type": "number", "description": "seconds since the epoch"},
         "client": {"type": "string", "nullable": True, "description": "address, keyed hash, or null"},
+        "client_name": {
+            "type": "string",
+            "nullable": True,
+            "description": "the client's name from local records, hosts files or a forward zone's PTR"
+            " (only when the log keeps full addresses)",
+            "example": "laptop-anna.home.arpa",
+        },
         "group": {"type": "string"},
         "name": {"type": "string"},
         "qtype": {"type": "string", "example": "AAAA"},
@@ -89,13 +104,17 @@ def document() -> dict[str, Any]:
             "title": "blockdns admin API",
             "version": __version__,
             "description": "Statistics, the query log, policy checks and run-time control of a blockdns"
-            " server. Reads need no token; every POST needs `Authorization: Bearer TOKEN` matching"
-            " `[api] token`, and an empty token refuses every change.",
+            " server. Every POST needs `Authorization: Bearer TOKEN` matching `[api] token`, and an empty"
+            " token refuses every change. Reads of data (stats, query log, check, metrics) need it too when"
+            " `[api] read_token = true` or the API is not bound to a loopback address. Every request must"
+            " carry a `Host` that is an IP address, `localhost` or a name in `[api] allowed_hosts` (400"
+            " without one, 403 for another name).",
         },
         "paths": {
             "/api/stats": {
                 "get": {
                     "summary": "Server counters, pause state, and a summary of the query log",
+                    "security": _READ_SECURITY,
                     "parameters": [_SINCE],
                     "responses": {
                         "200": _json(
@@ -104,12 +123,14 @@ def document() -> dict[str, Any]:
                             " `since`: totals, block rate, top vendors/domains/clients, a time series",
                         ),
                         "400": _error("bad `since`"),
+                        **_READ_ERRORS,
                     },
                 }
             },
             "/api/querylog": {
                 "get": {
                     "summary": "Recent queries, newest first",
+                    "security": _READ_SECURITY,
                     "parameters": [
                         {
                             "name": "limit",
@@ -137,12 +158,14 @@ def document() -> dict[str, Any]:
                         ),
                         "400": _error("bad parameter, or a client filter the privacy mode cannot apply"),
                         "404": _error("the query log is off"),
+                        **_READ_ERRORS,
                     },
                 }
             },
             "/api/check": {
                 "get": {
                     "summary": "Explain the decision for a name, as the running server would take it",
+                    "security": _READ_SECURITY,
                     "parameters": [
                         {"name": "name", "in": "query", "required": True, "schema": {"type": "string"}},
                         {
@@ -155,6 +178,7 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_DECISION, "the decision"),
                         "400": _error("missing or bad input"),
+                        **_READ_ERRORS,
                     },
                 }
             },
@@ -222,11 +246,13 @@ def document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
+                    "security": _READ_SECURITY,
                     "responses": {
                         "200": {
                             "description": "text exposition",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_READ_ERRORS,
                     },
                 }
             },

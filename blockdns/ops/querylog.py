@@ -6,9 +6,9 @@ counted when the writer has fallen behind, so DNS never waits for the disk.
 
 The writer thread wakes every ``flush_interval`` seconds, or sooner when a batch is full (it looks every
 50 ms), turns rows into records (wire names to text, client addresses masked per ``[querylog] clients``,
-decisions to vendor/category/selector) and commits each batch with one ``executemany``. It also purges
-rows older than ``retention_days`` at start and then every ``purge_interval`` seconds
-(``retention_days = 0`` keeps everything).
+the client's name added when the log keeps full addresses, decisions to vendor/category/selector) and
+commits each batch with one ``executemany``. It also purges rows older than ``retention_days`` at start
+and then every ``purge_interval`` seconds (``retention_days = 0`` keeps everything).
 
 Reading goes through :class:`~blockdns.ops.querylog_read.QueryLogReader`, which opens its own read-only
 connection, so the API and ``blockdns log`` work while the server writes.
@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -62,6 +63,9 @@ PURGE_CHUNK = 5000
 # at most TRIM_ROOM_MAX rows), so the delete runs once per many batches instead of after every one.
 TRIM_ROOM_SHARE = 0.02
 TRIM_ROOM_MAX = 50_000
+# The lowest and highest row id: one seek each. (``SELECT min(id), max(id)`` in one select reads the whole
+# table: SQLite's min/max shortcut applies only to a select of one of them.)
+ROW_ID_RANGE = "SELECT (SELECT min(id) FROM queries), (SELECT max(id) FROM queries)"
 POLL_INTERVAL = 0.05
 ERROR_LOG_INTERVAL = 60.0
 
@@ -102,6 +106,9 @@ class QueryLog:
         self.purged = 0  # rows removed by retention
         self.trimmed = 0  # rows removed by the [querylog] max_rows cap
         self.reader = QueryLogReader(self.path, settings.clients)
+        # The name of a client address, when the server knows one (set by the server; read by the writer
+        # thread, off the hot path). Stored only when the log keeps full addresses.
+        self.client_names: Callable[[str], str | None] | None = None
         self._masker: ClientMasker | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -281,6 +288,8 @@ class QueryLog:
             transport,
         ) = row
         assert self._masker is not None
+        names = self.client_names
+        client_name = names(client) if names is not None and self.settings.clients == "full" else None
         entry = selector = vendor = category = None
         if decision is not None:
             entry = decision.entry
@@ -307,6 +316,7 @@ class QueryLog:
             upstream,
             duration_ms,
             transport,
+            client_name,
         )
 
     def _trim(self, conn: sqlite3.Connection) -> None:
@@ -319,20 +329,12 @@ class QueryLog:
         if not cap:
             return
         try:
-            low, high = conn.execute("SELECT min(id), max(id) FROM queries").fetchone()
+            low, high = conn.execute(ROW_ID_RANGE).fetchone()
             if low is None or high - low + 1 <= cap:
                 return
             room = min(int(cap * TRIM_ROOM_SHARE), TRIM_ROOM_MAX)
             keep_from = high - (cap - room) + 1  # the oldest id kept
-            removed = 0
-            while True:
-                cursor = conn.execute(
-                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE id < ? LIMIT ?)",
-                    (keep_from, PURGE_CHUNK),
-                )
-                removed += cursor.rowcount
-                if cursor.rowcount < PURGE_CHUNK:
-                    break
+            removed = _delete_oldest(conn, "id < ?", keep_from)
         except sqlite3.Error as err:
             self._log_error("query log: removing rows past max_rows failed: %s", err)
             return
@@ -345,15 +347,7 @@ class QueryLog:
         days = self.settings.retention_days
         try:
             if days > 0:
-                cutoff = time.time() - days * 86400
-                while True:
-                    cursor = conn.execute(
-                        "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE ts < ? LIMIT ?)",
-                        (cutoff, PURGE_CHUNK),
-                    )
-                    removed += cursor.rowcount
-                    if cursor.rowcount < PURGE_CHUNK:
-                        break
+                removed = _delete_oldest(conn, "ts < ?", time.time() - days * 86400)
                 if removed:
                     conn.execute("PRAGMA incremental_vacuum")
         except sqlite3.Error as err:
@@ -371,3 +365,15 @@ class QueryLog:
         if now - self._last_error_log >= ERROR_LOG_INTERVAL:
             self._last_error_log = now
             log.error(message, *args)
+
+
+def _delete_oldest(conn: sqlite3.Connection, condition: str, bound: float) -> int:
+    """Delete the rows matching ``condition`` (one ``?`` for ``bound``) in chunks of ``PURGE_CHUNK``, each its
+    own statement, so the writer never holds one huge delete; the number of rows deleted."""
+    statement = f"DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE {condition} LIMIT ?)"
+    removed = 0
+    while True:
+        count = conn.execute(statement, (bound, PURGE_CHUNK)).rowcount
+        removed += count
+        if count < PURGE_CHUNK:
+            return removed

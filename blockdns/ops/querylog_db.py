@@ -13,7 +13,7 @@ from pathlib import Path
 
 from blockdns.ops.clientid import QueryLogError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: client_name
 DB_MODE = 0o640
 
 SCHEMA = """
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS queries (
     category    TEXT,
     upstream    TEXT,
     duration_ms REAL    NOT NULL,
-    transport   TEXT    NOT NULL
+    transport   TEXT    NOT NULL,
+    client_name TEXT                -- the client's name when known (local data, a forward zone's PTR)
 );
 -- (ts, outcome) covers the summary's time series and totals without touching the table.
 CREATE INDEX IF NOT EXISTS queries_ts_outcome ON queries (ts, outcome);
@@ -44,7 +45,8 @@ CREATE INDEX IF NOT EXISTS queries_client_ts ON queries (client, ts);
 
 INSERT = (
     "INSERT INTO queries (ts, client, grp, qname, qtype, outcome, rcode, reason, rule, selector, vendor,"
-    " category, upstream, duration_ms, transport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " category, upstream, duration_ms, transport, client_name)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -57,11 +59,14 @@ def open_writer(path: Path) -> sqlite3.Connection:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_MODE))
     conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
     try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
             # auto_vacuum only takes effect before the first table exists.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the process
+        if version == 1:  # a log written before client names: the column is added, old rows keep NULL
+            conn.execute("ALTER TABLE queries ADD COLUMN client_name TEXT")
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error:

@@ -32,8 +32,10 @@ _HASH = re.compile(f"[0-9a-f]{{{HASH_CHARS}}}")
 
 COLUMNS = (
     "ts, client, grp, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category, upstream,"
-    " duration_ms, transport"
+    " duration_ms, transport, client_name"
 )
+# A log that an older server wrote and has not upgraded yet (schema 1) has no client names.
+COLUMNS_V1 = COLUMNS.replace("client_name", "NULL")
 
 
 def bucket_width(span: float, points: int = SERIES_POINTS) -> int:
@@ -67,6 +69,10 @@ class QueryLogReader:
     def _connect(self) -> sqlite3.Connection:
         return open_reader(self.path)
 
+    @staticmethod
+    def _columns(conn: sqlite3.Connection) -> str:
+        return COLUMNS if conn.execute("PRAGMA user_version").fetchone()[0] >= 2 else COLUMNS_V1
+
     def _client_values(self, client: str) -> tuple[str, ...]:
         """What a ``client`` filter matches: the address, and its keyed hash when the log stores hashes."""
         address = canonical_address(client)
@@ -97,8 +103,8 @@ class QueryLogReader:
         """The newest rows first, at most ``limit`` (1..10000)."""
         limit = max(1, min(int(limit), MAX_LIMIT))
         where, params = self._filters(blocked_only, client, since)
-        sql = f"SELECT {COLUMNS} FROM queries{where} ORDER BY ts DESC, id DESC LIMIT ?"
         with closing(self._connect()) as conn:
+            sql = f"SELECT {self._columns(conn)} FROM queries{where} ORDER BY ts DESC, id DESC LIMIT ?"
             rows = self._fetch(conn, sql, (*params, limit))
         return [row_to_json(row) for row in rows]
 
@@ -167,9 +173,11 @@ class QueryLogReader:
                 " ORDER BY n DESC, client LIMIT ?",
                 (start, top),
             )
+            named = self._columns(conn) is COLUMNS
             top_clients = [
                 {
                     "client": client,
+                    "name": self._client_name(conn, client, start) if named else None,
                     "queries": self._fetch(
                         conn, "SELECT COUNT(*) FROM queries WHERE client = ? AND ts >= ?", (client, start)
                     )[0][0],
@@ -200,6 +208,16 @@ class QueryLogReader:
             "series": _series(buckets, width, start, now),
         }
 
+    def _client_name(self, conn: sqlite3.Connection, client: str, since: float) -> str | None:
+        """The client's most recent name in the period, if any row has one."""
+        rows = self._fetch(
+            conn,
+            "SELECT client_name FROM queries WHERE client = ? AND ts >= ? AND client_name IS NOT NULL"
+            " ORDER BY ts DESC LIMIT 1",
+            (client, since),
+        )
+        return rows[0][0] if rows else None
+
 
 def _series(rows: list[tuple], width: int, start: float, now: float) -> dict[str, object]:
     """Rows of (bucket, outcome, count) as one point per bucket from ``start`` to ``now``, gaps as zeros."""
@@ -220,10 +238,11 @@ def _series(rows: list[tuple], width: int, start: float, now: float) -> dict[str
 
 def row_to_json(row: tuple) -> dict[str, object]:
     (ts, client, group, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category, upstream,
-     duration_ms, transport) = row  # fmt: skip
+     duration_ms, transport, client_name) = row  # fmt: skip
     return {
         "ts": ts,
         "client": client,
+        "client_name": client_name,
         "group": group,
         "name": qname,
         "qtype": qtype_name(qtype),

@@ -1,20 +1,54 @@
-"""``GET /api/stats``: the running server's counters as one JSON object (the query log's summary is added by
-the API, since reading it touches the disk)."""
+"""The running server's state at one moment, for ``/metrics`` and ``GET /api/stats``.
+
+:func:`take_snapshot` runs on the event loop, where the counters are updated, and only copies: the counter
+dicts have key sets bounded by the configuration (query types fold into a fixed list), so it costs
+microseconds. Everything that grows with the data — turning the copy into metric families or JSON, reading the
+feed manifest — runs from the snapshot in a worker thread, while DNS goes on answering.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blockdns import __version__
-from blockdns.ops.labels import qtype_name
+from blockdns.ops.labels import qtype_label
 
 if TYPE_CHECKING:
+    from blockdns.config import Settings
     from blockdns.ops.control import ServerControl
     from blockdns.ops.querylog import QueryLog
+    from blockdns.ops.stats import ServerStats
+    from blockdns.policy import Policy
 
 TOP = 10
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLogState:
+    path: str
+    clients: str
+    retention_days: int
+    max_rows: int
+    queue_rows: int
+    capacity: int
+    written: int
+    write_errors: int
+    purged: int  # rows removed by retention
+    trimmed: int  # rows removed by the max_rows cap
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    now: float  # time.time() when it was taken
+    stats: ServerStats  # a copy: it no longer moves
+    cache_entries: int
+    paused_until: float | None  # None: blocking is on
+    settings: Settings  # immutable, like the policy
+    policy: Policy
+    querylog: QueryLogState | None  # None: the query log is off
 
 
 def paused_until(control: ServerControl, now: float | None = None) -> float | None:
@@ -25,16 +59,45 @@ def paused_until(control: ServerControl, now: float | None = None) -> float | No
     return until
 
 
-def server_snapshot(control: ServerControl, querylog: QueryLog | None) -> dict[str, object]:
-    stats = control.stats
+def take_snapshot(control: ServerControl, querylog: QueryLog | None) -> Snapshot:
+    """Copy what the renderers read; call it on the event loop that updates the counters."""
     now = time.time()
+    state = None
+    if querylog is not None:
+        state = QueryLogState(
+            path=str(querylog.path),
+            clients=querylog.settings.clients,
+            retention_days=querylog.settings.retention_days,
+            max_rows=querylog.settings.max_rows,
+            queue_rows=len(querylog.queue),
+            capacity=querylog.capacity,
+            written=querylog.written,
+            write_errors=querylog.write_errors,
+            purged=querylog.purged,
+            trimmed=querylog.trimmed,
+        )
+    return Snapshot(
+        now=now,
+        stats=control.stats.copy(),
+        cache_entries=control.cache_size(),
+        paused_until=paused_until(control, now),
+        settings=control.settings,
+        policy=control.policy,
+        querylog=state,
+    )
+
+
+def stats_body(snapshot: Snapshot) -> dict[str, object]:
+    """The body of ``GET /api/stats`` but the query log's summary (the API adds it: it reads the disk)."""
+    stats = snapshot.stats
+    now = snapshot.now
     by_outcome: Counter[str] = Counter()
     by_group: Counter[str] = Counter()
     by_qtype: Counter[str] = Counter()
     for (qtype, outcome, group), count in stats.queries.items():
         by_outcome[outcome] += count
         by_group[group] += count
-        by_qtype[qtype_name(qtype)] += count
+        by_qtype[qtype_label(qtype)] += count
     total = sum(by_outcome.values())
     blocked = by_outcome.get("blocked", 0)
     vendors: Counter[tuple[str, str]] = Counter()
@@ -42,8 +105,8 @@ def server_snapshot(control: ServerControl, querylog: QueryLog | None) -> dict[s
         vendors[(vendor, category)] += count
     lookups = stats.cache.hits + stats.cache.misses
     latency_count = stats.upstream_latency_count
-    until = paused_until(control, now)
-    policy = control.policy
+    until = snapshot.paused_until
+    policy = snapshot.policy
     upstream = stats.upstream
     return {
         "version": __version__,
@@ -68,7 +131,7 @@ def server_snapshot(control: ServerControl, querylog: QueryLog | None) -> dict[s
             "hits": stats.cache.hits,
             "misses": stats.cache.misses,
             "hit_rate": stats.cache.hits / lookups if lookups else 0.0,
-            "entries": control.cache_size(),
+            "entries": snapshot.cache_entries,
         },
         "upstream": {
             "queries": upstream.queries,
@@ -86,27 +149,28 @@ def server_snapshot(control: ServerControl, querylog: QueryLog | None) -> dict[s
             "dropped_overload": stats.dropped_overload,
             "handler_failures": stats.handler_failures,
             "querylog_dropped": stats.log_dropped,
+            "reloads_refused": stats.reloads_refused,
         },
         "policy": {
             "entries": policy.size,
             "groups": {name: len(group.domains) for name, group in policy.groups.items()},
         },
-        "querylog": _querylog_state(querylog),
+        "querylog": _querylog_state(snapshot.querylog),
     }
 
 
-def _querylog_state(querylog: QueryLog | None) -> dict[str, object]:
-    if querylog is None:
+def _querylog_state(state: QueryLogState | None) -> dict[str, object]:
+    if state is None:
         return {"enabled": False}
     return {
         "enabled": True,
-        "path": str(querylog.path),
-        "clients": querylog.settings.clients,
-        "retention_days": querylog.settings.retention_days,
-        "max_rows": querylog.settings.max_rows,
-        "removed_past_max_rows": querylog.trimmed,
-        "queue_rows": len(querylog.queue),
-        "capacity": querylog.capacity,
-        "written": querylog.written,
-        "write_errors": querylog.write_errors,
+        "path": state.path,
+        "clients": state.clients,
+        "retention_days": state.retention_days,
+        "max_rows": state.max_rows,
+        "removed_past_max_rows": state.trimmed,
+        "queue_rows": state.queue_rows,
+        "capacity": state.capacity,
+        "written": state.written,
+        "write_errors": state.write_errors,
     }

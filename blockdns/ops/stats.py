@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from blockdns.resolve.cache import CacheCounters
 from blockdns.resolve.transport import TransportStats
@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 @dataclass(slots=True)
 class ServerStats:
     started: float = field(default_factory=time.time)
-    # (qtype, outcome, group) -> count; outcome is an Outcome value ("resolved", "cached", "blocked", ...)
+    # (qtype, outcome, group) -> count; outcome is an Outcome value ("resolved", "cached", "blocked", ...);
+    # qtype is one of labels.COUNTED_QTYPES or labels.OTHER_QTYPE, so the key set is bounded by the config
     queries: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     # (vendor or "", category or "", selector) -> count of blocked answers
     blocks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
@@ -33,6 +34,16 @@ class ServerStats:
     dropped_overload: int = 0  # slow-path queries dropped because too many were in flight
     handler_failures: int = 0  # exceptions turned into SERVFAIL
     log_dropped: int = 0  # query-log rows dropped because the writer fell behind
+    reloads: int = 0  # configurations swapped in after the first
+    reloads_refused: int = 0  # reloads refused (bad or empty config); the old configuration kept serving
+    # Hardening (issue 14): what the transports refused or shed to keep serving the clients that behave.
+    dropped_client_share: int = 0  # slow-path queries dropped: the client had its share of max_inflight
+    udp_receive_drops: int = 0  # datagrams the kernel dropped on our listening sockets (receive queue full)
+    tcp_open: int = 0  # TCP connections open now
+    tcp_refused_not_allowed: int = 0  # connections closed at once: the client is outside allow_clients
+    tcp_refused_client_limit: int = 0  # ... the client already holds server.tcp_max_per_client
+    tcp_refused_full: int = 0  # ... every slot was taken and no connection was idle
+    tcp_evicted: int = 0  # idle connections closed to make room for a new client
     upstream_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     upstream_latency_sum: float = 0.0
     upstream_latency_count: int = 0
@@ -47,6 +58,19 @@ class ServerStats:
         self.upstream_latency_buckets[index] += 1
         self.upstream_latency_sum += seconds
         self.upstream_latency_count += 1
+
+    def copy(self) -> ServerStats:
+        """A copy that no longer moves, for rendering off the event loop: every dict and list is copied, and
+        every nested counter dataclass. Costs microseconds: the dicts' key sets are bounded by the
+        configuration (query types fold into labels.COUNTED_QTYPES)."""
+        changes: dict[str, object] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, dict | list):
+                changes[item.name] = value.copy()
+            elif is_dataclass(value) and not isinstance(value, type):
+                changes[item.name] = replace(value)
+        return replace(self, **changes)  # type: ignore[arg-type]
 
     def total_queries(self) -> int:
         return sum(self.queries.values())

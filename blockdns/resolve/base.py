@@ -40,7 +40,7 @@ class Outcome(enum.Enum):
     RESOLVED = "resolved"  # answered by an upstream or by recursion just now
     CACHED = "cached"  # answered from the cache
     BLOCKED = "blocked"  # policy said no
-    LOCAL = "local"  # answered by blockdns itself (bypass-protection canaries)
+    LOCAL = "local"  # answered by blockdns itself: local records, locally served zones, canaries
     REFUSED = "refused"  # the client is not allowed to use this resolver
     ERROR = "error"  # nothing usable could be had: SERVFAIL
 

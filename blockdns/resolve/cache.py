@@ -21,7 +21,7 @@ class CacheCounters:
     """Cache counters, owned by the server (they survive a cache rebuilt by a reload)."""
 
     hits: int = 0  # answers served from the cache (counted where answers are accounted)
-    misses: int = 0  # lookups that found nothing and went on to resolve
+    misses: int = 0  # lookups that found nothing and went on to be resolved (not answered as local zones)
 
 
 class AnswerCache:
@@ -56,10 +56,11 @@ class CacheHandler(Handler):
         hit = self.cache.get(key, time.monotonic())
         if hit is not None:
             return hit
-        self.counters.misses += 1
         answer = await self.next_handler(query)
         if answer.outcome is Outcome.RESOLVED:
             self.cache.put(key, answer, time.monotonic())
+        if answer.outcome is not Outcome.LOCAL:  # a locally served zone's answer is never cached
+            self.counters.misses += 1
         return answer
 
     def fast(self, query: Query) -> Answer | None:

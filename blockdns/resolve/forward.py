@@ -1,18 +1,32 @@
-"""Forward mode: ask the configured upstreams, in order, failing over on timeouts and errors.
+"""Forward mode: ask the configured upstreams in order, ask again when a reply is late, fail over on errors.
 
-An upstream that just failed is tried after the healthy ones for a while (``FAILURE_HOLD`` seconds), so one
-dead upstream does not add its timeout to every query. A SERVFAIL or REFUSED reply also moves on to the next
-upstream, and so does a reply that matches our question but cannot be parsed; when every upstream fails, the
-error with the most telling EDE code is raised.
+A resolution starts with the first healthy upstream. When no reply has come within that upstream's
+retransmission timeout (its smoothed RTT plus four deviations, at least 0.2 s: :mod:`blockdns.resolve.rtt`;
+an upstream not heard from yet gets Unbound's 376 ms), the question goes out again with a fresh ID and
+source port: to the next upstream if one is left and healthy, else once more to one already asked (at
+most ``MAX_REPEATS`` times per resolution, and never over TCP, which retransmits by itself). A late reply
+doubles that upstream's timeout (once for queries that were late together) until a reply brings it back
+(RFC 6298). Every query in flight keeps listening and the first usable reply wins; the transport still
+checks each reply against the address it was sent to, its ID and its question. An upstream has ``timeout``
+from its first query to answer, the resolution ``total_timeout``.
+
+An upstream that failed (a network error, no reply in its time, SERVFAIL or REFUSED, a reply that matches
+our question but cannot be parsed, or silence while another upstream answered) is tried after the healthy
+ones for a while (``FAILURE_HOLD`` seconds), so one dead upstream does not cost every query its timeout.
+When every upstream fails, the error with the most telling EDE code is raised; the text a client sees names
+no upstream (the server's log and query log get the details).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import dataclass
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError, WireError
-from blockdns.resolve.transport import TransportStats, exchange
+from blockdns.resolve.rtt import RttEstimate
+from blockdns.resolve.transport import Outgoing, TransportStats, UdpQuery, tcp_query
 from blockdns.resolve.upstream import UpstreamResult
 from blockdns.wire import (
     EDE_NETWORK_ERROR,
@@ -20,10 +34,30 @@ from blockdns.wire import (
     EDE_OTHER,
     REFUSED,
     SERVFAIL,
+    is_truncated,
     parse_reply,
 )
 
 FAILURE_HOLD = 30.0
+INITIAL_RTO = 0.376  # an upstream not heard from yet (Unbound's UNKNOWN_SERVER_NICENESS)
+MAX_REPEATS = 2  # queries per resolution sent again to an upstream already asked
+_SLACK = 0.002  # a timer may fire this much early (uvloop counts milliseconds)
+
+
+class _Upstream:
+    """One configured upstream and what the forwarder has learnt about it."""
+
+    __slots__ = ("config", "failed_at", "host", "name", "over_udp", "port", "rtt")
+
+    def __init__(self, config: UpstreamConfig, timeout: float) -> None:
+        self.config = config
+        self.host, self.port, self.name = config.host, config.port, str(config)
+        self.over_udp = config.protocol == "udp"
+        self.rtt = RttEstimate(min(INITIAL_RTO, timeout))
+        self.failed_at = -math.inf
+
+    def held(self, now: float) -> bool:
+        return now - self.failed_at < FAILURE_HOLD
 
 
 class Forwarder:
@@ -41,7 +75,7 @@ class Forwarder:
         self.timeout = timeout
         self.total_timeout = total_timeout
         self.stats = stats if stats is not None else TransportStats()
-        self._failed_at: dict[UpstreamConfig, float] = {}
+        self._upstreams = [_Upstream(config, timeout) for config in upstreams]
 
     async def start(self) -> None:
         return None
@@ -49,64 +83,227 @@ class Forwarder:
     async def close(self) -> None:
         return None
 
-    def _ordered(self, now: float) -> list[UpstreamConfig]:
-        healthy = [u for u in self.upstreams if now - self._failed_at.get(u, -FAILURE_HOLD) >= FAILURE_HOLD]
-        return healthy + [u for u in self.upstreams if u not in healthy]
+    def _ordered(self, now: float) -> list[_Upstream]:
+        healthy = [u for u in self._upstreams if not u.held(now)]
+        return healthy + [u for u in self._upstreams if u.held(now)]
+
+    def retransmission_timeout(self, config: UpstreamConfig) -> float:
+        return next(u.rtt.rto for u in self._upstreams if u.config == config)
 
     async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.total_timeout
-        errors: list[UpstreamError] = []
-        fallback: UpstreamResult | None = None
-        for upstream in self._ordered(loop.time()):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
+        return await _Resolution(self, qname, qtype, qclass, do=do, cd=cd).run()
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One query of a resolution in flight: to whom, when, until when, and over what."""
+
+    upstream: _Upstream
+    sent: float
+    time_up: float
+    udp: UdpQuery | None  # None: over TCP, a task of its own that keeps its own time
+
+
+class _Resolution:
+    """One question's queries to the upstreams, as the module docstring tells.
+
+    UDP queries wait for their replies without a task each (:class:`UdpQuery`); the resolution sleeps on one
+    future, woken by whichever comes first: a reply, an upstream's time being up, or the retransmission
+    timer. So the common case, a reply before the timer, costs what a single query costs."""
+
+    def __init__(
+        self, forwarder: Forwarder, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
+    ) -> None:
+        self.forwarder, self.stats = forwarder, forwarder.stats
+        self.qname, self.qtype, self.qclass = qname, qtype, qclass
+        self.do, self.cd = do, cd
+        self.loop = asyncio.get_running_loop()
+        now = self.loop.time()
+        self.deadline = now + forwarder.total_timeout
+        self.waiting = forwarder._ordered(now)  # not asked yet, best first
+        self.time_up: dict[_Upstream, float] = {}  # asked, in order: when its time to answer is up
+        self.flights: dict[asyncio.Future[bytes], _Flight] = {}
+        self.last: _Upstream | None = None  # asked most recently: the retransmission timer is its
+        self.waited = 0.0  # the retransmission timeout that timer was set to
+        self.repeats = 0
+        self.errors: list[UpstreamError] = []
+        self.fallback: UpstreamResult | None = None  # the first SERVFAIL or REFUSED reply
+        self._waker: asyncio.Future[None] | None = None
+
+    async def run(self) -> UpstreamResult:
+        loop, flights = self.loop, self.flights
+        try:
+            retransmit_at = self._ask_next(loop.time())
+            while flights:
+                if not any(future.done() for future in flights):
+                    await self._sleep(retransmit_at)
+                now = loop.time()
+                for future, flight in list(flights.items()):
+                    if future.done():
+                        result = self._landed(future, flight, now)
+                        if result is not None:
+                            return result
+                    elif flight.udp is not None and flight.time_up <= now + _SLACK:
+                        self._expired(future, flight, now)
+                if not flights:  # every query so far has failed: the next upstream, at once
+                    retransmit_at = self._ask_next(now)
+                elif retransmit_at is not None and now + _SLACK >= retransmit_at:
+                    retransmit_at = self._retransmit(now)
+            return self._give_up()
+        finally:
+            for future, flight in flights.items():
+                _abandon(future, flight)
+
+    # ------------------------------------------------------------------------------------ waiting
+
+    def _wake(self, _: object = None) -> None:
+        waker = self._waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+
+    async def _sleep(self, retransmit_at: float | None) -> None:
+        """Until a flight lands, a UDP query's time is up, or ``retransmit_at``."""
+        wake_at = min([f.time_up for f in self.flights.values() if f.udp is not None], default=math.inf)
+        if retransmit_at is not None:
+            wake_at = min(wake_at, retransmit_at)
+        self._waker = self.loop.create_future()
+        timer = self.loop.call_at(wake_at, self._wake) if wake_at < math.inf else None
+        try:
+            await self._waker
+        finally:
+            self._waker = None
+            if timer is not None:
+                timer.cancel()
+
+    # ------------------------------------------------------------------------------------ sending
+
+    def _send(self, upstream: _Upstream, now: float, *, tcp: bool = False) -> float | None:
+        """Query ``upstream``; when to ask again if no reply has come (None: the query could not go out)."""
+        forwarder = self.forwarder
+        time_up = self.time_up.setdefault(upstream, min(now + forwarder.timeout, self.deadline))
+        query = Outgoing.build(self.qname, self.qtype, self.qclass, cd=self.cd, do=self.do)
+        future: asyncio.Future[bytes]
+        udp = None
+        if upstream.over_udp and not tcp:
             try:
-                result = await self._ask(upstream, qname, qtype, qclass, min(self.timeout, remaining), do, cd)
+                udp = UdpQuery(upstream.host, upstream.port, query, self.stats)
             except UpstreamError as err:
-                self._failed_at[upstream] = loop.time()
-                errors.append(err)
-                continue
-            if result.response.rcode in (SERVFAIL, REFUSED):
-                self._failed_at[upstream] = loop.time()
-                fallback = fallback or result
-                continue
-            self._failed_at.pop(upstream, None)
-            return result
-        if fallback is not None:
-            return fallback  # every upstream answered, none usefully: pass the first such answer on
+                self._failed(upstream, err, now)
+                return None
+            future = udp.reply
+        else:
+            timeout = max(time_up - now, forwarder.timeout / 2) if tcp else time_up - now
+            future = self.loop.create_task(
+                tcp_query(upstream.host, upstream.port, query, timeout, self.stats)
+            )
+        future.add_done_callback(self._wake)
+        self.flights[future] = _Flight(upstream, now, time_up, udp)
+        self.last, self.waited = upstream, upstream.rtt.rto
+        return now + self.waited
+
+    def _ask_next(self, now: float) -> float | None:
+        while self.waiting and now < self.deadline:
+            retransmit_at = self._send(self.waiting.pop(0), now)
+            if retransmit_at is not None:
+                return retransmit_at
+        return None
+
+    def _retransmit(self, now: float) -> float | None:
+        """No reply within the retransmission timeout: ask the next upstream if it is healthy, else one
+        already asked again (a held upstream is asked only when that cannot be)."""
+        if self.last is not None:
+            self.last.rtt.back_off(self.waited, self.forwarder.timeout)
+        following = self.waiting[0] if self.waiting and now < self.deadline else None
+        if following is None or following.held(now):
+            again = self._to_ask_again(now)
+            if again is not None:
+                self.repeats += 1
+                self.stats.retransmits += 1
+                return self._send(again, now)
+        if following is None:
+            return None
+        self.stats.retransmits += 1
+        return self._ask_next(now)
+
+    def _to_ask_again(self, now: float) -> _Upstream | None:
+        """The first upstream asked over UDP that is still in time and not yet failed, within the limit."""
+        if self.repeats >= MAX_REPEATS:
+            return None
+        for upstream, time_up in self.time_up.items():
+            if time_up > now and any(f.upstream is upstream and f.udp for f in self.flights.values()):
+                return upstream
+        return None
+
+    # ------------------------------------------------------------------------------------ landing
+
+    def _failed(self, upstream: _Upstream, error: UpstreamError, now: float) -> None:
+        upstream.failed_at = now
+        self.errors.append(error)
+
+    def _expired(self, future: asyncio.Future[bytes], flight: _Flight, now: float) -> None:
+        del self.flights[future]
+        assert flight.udp is not None
+        self._failed(flight.upstream, flight.udp.timed_out(), now)
+        flight.udp.close()
+
+    def _landed(self, future: asyncio.Future[bytes], flight: _Flight, now: float) -> UpstreamResult | None:
+        """A query is done: the result if it is the answer, else None (and the failure noted)."""
+        del self.flights[future]
+        if flight.udp is not None:
+            flight.udp.close()
+        upstream = flight.upstream
+        try:
+            data = future.result()
+        except UpstreamError as err:
+            self._failed(upstream, err, now)
+            return None
+        if flight.udp is not None and is_truncated(data):
+            self.stats.tcp_fallbacks += 1
+            self._send(upstream, now, tcp=True)
+            return None
+        try:
+            response = parse_reply(data, self.qname)
+        except WireError as err:
+            text = f"malformed reply: {err}"
+            self._failed(
+                upstream, UpstreamError(f"{text} from {upstream.name}", EDE_OTHER, client_text=text), now
+            )
+            return None
+        if response.rcode in (SERVFAIL, REFUSED):
+            upstream.failed_at = now
+            self.fallback = self.fallback or UpstreamResult(response, upstream.name)
+            return None
+        upstream.rtt.observe(now - flight.sent, self.forwarder.timeout)
+        upstream.failed_at = -math.inf
+        for other in self.time_up:  # asked earlier and still silent: failed, as a timeout would say
+            if other is not upstream and any(f.upstream is other for f in self.flights.values()):
+                other.failed_at = now
+        return UpstreamResult(response, upstream.name)
+
+    def _give_up(self) -> UpstreamResult:
+        if self.fallback is not None:
+            return self.fallback  # every upstream answered, none usefully: pass the first such answer on
+        errors = self.errors
         if not errors:
             raise UpstreamError("no upstream answered in time", EDE_NO_REACHABLE_AUTHORITY)
-        code = (
-            EDE_NETWORK_ERROR if any(e.ede_code == EDE_NETWORK_ERROR for e in errors) else errors[0].ede_code
-        )
-        raise UpstreamError("; ".join(str(e) for e in errors), code)
+        network = any(e.ede_code == EDE_NETWORK_ERROR for e in errors)
+        code = EDE_NETWORK_ERROR if network else errors[0].ede_code
+        message = "; ".join(dict.fromkeys(str(e) for e in errors))  # a repeated query fails alike
+        client_text = "; ".join(dict.fromkeys(e.client_text for e in errors))
+        raise UpstreamError(message, code, client_text=client_text)
 
-    async def _ask(
-        self,
-        upstream: UpstreamConfig,
-        qname: bytes,
-        qtype: int,
-        qclass: int,
-        timeout: float,
-        do: bool,
-        cd: bool,
-    ) -> UpstreamResult:
-        reply = await exchange(
-            upstream.host,
-            upstream.port,
-            qname,
-            qtype,
-            qclass,
-            timeout=timeout,
-            stats=self.stats,
-            tcp=upstream.protocol == "tcp",
-            cd=cd,
-            do=do,
-        )
-        try:
-            response = parse_reply(reply.data, qname)
-        except WireError as err:
-            raise UpstreamError(f"malformed reply from {upstream}: {err}", EDE_OTHER) from None
-        return UpstreamResult(response, str(upstream))
+
+def _abandon(future: asyncio.Future[bytes], flight: _Flight) -> None:
+    """Stop a query the resolution no longer needs."""
+    if flight.udp is not None:
+        flight.udp.close()
+    elif not future.done():
+        future.cancel()
+        future.add_done_callback(_settle)
+    else:
+        _settle(future)
+
+
+def _settle(future: asyncio.Future[bytes]) -> None:
+    if not future.cancelled():
+        future.exception()  # it failed after the race was decided: nothing to report

@@ -75,7 +75,7 @@ class ResolveHandler(Handler):
                 question.qname_wire, question.qtype, question.qclass, do=bool(question.do), cd=question.cd
             )
         except UpstreamError as err:
-            return Answer(Outcome.ERROR, servfail(err.ede_code, str(err)[:200]), reason=str(err))
+            return Answer(Outcome.ERROR, servfail(err.ede_code, err.client_text[:200]), reason=str(err))
         finally:
             if self.observe_latency is not None:
                 self.observe_latency(time.monotonic() - started)

@@ -41,3 +41,36 @@ def address_reply(
     raw = address.packed
     record = b"\xc0\x0c" + struct.pack(">HHIH", qtype, CLASS_IN, ttl, len(raw)) + raw
     return Reply(rcode=NOERROR, counts=(1, 0, 0), records=record, ede=ede)
+
+
+# ------------------------------------------------------------------------------------- authoritative data
+
+QUESTION_NAME = b"\xc0\x0c"  # a pointer to the question name: the owner of what answers it
+NOBODY_INVALID = b"\x06nobody\x07invalid\x00"  # RFC 6303 §3: the SOA RNAME of locally served zones
+LOCAL_SOA_TIMERS = (1, 3600, 1200, 604800)  # serial, refresh, retry, expire (RFC 6303 §3)
+
+# One resource record to write: owner (wire form, or a pointer into the question), type, TTL, RDATA.
+Record = tuple[bytes, int, int, bytes]
+
+
+def local_soa(owner: bytes, ttl: int) -> Record:
+    """The SOA of a zone served here (RFC 6303 §3: MNAME the zone, RNAME nobody.invalid.); ``ttl`` is also
+    its MINIMUM, so a negative answer is kept for ``ttl`` seconds (RFC 2308)."""
+    return owner, TYPE_SOA, ttl, owner + NOBODY_INVALID + struct.pack(">IIIII", *LOCAL_SOA_TIMERS, ttl)
+
+
+def records_reply(rcode: int, answer: list[Record], authority: list[Record], flags: int = 0) -> Reply:
+    """A reply holding these records (class IN), with every TTL's place noted."""
+    out = bytearray()
+    ttl_fields = []
+    for owner, rtype, ttl, rdata in (*answer, *authority):
+        out += owner
+        ttl_fields.append((len(out) + 4, ttl))
+        out += struct.pack(">HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
+    return Reply(
+        rcode=rcode,
+        counts=(len(answer), len(authority), 0),
+        records=bytes(out),
+        ttl_fields=tuple(ttl_fields),
+        flags=flags,
+    )

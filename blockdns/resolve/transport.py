@@ -39,6 +39,7 @@ class TransportStats:
     timeouts: int = 0
     errors: int = 0
     tcp_fallbacks: int = 0
+    retransmits: int = 0  # questions sent again because a reply was late (forward mode)
 
 
 def new_query_id() -> int:
@@ -46,7 +47,7 @@ def new_query_id() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outgoing:
+class Outgoing:
     """One query message, and what a reply to it must carry: our ID and our question."""
 
     message: bytes
@@ -54,6 +55,23 @@ class _Outgoing:
     qname: bytes
     qtype: int
     qclass: int
+
+    @classmethod
+    def build(
+        cls,
+        qname: bytes,
+        qtype: int,
+        qclass: int,
+        *,
+        rd: bool = True,
+        cd: bool = False,
+        do: bool = False,
+        edns: bool = True,
+    ) -> Outgoing:
+        """The message for one question, under a fresh random ID (every message sent gets its own)."""
+        qid = new_query_id()
+        message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
+        return cls(message, qid, qname, qtype, qclass)
 
     def answered_by(self, data: bytes) -> bool:
         return reply_matches(data, self.qid, self.qname, self.qtype, self.qclass)
@@ -93,10 +111,8 @@ async def exchange(
     started = loop.time()
     server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def outgoing() -> _Outgoing:  # a fresh random ID for every message sent
-        qid = new_query_id()
-        message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
-        return _Outgoing(message, qid, qname, qtype, qclass)
+    def outgoing() -> Outgoing:
+        return Outgoing.build(qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
 
     if not tcp:
         data = await _udp(host, port, outgoing(), timeout, stats)
@@ -104,46 +120,96 @@ async def exchange(
             return Exchange(data, server, loop.time() - started, False)
         stats.tcp_fallbacks += 1
         timeout = max(timeout - (loop.time() - started), timeout / 2)
-    data = await _tcp(host, port, outgoing(), timeout, stats)
+    data = await tcp_query(host, port, outgoing(), timeout, stats)
     return Exchange(data, server, loop.time() - started, True)
 
 
-async def _udp(host: str, port: int, query: _Outgoing, timeout: float, stats: TransportStats) -> bytes:
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    stats.queries += 1
-    try:
+class UdpQuery:
+    """One query on its own connected UDP socket, waiting for its reply without a task of its own.
+
+    ``reply`` is a future: the first datagram that carries our ID and question, or the network error that
+    ended the wait. Anything else is counted and dropped. There is no timer here: whoever waits decides
+    when it is too late, calls :meth:`timed_out`, and :meth:`close` in any case. Several can be in flight
+    for one question at little cost (the forwarder's retransmissions).
+    """
+
+    __slots__ = ("_fd", "_loop", "_sock", "query", "reply", "server", "stats")
+
+    def __init__(self, host: str, port: int, query: Outgoing, stats: TransportStats) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        self.query, self.stats = query, stats
+        self.server = f"{host}:{port}"
+        self.reply: asyncio.Future[bytes] = loop.create_future()
+        self._sock = sock = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+        )
+        self._fd = -1  # watched by the loop while >= 0
+        stats.queries += 1
         try:
+            sock.setblocking(False)
             sock.connect((host, port))
-            await loop.sock_sendall(sock, query.message)
+            sock.send(query.message)  # one datagram on a fresh socket: sent whole at once
         except OSError as err:
+            sock.close()
             stats.errors += 1
-            raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                stats.timeouts += 1
-                raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY)
-            try:
-                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), remaining)
-            except TimeoutError:
-                stats.timeouts += 1
-                raise UpstreamError(f"{host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
-            except OSError as err:  # e.g. ICMP port unreachable surfaces as ECONNREFUSED
-                stats.errors += 1
-                raise UpstreamError(f"{host}:{port}: {err.strerror or err}", EDE_NETWORK_ERROR) from None
-            if query.answered_by(data):
-                stats.replies += 1
-                return data
-            stats.mismatched += 1
+            raise _network_error(self.server, err) from None
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:  # e.g. ICMP port unreachable surfaces as ECONNREFUSED
+            self.stats.errors += 1
+            self._settle(error=_network_error(self.server, err))
+            return
+        if self.query.answered_by(data):
+            self.stats.replies += 1
+            self._settle(data)
+        else:
+            self.stats.mismatched += 1
+
+    def _settle(self, data: bytes = b"", error: UpstreamError | None = None) -> None:
+        self._unwatch()
+        if self.reply.done():
+            return
+        if error is not None:
+            self.reply.set_exception(error)
+        else:
+            self.reply.set_result(data)
+
+    def _unwatch(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._fd = -1
+
+    def timed_out(self) -> UpstreamError:
+        """Count a wait that ended without a reply; the error to raise or report."""
+        self.stats.timeouts += 1
+        return _timed_out(self.server)
+
+    def close(self) -> None:
+        self._unwatch()
+        self._sock.close()
+        if not self.reply.done():
+            self.reply.cancel()
+
+
+async def _udp(host: str, port: int, query: Outgoing, timeout: float, stats: TransportStats) -> bytes:
+    udp = UdpQuery(host, port, query, stats)
+    try:
+        async with asyncio.timeout(timeout):
+            return await udp.reply
+    except TimeoutError:
+        raise udp.timed_out() from None
     finally:
-        sock.close()
+        udp.close()
 
 
-async def _tcp(host: str, port: int, query: _Outgoing, timeout: float, stats: TransportStats) -> bytes:
+async def tcp_query(host: str, port: int, query: Outgoing, timeout: float, stats: TransportStats) -> bytes:
+    """One query over its own TCP connection; the reply that carries our ID and question."""
     stats.queries += 1
     writer = None
     try:
@@ -160,11 +226,24 @@ async def _tcp(host: str, port: int, query: _Outgoing, timeout: float, stats: Tr
                 stats.mismatched += 1
     except TimeoutError:
         stats.timeouts += 1
-        raise UpstreamError(f"tcp {host}:{port}: timed out", EDE_NO_REACHABLE_AUTHORITY) from None
+        raise _timed_out(f"tcp {host}:{port}", "over TCP") from None
     except (OSError, asyncio.IncompleteReadError) as err:
         stats.errors += 1
-        reason = getattr(err, "strerror", None) or type(err).__name__
-        raise UpstreamError(f"tcp {host}:{port}: {reason}", EDE_NETWORK_ERROR) from None
+        raise _network_error(f"tcp {host}:{port}", err, "over TCP") from None
     finally:
         if writer is not None:
             writer.close()
+
+
+# The message names the server, for the log; the client's EDE text does not (see UpstreamError).
+
+
+def _timed_out(server: str, how: str = "") -> UpstreamError:
+    client_text = f"upstream timed out {how}".rstrip()
+    return UpstreamError(f"{server}: timed out", EDE_NO_REACHABLE_AUTHORITY, client_text=client_text)
+
+
+def _network_error(server: str, err: OSError | asyncio.IncompleteReadError, how: str = "") -> UpstreamError:
+    reason = getattr(err, "strerror", None) or type(err).__name__
+    client_text = f"upstream network error {how}: {reason}" if how else f"upstream network error: {reason}"
+    return UpstreamError(f"{server}: {reason}", EDE_NETWORK_ERROR, client_text=client_text)

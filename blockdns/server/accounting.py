@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from blockdns.ops.labels import COUNTED_QTYPES, OTHER_QTYPE
 from blockdns.ops.querylog import QueryLog, Row
 from blockdns.ops.stats import ServerStats
 from blockdns.resolve.base import Answer, Outcome, Query
@@ -24,7 +25,10 @@ class Accounting:
         label = outcome.label
         question, client = query.question, query.client
         group = client.group.name
-        stats.queries[(question.qtype, label, group)] += 1
+        qtype = question.qtype
+        if qtype not in COUNTED_QTYPES:  # the label set stays bounded whatever types clients send
+            qtype = OTHER_QTYPE
+        stats.queries[(qtype, label, group)] += 1
         decision = answer.decision
         if outcome is CACHED:
             stats.cache.hits += 1

@@ -3,8 +3,9 @@ file changes, the API), pause, background feed refresh, query log and admin API.
 
 What a configuration wires together is built in one place,
 :func:`blockdns.server.generation.build_generation`. A reload compiles the new policy off the event loop,
-builds a new generation from it and swaps it in with one assignment; a bad new config is refused with one
-log line and the old one keeps serving.
+builds a new generation from it and swaps it in with one assignment; a bad new config — or an empty one,
+which would otherwise mean the built-in defaults — is refused with one log line, counted, and the old one
+keeps serving.
 """
 
 from __future__ import annotations
@@ -22,25 +23,30 @@ from typing import Any
 
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, Settings
-from blockdns.errors import BlockdnsError
+from blockdns.errors import BlockdnsError, ConfigError
 from blockdns.feeds.manifest import manifest_path, read_manifest
 from blockdns.feeds.refresh import update_command
 from blockdns.feeds.report import failed_feeds_summary
+from blockdns.localdata import LocalData
 from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog
 from blockdns.policy import Decision, Policy
+from blockdns.resolve.clientnames import ClientNames
 from blockdns.resolve.upstream import Upstream
-from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file
+from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file, load_local
+from blockdns.server import rxdrops
+from blockdns.server.connections import ConnectionSlots
 from blockdns.server.engine import Engine
 from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
 from blockdns.server.udp import UdpProtocol
+from blockdns.tomlfile import read_toml
 
 log = logging.getLogger("blockdns")
 
-WATCH_INTERVAL = 2.0
+WATCH_INTERVAL = 2.0  # seconds between two looks at the watched files
 # Binding these fails on hosts without IPv6; such an address is skipped with a warning instead of failing.
 _UNAVAILABLE_ERRNOS = {99, 97}  # EADDRNOTAVAIL, EAFNOSUPPORT
 
@@ -59,27 +65,33 @@ class Listener:
 class Server:
     """A running blockdns. Implements :class:`blockdns.ops.control.ServerControl`."""
 
-    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+    def __init__(
+        self, settings: Settings, policy: Policy | None = None, local: LocalData | None = None
+    ) -> None:
         self._settings = settings
         self.shared = Shared()
         self.stats = self.shared.stats
         self.pause_switch = self.shared.pause
         self.tasks = TaskSet(settings.server.max_inflight)
-        generation = build_generation(settings, policy or build_policy(settings), self.shared)
+        generation = build_generation(settings, policy or build_policy(settings), self.shared, local=local)
         self.engine = Engine(generation, self.stats, self.tasks)
         self.tcp = TcpServer(
             self.engine,
-            idle_timeout=settings.server.tcp_idle_timeout,
-            max_connections=settings.server.tcp_max_connections,
+            ConnectionSlots(
+                self.stats,
+                max_connections=settings.server.tcp_max_connections,
+                max_per_client=settings.server.tcp_max_per_client,
+                idle_timeout=settings.server.tcp_idle_timeout,
+            ),
         )
+        self.client_names = ClientNames()  # for the query log: read by its writer thread
         self.listeners: list[Listener] = []
         self.querylog: QueryLog | None = None
         self.api: ApiRunner | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self._watched: dict[Path, float] = {}
-        self.reloads = 0
+        self._watched: dict[Path, FileState] = {}
         self.last_refresh: float | None = None
 
     # --------------------------------------------------------------------------------- ServerControl
@@ -87,6 +99,10 @@ class Server:
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def reloads(self) -> int:
+        return self.stats.reloads
 
     @property
     def generation(self) -> Generation:
@@ -125,19 +141,37 @@ class Server:
         async with self._reload_lock:
             source = self._settings.source
             try:
-                settings = await asyncio.to_thread(config_module.load, source) if source else self._settings
+                settings = await asyncio.to_thread(load_replacement, source) if source else self._settings
                 policy = await asyncio.to_thread(build_policy, settings)
+                local = await asyncio.to_thread(load_local, settings)
             except BlockdnsError as err:
-                log.error("reload refused, the old configuration keeps serving: %s", err)
+                self.stats.reloads_refused += 1
+                log.error("reload refused, the last good configuration keeps serving: %s", err)
                 return ReloadResult(False, str(err))
-            self._apply(settings, policy)
-            self.reloads += 1
+            self._apply(settings, policy, local)
+            self.stats.reloads += 1
             self._snapshot_watched()
             message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
             log.info(message)
             return ReloadResult(True, message)
 
-    def _apply(self, settings: Settings, policy: Policy) -> None:
+    async def reload_local(self) -> ReloadResult:
+        """Re-read the hosts files (the local records with them) and swap in a generation with the new local
+        data, keeping the configuration and the compiled policy; bad data is refused like a bad config."""
+        async with self._reload_lock:
+            try:
+                local = await asyncio.to_thread(load_local, self._settings)
+            except BlockdnsError as err:
+                self.stats.reloads_refused += 1
+                log.error("hosts files not reloaded, the old local names keep serving: %s", err)
+                return ReloadResult(False, str(err))
+            self._apply(self._settings, self.policy, local)
+            self._snapshot_watched()
+            message = f"reloaded the hosts files: {len(local)} local names"
+            log.info(message)
+            return ReloadResult(True, message)
+
+    def _apply(self, settings: Settings, policy: Policy, local: LocalData) -> None:
         old = self._settings
         for section, changed in (
             ("server.listen", settings.server.listen != old.server.listen),
@@ -147,14 +181,19 @@ class Server:
             if changed:
                 log.warning("%s changed: restart blockdns to apply it", section)
         previous = self.engine.generation
-        generation = build_generation(settings, policy, self.shared, previous)
+        generation = build_generation(settings, policy, self.shared, previous, local)
         self.tasks.limit = settings.server.max_inflight
-        self.tcp.idle_timeout = settings.server.tcp_idle_timeout
-        self.tcp.max_connections = settings.server.tcp_max_connections
+        slots = self.tcp.slots
+        slots.idle_timeout = settings.server.tcp_idle_timeout
+        slots.max_connections = settings.server.tcp_max_connections
+        slots.max_per_client = settings.server.tcp_max_per_client
         self._settings = settings
         self.engine.install(generation)
+        self.client_names.configure(generation.local, generation.router)
         if generation.upstream is not previous.upstream:
             self._start_background(self._swap_upstream(generation.upstream, previous.upstream))
+        if generation.router is not previous.router:
+            self._start_background(self._swap_upstream(generation.router, previous.router))
 
     async def _swap_upstream(self, new: Upstream, old: Upstream) -> None:
         await new.start()
@@ -170,6 +209,11 @@ class Server:
         if not self.listeners:
             raise BlockdnsError("no listen address could be bound")
         self._start_background(self.upstream.start())
+        if rxdrops.SUPPORTED:
+            udp_sockets = [listener.udp.get_extra_info("socket") for listener in self.listeners]
+            self._start_background(rxdrops.sample_receive_drops(self.stats, udp_sockets))
+        self._start_background(self.generation.router.start())
+        self.client_names.configure(self.generation.local, self.generation.router)
         await self._start_querylog()
         await self._start_api()
         self._snapshot_watched()
@@ -211,6 +255,7 @@ class Server:
         if path is None:
             return
         querylog = QueryLog(self._settings.querylog, path, self.stats)
+        querylog.client_names = self.client_names.name
         querylog.start()
         self.querylog = querylog
         self.engine.accounting.querylog = querylog
@@ -239,6 +284,8 @@ class Server:
                 await self.api.cleanup()
         if self.querylog is not None:
             await asyncio.to_thread(self.querylog.close)
+        await self.client_names.close()
+        await self.generation.router.close()
         await self.upstream.close()
         self._stopped.set()
 
@@ -253,26 +300,48 @@ class Server:
         directory = data_dir(settings)
         paths += sorted(directory.glob("*.list"))
         paths.append(manifest_path(directory))
-        return paths
+        return paths + settings.hosts_paths()
 
-    def _watched_mtimes(self) -> dict[Path, float]:
-        return {path: _mtime(path) for path in self._watched_paths()}
+    def _watched_states(self) -> dict[Path, FileState]:
+        return {path: _file_state(path) for path in self._watched_paths()}
 
     def _snapshot_watched(self) -> None:
-        self._watched = self._watched_mtimes()
+        self._watched = self._watched_states()
 
     async def _watch_files(self) -> None:
-        """Reload when the config, the catalogue, the feed definitions or the fetched lists change.
+        """Reload when the config, the catalogue, the feed definitions, the fetched lists or the hosts files
+        change (when only hosts files changed, just the local names: the policy stays compiled), once the
+        change has settled: two looks WATCH_INTERVAL apart must find every file as it was (modification
+        time, size, inode). A file being written — an editor that truncates and then writes, a copy under
+        way — changes between looks and is waited out; a reload never reads it half written unless the writer
+        stalls for a whole interval, and then an empty file is still refused by :func:`load_replacement`.
+        (A content hash would add nothing: a change the three do not show is a write within one timestamp
+        tick that keeps the size, which the next look cannot tell from a finished one either.)
 
-        The directory scan runs in a worker thread: a hundred stat calls would otherwise stall every query
-        behind them for a millisecond or two."""
+        The scan runs in a worker thread: a hundred stat calls would otherwise stall every query behind them
+        for a millisecond or two."""
+        changed: dict[Path, FileState] | None = None  # what the last look saw, when it differed
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            current = await asyncio.to_thread(self._watched_mtimes)
-            if current != self._watched:
+            current = await asyncio.to_thread(self._watched_states)
+            if current == self._watched:
+                changed = None
+            elif current != changed:
+                changed = current  # moved since the last look: look again before reloading
+            else:
+                changed = None
+                moved = {
+                    path
+                    for path in current.keys() | self._watched.keys()
+                    if current.get(path) != self._watched.get(path)
+                }
                 self._watched = current
-                log.info("configuration or list files changed: reloading")
-                await self.reload()
+                if moved <= set(self._settings.hosts_paths()):
+                    log.info("hosts files changed: reloading the local names")
+                    await self.reload_local()
+                else:
+                    log.info("configuration or list files changed: reloading")
+                    await self.reload()
 
     async def _refresh_feeds(self) -> None:
         """Run ``blockdns lists update`` in a child process every ``lists.refresh``; then reload.
@@ -306,9 +375,11 @@ class Server:
         policy = self.policy
         addresses = ", ".join(f"{listener.address.host}:{listener.port}" for listener in self.listeners)
         mode = self._settings.resolver.mode
+        generation = self.generation
         return (
             f"blockdns serving on {addresses} (udp+tcp), {mode} mode, "
-            f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
+            f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries, "
+            f"local names: {len(generation.local)}, forward zones: {len(generation.router.zones)}"
         )
 
 
@@ -319,10 +390,38 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+FileState = tuple[int, int, int] | None  # (mtime in ns, size, inode); None: missing or unreadable
+
+
+def _file_state(path: Path) -> FileState:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def load_replacement(path: Path) -> Settings:
+    """The config file, read again for a reload (SIGHUP, the file watcher, the API).
+
+    A file with no settings at all — empty, truncated to nothing, only comments — is refused rather than
+    read as "all defaults": that would swap forward mode for recursion and drop the groups and the token
+    because an editor truncated the file before writing it."""
+    raw = read_toml(path)
+    if not raw:
+        raise ConfigError(
+            "has no settings (empty?): refusing to reload to the built-in defaults; to run on the defaults,"
+            " restart without --config",
+            file=str(path),
+        )
+    return config_module.from_dict(raw, source=path)
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     policy = build_policy(settings)  # a bad config or catalogue fails here, before anything is bound
+    local = load_local(settings)
     try:
         import uvloop
 
@@ -330,11 +429,11 @@ def run(settings: Settings) -> None:
     except ImportError:  # pragma: no cover
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(settings, policy))
+        runner.run(_serve(settings, policy, local))
 
 
-async def _serve(settings: Settings, policy: Policy) -> None:
-    server = Server(settings, policy)
+async def _serve(settings: Settings, policy: Policy, local: LocalData) -> None:
+    server = Server(settings, policy, local)
     await server.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -8,6 +8,8 @@ a hit, the fast path's common case, is two C-level subscripts.
 
 from __future__ import annotations
 
+import socket
+
 from blockdns.policy import Policy
 from blockdns.resolve.base import Client
 
@@ -36,3 +38,20 @@ class ClientDirectory(dict[str, _TransportClients]):
     def __missing__(self, transport: str) -> _TransportClients:
         clients = self[transport] = _TransportClients(self._policy, transport)
         return clients
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def client_prefix(address: str) -> str | bytes:
+    """Whose share of shared resources a query counts against: an IPv4 address, or an IPv6 /64 (what one
+    host holds, and can pick any address from; dnsdist's default mask for the same purpose)."""
+    if ":" not in address:
+        return address
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address.split("%", 1)[0])
+    except OSError:
+        return address
+    if packed[:12] == _V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return packed[:8]

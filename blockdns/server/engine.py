@@ -6,11 +6,12 @@ name, and gets back one of three things:
 * ``bytes``: the response, answered at once by the fast path (or an error response for a bad packet);
 * an ``asyncio.Task``: the slow path is working on it; its result is the response, or None for silence;
 * ``None``: nothing to send (a packet that deserves silence, or a query dropped because too many are in
-  flight; the drop is counted).
+  flight, or because its client already has a quarter of ``server.max_inflight``; each drop is counted).
 
 Both speeds run the same chain of the current :class:`~blockdns.server.generation.Generation`: first its
 fast steps (synchronous, memos only); when one of them cannot know the answer, the slow path runs the whole
-chain as a task, bounded by ``server.max_inflight``. Response codes are decided here at the edge: an
+chain as a task, bounded by ``server.max_inflight`` in all and per client (an IPv4 address or IPv6 /64, so
+that one flooding client cannot starve the others). Response codes are decided here at the edge: an
 exception in a handler becomes SERVFAIL for that one query, an unparseable query FORMERR or silence, an
 oversize UDP answer is truncated with TC=1. An exception on the fast path is logged (rate-limited) and the
 query takes the slow path.
@@ -26,6 +27,7 @@ from blockdns.ops.stats import ServerStats
 from blockdns.resolve.base import Answer, Outcome, Query
 from blockdns.resolve.resolving import servfail
 from blockdns.server.accounting import Accounting
+from blockdns.server.clients import client_prefix
 from blockdns.server.generation import Generation
 from blockdns.server.questions import QuestionMemo, parse_question
 from blockdns.server.ratelog import RateLimitedLog
@@ -57,6 +59,10 @@ class Engine:
         """Swap in a new generation (one reference assignment: atomic for every query after it)."""
         self.generation = generation
 
+    def allows(self, address: str) -> bool:
+        """Whether ``address`` may use this resolver at all (``server.allow_clients``)."""
+        return self.generation.access.allowed(address)
+
     def serve(self, data: bytes, address: str, transport: str) -> bytes | asyncio.Task[bytes | None] | None:
         """Answer one query packet from ``address`` over ``transport`` (see the module docstring)."""
         gen = self.generation
@@ -86,7 +92,12 @@ class Engine:
                 return triaged.response
             data = clean
             query = Query(reread, gen.clients[transport][address], received)
-        task = self.tasks.spawn(self._answer(gen, data, query))
+        tasks = self.tasks
+        owner = client_prefix(address)
+        if tasks.owner_at_share(owner):  # one client may not take every slot from the others
+            self.stats.dropped_client_share += 1
+            return None
+        task = tasks.spawn(self._answer(gen, data, query), owner)
         if task is None:
             self.stats.dropped_overload += 1
         return task

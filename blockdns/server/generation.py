@@ -6,16 +6,20 @@ the client directory, the answer cache and the upstream. The engine swaps one re
 generation, so a query sees one generation from start to end. What outlives generations (the counters and
 the pause switch) is in :class:`Shared` and is passed in.
 
-The cache and the upstream are carried over from the previous generation when their settings did not change:
+The cache and the upstream are carried over from the previous generation when their settings (for the cache,
+also the forward zones and the served private reverse zones) did not change:
 cached answers do not depend on policy (it is applied around the cache, per group), and an upstream keeps
-its server state (RTTs, a primed root). A new upstream must be started and the old one closed by the caller.
+its server state (RTTs, a primed root). So is the router of the forward zones while they and the upstream
+stay. A new upstream or router must be started and the old one closed by the caller.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from blockdns import dnsname
 from blockdns.config import ResolverSettings, Settings
+from blockdns.localdata import LocalData
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Policy
 from blockdns.resolve.access import AccessControl, AccessHandler
@@ -24,15 +28,20 @@ from blockdns.resolve.blocking import BlockingHandler, BlockResponder, PauseSwit
 from blockdns.resolve.cache import AnswerCache, CacheHandler
 from blockdns.resolve.forward import Forwarder
 from blockdns.resolve.inspection import InspectionHandler
-from blockdns.resolve.local import LocalHandler
+from blockdns.resolve.local import LocalAnswers, LocalHandler
+from blockdns.resolve.localzones import LocalZonesHandler, ZoneTable
 from blockdns.resolve.resolving import ResolveHandler
+from blockdns.resolve.routing import ZoneRouter
 from blockdns.resolve.transport import TransportStats
 from blockdns.resolve.upstream import Upstream
+from blockdns.runtime import load_local
 from blockdns.server.clients import ClientDirectory
 
 # The one place that fixes the order of the chain, for both speeds (asserted by a test): access -> local
-# answers -> blocking (the name) -> inspection (CNAMEs, addresses, on the way back) -> cache -> resolve.
-CHAIN_ORDER = ("access", "local", "blocking", "inspection", "cache", "resolve")
+# records (the administrator's word, before policy) -> blocking (the name) -> inspection (CNAMEs, addresses,
+# on the way back) -> cache -> locally served zones (what is never resolved; after the cache, so a cache hit
+# does not pay for them) -> resolve (a forward zone's upstream, or the default).
+CHAIN_ORDER = ("access", "local", "blocking", "inspection", "cache", "local_zones", "resolve")
 
 
 @dataclass(slots=True)
@@ -52,7 +61,11 @@ class Generation:
     slow: Next  # the chain, slow path
     fast: FastNext  # the chain, fast path
     cache: AnswerCache
-    upstream: Upstream
+    upstream: Upstream  # the default upstream: recursion or the configured forwarders
+    router: ZoneRouter  # the forward zones' upstreams, and the default for every other name
+    local: LocalData
+    zones: ZoneTable
+    access: AccessControl  # the access handler's: the stream transports ask it before giving a slot
 
 
 def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: TransportStats) -> Upstream:
@@ -68,11 +81,33 @@ def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: Transpo
     return RecursiveResolver(resolver, cache_max_entries=cache_entries, stats=stats)
 
 
+def make_router(settings: Settings, default: Upstream, stats: TransportStats) -> ZoneRouter:
+    resolver = settings.resolver
+    zones: dict[bytes, Upstream] = {
+        dnsname.from_text(zone.name): Forwarder(
+            zone.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout, stats=stats
+        )
+        for zone in settings.forward_zones
+    }
+    return ZoneRouter(default, zones)
+
+
 def build_generation(
-    settings: Settings, policy: Policy, shared: Shared, previous: Generation | None = None
+    settings: Settings,
+    policy: Policy,
+    shared: Shared,
+    previous: Generation | None = None,
+    local: LocalData | None = None,
 ) -> Generation:
+    """Wire ``settings`` into a generation; ``local`` is the loaded local data (loaded here when not given,
+    which reads the hosts files)."""
     stats = shared.stats
-    if previous is not None and previous.settings.cache == settings.cache:
+    if (
+        previous is not None
+        and previous.settings.cache == settings.cache
+        and previous.settings.forward_zones == settings.forward_zones
+        and previous.settings.local.private_reverse == settings.local.private_reverse
+    ):  # answers cached before came from the same servers, and none is for a name now served here
         cache = previous.cache
     else:
         cache = AnswerCache(settings.cache.max_entries)
@@ -80,14 +115,28 @@ def build_generation(
         upstream = previous.upstream
     else:
         upstream = make_upstream(settings.resolver, settings.cache.max_entries, stats.upstream)
+    if (
+        previous is not None
+        and previous.upstream is upstream
+        and previous.settings.forward_zones == settings.forward_zones
+    ):
+        router = previous.router
+    else:
+        router = make_router(settings, upstream, stats.upstream)
+    if local is None:
+        local = load_local(settings)
+    zones = ZoneTable.build(settings.local.private_reverse, router.zones)
     responder = BlockResponder(settings.blocking)
+    access = AccessControl(settings.server.allowed_networks())
+    answers = LocalAnswers(local, zones, canaries=settings.blocking.bypass_protection)
     parts: dict[str, Handler] = {
-        "access": AccessHandler(AccessControl(settings.server.allowed_networks())),
-        "local": LocalHandler(settings.blocking.bypass_protection),
+        "access": AccessHandler(access),
+        "local": LocalHandler(answers, responder),
         "blocking": BlockingHandler(responder, shared.pause),
         "inspection": InspectionHandler(responder, shared.pause),
         "cache": CacheHandler(cache, stats.cache),
-        "resolve": ResolveHandler(upstream, settings.cache, stats.observe_upstream_latency),
+        "local_zones": LocalZonesHandler(zones, local),
+        "resolve": ResolveHandler(router, settings.cache, stats.observe_upstream_latency),
     }
     handlers = {name: parts[name] for name in CHAIN_ORDER}
     slow, fast = chain(list(handlers.values()))
@@ -100,4 +149,8 @@ def build_generation(
         fast=fast,
         cache=cache,
         upstream=upstream,
+        access=access,
+        router=router,
+        local=local,
+        zones=zones,
     )

@@ -1,4 +1,6 @@
 /* blockdns dashboard: reads /api/stats and /api/querylog, pauses and resumes blocking with the API token.
+   Reads send the token too once it is known: a server whose API is not bound to loopback (or has
+   [api] read_token = true) answers reads only with it, and the page asks for it on the first 401.
    No dependencies and no network but this server. Everything from the server is written with textContent. */
 "use strict";
 
@@ -46,8 +48,13 @@
     node.hidden = !text;
   }
 
+  function withToken(headers) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    return token ? Object.assign({ Authorization: "Bearer " + token }, headers) : headers;
+  }
+
   async function getJSON(path) {
-    const response = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
+    const response = await fetch(path, { cache: "no-store", headers: withToken({ Accept: "application/json" }) });
     const body = await response.json().catch(() => ({}));
     return { status: response.status, ok: response.ok, body: body };
   }
@@ -77,7 +84,7 @@
     if (then) then();
   });
   $("token-cancel").addEventListener("click", hideToken);
-  $("token-btn").addEventListener("click", () => askToken(null));
+  $("token-btn").addEventListener("click", () => askToken(refresh));
 
   async function change(path, body) {
     const token = sessionStorage.getItem(TOKEN_KEY);
@@ -169,10 +176,12 @@
     setText("uptime", duration(stats.uptime_seconds));
     setText("policy-size", num(stats.policy.entries) + " policy entries");
     const p = stats.problems;
-    const problems = p.refused_clients + p.bad_packets + p.dropped_overload + p.handler_failures + p.querylog_dropped;
+    const problems = p.refused_clients + p.bad_packets + p.dropped_overload + p.handler_failures + p.querylog_dropped
+      + p.reloads_refused;
     setText("problems", num(problems));
     setText("problems-detail", num(p.refused_clients) + " refused, " + num(p.bad_packets) + " bad packets, "
-      + num(p.querylog_dropped) + " log rows dropped");
+      + num(p.querylog_dropped) + " log rows dropped"
+      + (p.reloads_refused ? ", " + num(p.reloads_refused) + " reloads refused" : ""));
   }
 
   function svg(tag, attributes) {
@@ -227,6 +236,11 @@
     setText("log-totals", "· " + num(summary.total) + " queries, " + num(summary.blocked) + " blocked (" + pct(summary.block_rate) + ")");
   }
 
+  // A client as people know it: "laptop-anna.home.arpa (192.168.1.23)", or the address alone.
+  function clientLabel(address, name) {
+    return name ? name + " (" + address + ")" : address;
+  }
+
   function renderTops(stats, summary) {
     const vendors = summary ? summary.top_vendors : stats.top_vendors;
     fillTable("top-vendors", vendors, (row) => [[row.vendor || "(no vendor)"], [row.category], [num(row.count), "num"]],
@@ -234,22 +248,39 @@
     fillTable("top-domains", summary ? summary.top_domains : [],
       (row) => [[row.name], [row.vendor], [num(row.count), "num"]],
       summary ? "nothing blocked yet" : "the query log is off");
+    fillTable("top-clients", summary ? summary.top_clients : [],
+      (row) => [[clientLabel(row.client, row.name)], [num(row.queries), "num"], [num(row.blocked), "num"]],
+      summary ? "nothing blocked yet" : "the query log is off");
   }
 
   function renderRecent(result) {
     const rows = result && result.ok ? result.body.rows : [];
     const empty = result && result.status === 404 ? "the query log is off" : "no blocked queries yet";
     fillTable("recent-blocked", rows,
-      (row) => [[clock(row.ts)], [row.client], [row.group], [row.name], [row.qtype], [row.vendor], [row.rule]], empty);
+      (row) => [[clock(row.ts)], [clientLabel(row.client, row.client_name)], [row.group], [row.name], [row.qtype], [row.vendor], [row.rule]], empty);
+  }
+
+  function askTokenForReads() {
+    const refused = sessionStorage.getItem(TOKEN_KEY) !== null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    showMessage(refused ? "The server refused that token; enter it again."
+      : "This server shows its statistics only with the API token.", "error");
+    askToken(refresh);
   }
 
   async function refresh() {
     clearTimeout(refreshTimer);
+    let again = true;
     try {
       const [statsResult, recent] = await Promise.all([
         getJSON("/api/stats"),
         getJSON("/api/querylog?blocked=1&limit=20"),
       ]);
+      if (statsResult.status === 401) {
+        again = false; // polling resumes once a token is entered
+        askTokenForReads();
+        return;
+      }
       if (!statsResult.ok) throw new Error(statsResult.body.error || "HTTP " + statsResult.status);
       const stats = statsResult.body;
       const summary = stats.querylog && stats.querylog.summary ? stats.querylog.summary : null;
@@ -266,7 +297,7 @@
       refreshFailed = true;
       showMessage("Cannot read the server's statistics: " + err.message, "error");
     } finally {
-      refreshTimer = setTimeout(refresh, REFRESH_MS);
+      if (again) refreshTimer = setTimeout(refresh, REFRESH_MS);
     }
   }
 

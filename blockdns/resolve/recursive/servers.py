@@ -1,8 +1,8 @@
 """What the resolver knows about each authoritative server address, after Unbound's infra cache
 (``services/cache/infra.c``, ``util/rtt.c``).
 
-* A smoothed round-trip time and its variance (Jacobson/Karels, as TCP does) give the retransmission
-  timeout: ``srtt + 4 * rttvar``, never below ``MIN_RTO``.
+* A smoothed round-trip time and its variance (Jacobson/Karels, as TCP does: :mod:`blockdns.resolve.rtt`)
+  give the retransmission timeout: ``srtt + 4 * rttvar``, never below ``MIN_RTO``.
 * A timeout doubles the server's RTO (exponential backoff, capped at ``MAX_RTO``), so a slow or dying server
   sinks in the ranking; a reply resets the backoff.
 * After ``HOLD_AFTER_FAILURES`` failures in a row the server is held (skipped while others are left) for a
@@ -20,9 +20,10 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from blockdns.resolve.rtt import retransmission_timeout, smoothed
+
 ServerAddress = tuple[str, int]  # (IP, port)
 
-MIN_RTO = 0.2  # loopback and LAN servers answer in a millisecond, but a busy host stalls for longer
 MAX_RTO = 120.0  # as Unbound's USEFUL_SERVER_TOP_TIMEOUT
 UNKNOWN_RTT = 0.376  # the rank of a never-asked server (Unbound's UNKNOWN_SERVER_NICENESS)
 UNKNOWN_TIMEOUT = 1.0  # how long to wait for a never-asked server (capped by settings.timeout)
@@ -68,12 +69,8 @@ class ServerTable:
 
     def record_reply(self, server: ServerAddress, rtt: float) -> None:
         state = self.state(server)
-        if state.srtt is None:
-            state.srtt, state.rttvar = rtt, rtt / 2
-        else:
-            state.rttvar = 0.75 * state.rttvar + 0.25 * abs(state.srtt - rtt)
-            state.srtt = 0.875 * state.srtt + 0.125 * rtt
-        state.rto = min(max(state.srtt + 4 * state.rttvar, MIN_RTO), MAX_RTO)
+        state.srtt, state.rttvar = smoothed(state.srtt, state.rttvar, rtt)
+        state.rto = retransmission_timeout(state.srtt, state.rttvar, MAX_RTO)
         state.failures = 0
         state.held_until = 0.0
 

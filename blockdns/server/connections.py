@@ -1,0 +1,107 @@
+"""Who may hold one of the server's stream connections (TCP; TLS later), and how long an idle one keeps it.
+
+RFC 7766 §6.2.3 asks a server to bound its connections per client and in total, and lets it shorten the
+idle timeout under load. :class:`ConnectionSlots` does both:
+
+* a client outside ``allow_clients`` is closed before it holds a slot: it has no query to be answered;
+* a client address holds at most ``tcp_max_per_client`` connections, so one client cannot take them all;
+* past half the slots, a connection waits a tenth of ``tcp_idle_timeout`` for its next query, past 80% only
+  ``PRESSURE_IDLE_TIMEOUT`` (after Unbound's ``setup_tcp_handler``);
+* when every slot is taken, the connection that has been idle longest (waiting for a query, no answer
+  pending) is closed to admit the new one; only when none is idle is the newcomer refused.
+
+Every refusal and eviction is counted in :class:`~blockdns.ops.stats.ServerStats`. State is bounded by the
+open connections: a client address is remembered only while it holds one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from blockdns.ops.stats import ServerStats
+
+PRESSURE_IDLE_TIMEOUT = 0.5  # seconds an idle connection may wait once 80% of the slots are taken
+
+
+class Connection:
+    """One admitted connection: whose it is, how to close it, and whether it may be evicted."""
+
+    __slots__ = ("address", "pending", "reading", "released", "writer")
+
+    def __init__(self, address: str, writer: asyncio.StreamWriter) -> None:
+        self.address = address
+        self.writer = writer
+        self.pending: set[asyncio.Task[bytes | None]] = set()  # answers still being worked out
+        self.reading = False  # waiting for the client's next query
+        self.released = False  # its slot has been given back (closed, or evicted)
+
+
+class ConnectionSlots:
+    def __init__(
+        self, stats: ServerStats, *, max_connections: int, max_per_client: int, idle_timeout: float
+    ) -> None:
+        self.stats = stats
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.idle_timeout = idle_timeout
+        self.open = 0
+        self.per_client: dict[str, int] = {}
+        # Connections waiting for a query with no answer pending, the longest idle first (dicts keep order).
+        self._idle: dict[Connection, None] = {}
+
+    def admit(self, address: str, writer: asyncio.StreamWriter, *, allowed: bool) -> Connection | None:
+        """A slot for a new connection from ``address``, or None: close it at once."""
+        stats = self.stats
+        if not allowed:
+            stats.tcp_refused_not_allowed += 1
+            return None
+        held = self.per_client.get(address, 0)
+        if held >= self.max_per_client:
+            stats.tcp_refused_client_limit += 1
+            return None
+        if self.open >= self.max_connections:
+            if not self._idle:
+                stats.tcp_refused_full += 1
+                return None
+            self._evict(next(iter(self._idle)))
+            held = self.per_client.get(address, 0)  # the evicted connection may have been this client's
+        self.open += 1
+        stats.tcp_open = self.open
+        self.per_client[address] = held + 1
+        return Connection(address, writer)
+
+    def release(self, connection: Connection) -> None:
+        """Give the connection's slot back (once; an evicted connection has already given it back)."""
+        if connection.released:
+            return
+        connection.released = True
+        self._idle.pop(connection, None)
+        self.open -= 1
+        self.stats.tcp_open = self.open
+        held = self.per_client[connection.address] - 1
+        if held:
+            self.per_client[connection.address] = held
+        else:
+            del self.per_client[connection.address]
+
+    def update(self, connection: Connection) -> None:
+        """Note a change of ``reading`` or ``pending``: idle connections are the ones that may be evicted."""
+        if connection.reading and not connection.pending and not connection.released:
+            self._idle.pop(connection, None)  # (re)inserted last: idle since now
+            self._idle[connection] = None
+        else:
+            self._idle.pop(connection, None)
+
+    def wait_for_query(self) -> float:
+        """How long a connection may now wait for its next query: shorter as the slots fill up."""
+        used = self.open / self.max_connections
+        if used <= 0.5:
+            return self.idle_timeout
+        if used <= 0.8:
+            return min(self.idle_timeout, max(self.idle_timeout / 10, PRESSURE_IDLE_TIMEOUT))
+        return min(self.idle_timeout, PRESSURE_IDLE_TIMEOUT)
+
+    def _evict(self, connection: Connection) -> None:
+        self.stats.tcp_evicted += 1
+        self.release(connection)
+        connection.writer.close()  # its reader sees the end of the stream and its handler returns
