@@ -20,7 +20,23 @@ from blockdns.errors import CatalogError, InvalidName
 from blockdns.names import normalise
 from blockdns.tomlfile import schema_problems
 
-CATEGORIES = ("chat", "api", "coding", "media", "search", "agent", "model-hub", "bypass")
+CATEGORIES = (
+    "chat",
+    "api",
+    "coding",
+    "media",
+    "search",
+    "agent",
+    "model-hub",
+    "writing",
+    "translation",
+    "voice-assistant",
+    "bypass",
+)
+# Categories that ``all`` leaves out: a vendor in one of them is blocked only when a policy names it
+# (``category:bypass``, ``category:voice-assistant``, ``vendor:ID``). Encrypted DNS is not an AI vendor, and
+# silencing every smart speaker in a building is a choice an administrator makes on purpose.
+OPT_IN_CATEGORIES = frozenset({"bypass", "voice-assistant"})
 ModelT = TypeVar("ModelT", bound=BaseModel)
 VENDOR_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
 
@@ -141,6 +157,10 @@ class Catalog:
     vendors: dict[str, Vendor]
     guard: dict[str, str]  # name -> why it must never be blocked wholesale
     directory: Path
+
+    def in_all(self) -> list[Vendor]:
+        """The vendors ``all`` selects: every vendor outside the opt-in categories."""
+        return [vendor for vendor in self.vendors.values() if OPT_IN_CATEGORIES.isdisjoint(vendor.categories)]
 
     def in_category(self, category: str) -> list[Vendor]:
         return [vendor for vendor in self.vendors.values() if category in vendor.categories]

@@ -48,6 +48,18 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # "owner/repo path", e.g. "v2fly/domain-list-community data/deepseek"; anything may follow the path.
 _REPO_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+\s+\S+.*")
 
+# List files that are not about AI services: a name in one of them says nothing about AI, so such a list is
+# never the only evidence for a name. Each maps to what the list is about.
+GENERAL_LISTS = {
+    ("v2fly/domain-list-community", f"data/{name}"): f"every {name} host"
+    for name in (
+        "alibaba", "baidu", "bing", "bytedance", "facebook", "github", "google", "meta", "microsoft",
+        "tencent", "envato", "liveperson",
+    )
+}  # fmt: skip
+# Lists of ways around a resolver: evidence for the bypass file only.
+BYPASS_LISTS = {("hagezi/dns-blocklists", "domains/doh-vpn-proxy-bypass.txt")}
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Finding:
@@ -175,6 +187,9 @@ def _lint_vendor_file(path: Path, report: _Report, today: dt.date) -> tuple[list
         entry = _validate(DomainEntry, item, path, report, prefix=f"domains.{index}")
         if entry is not None:
             _check_evidence(entry.evidence, path, f"domains.{index}.evidence", report)
+            _check_list_scope(
+                entry.evidence, raw.get("categories"), path, f"domains.{index}.evidence", report
+            )
             entries.append(_Entry(vendor, path, index, entry))
     shared = []
     for index, item in _items(raw, "shared", path, report):
@@ -210,6 +225,27 @@ def _check_evidence(evidence: str, path: Path, key: str, report: _Report) -> Non
             key,
             f"evidence {text!r} is neither an http(s) URL nor an 'owner/repo path' reference "
             "such as 'v2fly/domain-list-community data/openai'",
+        )
+
+
+def _check_list_scope(evidence: str, categories: object, path: Path, key: str, report: _Report) -> None:
+    parts = evidence.split()
+    if len(parts) < 2 or _is_web_url(parts[0]):
+        return
+    source = (parts[0], parts[1])
+    about = GENERAL_LISTS.get(source)
+    if (
+        about is None
+        and source in BYPASS_LISTS
+        and not (isinstance(categories, list) and "bypass" in categories)
+    ):
+        about = "ways around a resolver"
+    if about is not None:
+        report.add(
+            path,
+            key,
+            f"'{parts[0]} {parts[1]}' lists {about}, not AI services: it cannot be a name's only evidence; "
+            "cite the vendor's documentation or an AI-specific list",
         )
 
 

@@ -232,7 +232,8 @@ def _check_selectors(values: list[str]) -> list[str]:
 
 
 class PolicySettings(Section):
-    block: list[str] = ["all"]
+    # Every AI vendor, and the encrypted-DNS resolvers a client could use to get around this resolver.
+    block: list[str] = ["all", "category:bypass"]
     allow: list[str] = []
 
     _block = field_validator("block")(_check_selectors)

@@ -470,8 +470,10 @@ class _Compiler:
             exact = Rule(action, True, label, vendor=feed_vendor, category=category, feed=feed.name)
             entries = feed.entries
             if action == "block":
-                builder.add_many((n for n in entries.block_suffix if not self._guarded(n, False)), suffix)
-                builder.add_many((n for n in entries.block_exact if not self._guarded(n, True)), exact)
+                builder.add_many(
+                    (n for n in entries.block_suffix if not self._feed_guarded(n, False)), suffix
+                )
+                builder.add_many((n for n in entries.block_exact if not self._feed_guarded(n, True)), exact)
                 # A feed's own allow entries stay allow entries wherever the feed is selected.
                 allow_suffix = Rule(
                     "allow", False, label, vendor=feed_vendor, category=category, feed=feed.name
@@ -490,7 +492,9 @@ class _Compiler:
         vendors = self.catalog.vendors
         block_feeds = [feed for feed in self.feeds.values() if feed.role == "block"]
         if selector.kind == "all":
-            return list(vendors.values()), [f for f in block_feeds if f.vendor]
+            chosen = self.catalog.in_all()
+            ids = {vendor.id for vendor in chosen}
+            return chosen, [f for f in block_feeds if f.vendor in ids]
         if selector.kind == "vendor":
             if selector.value not in vendors:
                 raise SelectorError(f"{selector}: no vendor {selector.value!r} in the catalogue")
@@ -512,8 +516,26 @@ class _Compiler:
         raise SelectorError(f"unsupported selector {selector}")
 
     def _guarded(self, name: str, exact: bool) -> bool:
-        guard = self.guarded.get(name) if exact else self._guard_ancestors.get(name)
+        """A catalogue entry: dropped when it equals a guarded name or (a suffix entry) covers one. A reviewed
+        entry may name an exact host below a guarded name (chatgpt.livekit.cloud under livekit.cloud)."""
+        guard = (name if name in self.guarded else None) if exact else self._guard_ancestors.get(name)
         if guard is None:
             return False
         self.dropped_by_guard[name] = guard
         return True
+
+    def _feed_guarded(self, name: str, exact: bool) -> bool:
+        """A feed entry: dropped like a catalogue entry, and also anywhere below a guarded name. Nobody
+        reviewed it, and a host below shared infrastructure (a LiveKit or Datadog host) serves every customer
+        of that platform."""
+        if self._guarded(name, exact):
+            return True
+        guarded = self.guarded
+        start = name.find(".")
+        while start != -1:
+            parent = name[start + 1 :]
+            if parent in guarded:
+                self.dropped_by_guard[name] = parent
+                return True
+            start = name.find(".", start + 1)
+        return False

@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from blockdns import config
 from blockdns.catalog import COUNTRY_CODES, Catalog, load_catalog
+from blockdns.catalog_discover import feed_evidence
 from blockdns.catalog_lint import lint
 from blockdns.cli.main import app
-from blockdns.policy import Policy, compile_policy
+from blockdns.entries import EntrySets
+from blockdns.policy import FeedSource, Policy, compile_policy
 from blockdns.runtime import build_policy
 
 LISTS = Path(__file__).resolve().parent.parent / "lists"
@@ -57,8 +59,10 @@ def test_every_required_vendor_exists(catalog: Catalog) -> None:
 
 
 def test_catalogue_is_broad(catalog: Catalog) -> None:
-    assert len(catalog.vendors) >= 80
-    assert sum(len(vendor.domains) for vendor in catalog.vendors.values()) >= 250
+    assert (
+        len(catalog.in_all()) >= 250
+    )  # AI vendors, not counting the opt-in bypass and voice-assistant files
+    assert sum(len(vendor.domains) for vendor in catalog.vendors.values()) >= 450
     assert {vendor.jurisdiction for vendor in catalog.vendors.values()} >= {
         "US",
         "CN",
@@ -78,8 +82,17 @@ def test_every_vendor_is_reviewed_and_every_domain_has_evidence(catalog: Catalog
             assert citation.fullmatch(entry.evidence.strip()), (vendor.id, entry.name, entry.evidence)
 
 
+# A host in a URL or a quoted string of a source-code excerpt (an AI client's provider registry):
+# 'https://api.302.ai', "api.featherless.ai/v1".
+_SOURCE_HOST = re.compile(r"""(?:https?://|['"`])([a-z0-9-]+(?:\.[a-z0-9-]+)+)(?=[/'"`:])""")
+_SOURCE_SUFFIXES = (".ts", ".py", ".go", ".json")
+
+
 def _names_in_list_file(path: Path) -> set[str]:
-    """Hostnames in a v2fly, hosts, adblock or plain-domains file (enough syntax for the copies here)."""
+    """Hostnames in a v2fly, hosts, adblock or plain-domains file (enough syntax for the copies here), or the
+    hosts of the URLs and quoted names in a source-code excerpt."""
+    if path.suffix in _SOURCE_SUFFIXES:
+        return {host.lower() for host in _SOURCE_HOST.findall(path.read_text(encoding="utf-8"))}
     names = set()
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line.split("#", 1)[0].strip()
@@ -188,10 +201,10 @@ REAL_HOSTNAMES = [
 
 
 @pytest.mark.parametrize(("name", "vendor", "blocked"), REAL_HOSTNAMES)
-def test_real_hostnames_under_block_all(
+def test_real_hostnames_under_the_default_policy(
     catalog: Catalog, name: str, vendor: str | None, blocked: bool
 ) -> None:
-    decision = compiled(catalog, ["all"]).decide(name)
+    decision = compiled(catalog, ["all", "category:bypass"]).decide(name)
     assert decision.blocked is blocked
     assert (decision.rule.vendor.id if decision.rule and decision.rule.vendor else None) == vendor
 
@@ -365,3 +378,80 @@ def test_lists_lint_on_the_shipped_catalogue_exits_0(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["lists", "lint", "--config", str(_config_file(tmp_path))])
     assert result.exit_code == 0, result.output
     assert "catalogue clean" in result.stdout
+
+
+# ------------------------------------------------------------------------------------ scope of "all"
+
+
+def test_all_leaves_out_bypass_and_voice_assistants(catalog: Catalog) -> None:
+    every = compiled(catalog, ["all"])
+    assert every.decide("chatgpt.com").blocked
+    assert not every.decide("dns.google").blocked  # encrypted DNS is its own selector
+    assert not every.decide("alice.yandex.net").blocked  # smart speakers only when the admin says so
+    assert not every.decide("miaibox.com").blocked
+    assert every.decide("alice.yandex.ru").blocked  # Alice's chat is an AI chat like any other
+    default = compiled(catalog, config.Settings().policy.block)
+    assert default.decide("dns.google").blocked and default.decide("chatgpt.com").blocked
+    voice = compiled(catalog, ["category:voice-assistant"])
+    assert blocked_names(voice, ["alice.yandex.net", "miaibox.com", "chatgpt.com"]) == {
+        "alice.yandex.net",
+        "miaibox.com",
+    }
+
+
+def test_borderline_categories_can_be_left_out(catalog: Catalog) -> None:
+    policy = compiled(catalog, ["all"], ["category:translation", "category:writing"])
+    assert not policy.decide("api.deepl.com").blocked
+    assert not policy.decide("quillbot.com").blocked
+    assert policy.decide("chatgpt.com").blocked
+    assert compiled(catalog, ["all"]).decide("api.deepl.com").blocked
+
+
+# ------------------------------------------------------------------------------- guards against feeds
+
+
+def _feed(name: str, *suffix: str, vendor: str | None = None, category: str | None = "chat") -> FeedSource:
+    return FeedSource(name, vendor, category, "block", EntrySets(block_suffix=set(suffix)))
+
+
+def test_a_guard_protects_its_whole_subtree_against_feeds(catalog: Catalog) -> None:
+    feed = _feed(
+        "ai-list",
+        "host.livekit.cloud",  # LiveKit's shared WebRTC host, below the guarded livekit.cloud
+        "browser-intake-datadoghq.com",  # Datadog's intake for every customer
+        "o33249.ingest.sentry.io",
+        "themeforest.net",
+        "some-new-ai.example",
+    )
+    policy = compile_policy(catalog, ["feed:ai-list"], feeds=[feed])
+    assert blocked_names(
+        policy,
+        ["host.livekit.cloud", "browser-intake-datadoghq.com", "o33249.ingest.sentry.io", "themeforest.net",
+         "x.some-new-ai.example"],
+    ) == {"x.some-new-ai.example"}  # fmt: skip
+    assert policy.dropped_by_guard["host.livekit.cloud"] == "livekit.cloud"
+    assert policy.dropped_by_guard["o33249.ingest.sentry.io"] == "sentry.io"
+
+
+def test_a_catalogue_entry_may_name_an_exact_host_below_a_guard(catalog: Catalog) -> None:
+    assert "livekit.cloud" in catalog.guarded_names()
+    policy = compiled(catalog, ["vendor:openai"])
+    assert policy.decide("chatgpt.livekit.cloud").blocked
+    assert not policy.decide("host.livekit.cloud").blocked
+    # The same host from a feed is dropped: nobody reviewed it.
+    feed_only = compile_policy(catalog, ["feed:f"], feeds=[_feed("f", "chatgpt.livekit.cloud")])
+    assert not feed_only.decide("chatgpt.livekit.cloud").blocked
+
+
+def test_guard_list_covers_the_platforms_ai_vendors_build_on(catalog: Catalog) -> None:
+    guarded = set(catalog.guard)
+    assert {
+        "datadoghq.com", "sentry.io", "auth0.com", "stripe.com", "arkoselabs.com", "livekit.cloud",
+        "agora.io", "b-cdn.net", "imgix.net", "netlify.app", "workers.dev", "volces.com", "envato.com",
+    } <= guarded  # fmt: skip
+
+
+def test_a_feed_on_github_is_cited_as_a_list_reference() -> None:
+    raw = "https://raw.githubusercontent.com/v2fly/domain-list-community/master/data/category-ai-!cn"
+    assert feed_evidence(raw) == "v2fly/domain-list-community data/category-ai-!cn"
+    assert feed_evidence("https://lists.example/ai.txt") == "https://lists.example/ai.txt"

@@ -344,3 +344,20 @@ def test_lists_vendors_with_a_broken_vendor_file_is_one_line_and_exit_2(lists: P
     assert line.startswith(
         f"blockdns: {lists / 'vendors' / 'alpha.toml'}: jurisdiction: unknown country code 'XX'"
     )
+
+
+def test_a_general_list_is_never_the_only_evidence(tmp_path: Path) -> None:
+    vendors = tmp_path / "vendors"
+    vendors.mkdir()
+    (vendors / "acme.toml").write_text(
+        'name = "Acme"\njurisdiction = "US"\ncategories = ["chat"]\nhomepage = "https://acme.example"\n'
+        "reviewed = 2026-01-01\n"
+        '[[domains]]\nname = "chat.acme.example"\nevidence = "v2fly/domain-list-community data/bing"\n'
+        '[[domains]]\nname = "dns.acme.example"\n'
+        'evidence = "hagezi/dns-blocklists domains/doh-vpn-proxy-bypass.txt"\n'
+        '[[domains]]\nname = "api.acme.example"\n'
+        'evidence = "v2fly/domain-list-community data/category-ai-!cn"\n'
+    )
+    findings = [(f.key, f.message) for f in lint(vendors, today=dt.date(2026, 6, 1))]
+    assert [key for key, _ in findings] == ["domains.0.evidence", "domains.1.evidence"]
+    assert "not AI services" in findings[0][1] and "ways around a resolver" in findings[1][1]

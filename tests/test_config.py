@@ -96,7 +96,7 @@ def test_defaults_match_the_interface():
     settings = config.Settings()
     assert settings.server.listen == ["127.0.0.1:1053", "[::1]:1053"]
     assert settings.resolver.mode == "recursive"
-    assert settings.policy.block == ["all"]
+    assert settings.policy.block == ["all", "category:bypass"]
     assert settings.api.listen == "127.0.0.1:8053"
     assert settings.api.allowed_hosts == [] and settings.api.read_token is False
     assert settings.blocking.response == "nxdomain" and settings.blocking.bypass_protection

@@ -3,6 +3,7 @@ errors, no traceback, quiet when not on a terminal."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -164,3 +165,56 @@ def test_export_to_an_unwritable_place_exits_2(server: FeedServer, tmp_path: Pat
     )
     assert result.returncode == 2
     assert "cannot write" in result.stderr
+
+
+def test_discover_lists_what_the_feeds_know_and_accept_adds_it(server: FeedServer, tmp_path: Path) -> None:
+    names = "acme.example\nnew.acme-cdn.example\nbrand-new-ai.example\nhost.livekit.cloud\nsub.acme.example\n"
+    server.serve("/ai.txt", names)
+    feeds = (
+        f'[[feeds]]\nname = "ai"\nurl = "{server.url("/ai.txt")}"\nformat = "domains"\ncategory = "chat"\n'
+        'license = "CC0-1.0"\n'
+    )
+    config = setup(tmp_path, server, feeds)
+    (tmp_path / "catalog" / "guard.toml").write_text(
+        '[[guard]]\nname = "livekit.cloud"\nnote = "every LiveKit customer"\n'
+    )
+    (tmp_path / "catalog" / "vendors" / "acme.toml").write_text(
+        VENDOR + '[[domains]]\nname = "api.acme-cdn.example"\nevidence = "https://acme.example/docs"\n'
+        'match = "exact"\n'
+    )
+    assert blockdns("lists", "update", "--config", str(config)).returncode == 0
+    result = blockdns("lists", "discover", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # acme.example and sub.acme.example are covered; host.livekit.cloud is guarded.
+    assert "host.livekit.cloud" not in result.stdout and "sub.acme.example" not in result.stdout
+    # A plain domains feed lists exact names. A name no vendor's entries explain comes first, to be assigned.
+    assert lines[0].startswith("(no vendor") and lines[1].split()[:2] == ["brand-new-ai.example", "(exact)"]
+    assert lines[3] == "acme:"  # shares its registrable domain with one of acme's entries
+    assert lines[4].split() == ["new.acme-cdn.example", "(exact)", "from", "feed", "ai"]
+    accept = lines[5].strip()
+    assert accept == (
+        f"blockdns lists accept acme new.acme-cdn.example --evidence '{server.url('/ai.txt')}' --exact"
+    )
+    assert lines[-1] == "2 names the feeds list and the catalogue lacks"
+    # The printed command, run as printed (plus the config), adds the name with its evidence.
+    argv = [*shlex.split(accept)[1:], "--config", str(config)]
+    added = blockdns(*argv)
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert (
+        f'name = "new.acme-cdn.example"\nevidence = "{server.url("/ai.txt")}"\nmatch = "exact"'
+        in (tmp_path / "catalog" / "vendors" / "acme.toml").read_text()
+    )
+    again = blockdns("lists", "discover", "--config", str(config))
+    assert "new.acme-cdn.example" not in again.stdout and "1 name the feeds" in again.stdout
+
+
+def test_accept_refuses_a_name_that_would_break_the_file(tmp_path: Path, server: FeedServer) -> None:
+    config = setup(tmp_path, server)
+    path = tmp_path / "catalog" / "vendors" / "acme.toml"
+    bad_name = blockdns("lists", "accept", "acme", "bad..name", "--evidence", "https://x.example/d",
+                        "--config", str(config))  # fmt: skip
+    assert bad_name.returncode != 0 and "bad..name" in bad_name.stderr
+    blank = blockdns("lists", "accept", "acme", "new.acme.example", "--evidence", "", "--config", str(config))
+    assert blank.returncode != 0 and "acme.toml" in blank.stderr
+    assert path.read_text() == VENDOR

@@ -1,10 +1,12 @@
-"""``blockdns lists vendors`` and ``blockdns lists lint``."""
+"""``blockdns lists vendors``, ``lint``, ``discover`` and ``accept``."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +14,9 @@ from rich.table import Table
 
 from blockdns.catalog import Catalog, Vendor, default_guard_file
 from blockdns.catalog_lint import Finding, lint
-from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
+from blockdns.cli.common import ConfigOption, JsonOption, load_settings, printable, user_errors
+from blockdns.errors import CatalogError
+from blockdns.names import normalise
 from blockdns.runtime import catalog_dir, guard_file, load_settings_catalog
 
 
@@ -20,6 +24,8 @@ def register(app: typer.Typer) -> None:
     """Add the catalogue commands to the ``lists`` sub-app."""
     app.command("vendors")(vendors)
     app.command("lint")(lint_command)
+    app.command("discover")(discover_command)
+    app.command("accept")(accept_command)
 
 
 @user_errors
@@ -105,3 +111,53 @@ def _display(path: Path) -> str:
         return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else str(path)
     except ValueError:
         return str(path)
+
+
+@user_errors
+def discover_command(config: ConfigOption = None, json_output: JsonOption = False) -> None:
+    """Names the enabled feeds list and the catalogue lacks, per vendor, each with its accept command.
+
+    Reads the feeds' last fetched data (run ``blockdns lists update`` first); fetches nothing.
+    """
+    from blockdns.catalog_discover import discover, render
+    from blockdns.feeds.store import read_feed_sources
+    from blockdns.runtime import data_dir, load_feed_definitions
+
+    settings = load_settings(config)
+    catalog = load_settings_catalog(settings)
+    definitions = [d for d in load_feed_definitions(settings, catalog) if d.enabled and d.role == "block"]
+    urls = {definition.name: definition.url for definition in definitions}
+    candidates = discover(catalog, read_feed_sources(definitions, data_dir(settings)), urls)
+    if json_output:
+        rows = [{**asdict(c), "accept": c.accept_command()} for c in candidates]
+        print(json.dumps(rows, indent=2))
+        return
+    for line in render(candidates):
+        print(printable(line))
+    count = len(candidates)
+    print(f"{count} name{'' if count == 1 else 's'} the feeds list and the catalogue lacks")
+
+
+@user_errors
+def accept_command(
+    vendor: Annotated[str, typer.Argument(help="The vendor id (the file's stem).")],
+    name: Annotated[str, typer.Argument(help="The name to block, with the names below it unless --exact.")],
+    evidence: Annotated[str, typer.Option("--evidence", help="A URL or an 'owner/repo path' reference.")],
+    exact: Annotated[bool, typer.Option("--exact", help="Block this name only.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Add a name with its evidence to a vendor file, then lint the catalogue."""
+    from blockdns.catalog_discover import accept
+
+    settings = load_settings(config)
+    directory = catalog_dir(settings)
+    path = directory / f"{vendor}.toml"
+    if not path.is_file():
+        raise CatalogError(f"no vendor {vendor!r} in the catalogue", file=str(path))
+    accept(path, normalise(name), evidence, exact=exact)
+    findings = [finding for finding in lint(directory, guard_file(settings)) if finding.file == path]
+    for finding in findings:
+        print(finding.render(_display(finding.file)))
+    print(f"added {normalise(name)} to {_display(path)}; set reviewed to today once you have checked it")
+    if findings:
+        raise typer.Exit(1)
