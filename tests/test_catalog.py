@@ -85,7 +85,7 @@ def test_every_vendor_is_reviewed_and_every_domain_has_evidence(catalog: Catalog
 # A host in a URL or a quoted string of a source-code excerpt (an AI client's provider registry):
 # 'https://api.302.ai', "api.featherless.ai/v1".
 _SOURCE_HOST = re.compile(r"""(?:https?://|['"`])([a-z0-9-]+(?:\.[a-z0-9-]+)+)(?=[/'"`:])""")
-_SOURCE_SUFFIXES = (".ts", ".py", ".go", ".json")
+_SOURCE_SUFFIXES = (".ts", ".py", ".go", ".json", ".rb")
 
 
 def _names_in_list_file(path: Path) -> set[str]:
