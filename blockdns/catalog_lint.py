@@ -48,6 +48,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # "owner/repo path", e.g. "v2fly/domain-list-community data/deepseek"; anything may follow the path.
 _REPO_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+\s+\S+.*")
 
+# The path of a site's front page: empty, "/", a locale root ("/en", "/zh-CN/") or an index file.
+_LANDING_PATH = re.compile(r"/?(?:[a-z]{2}(?:[-_][a-z]{2,4})?/?)?(?:index\.html?)?", re.IGNORECASE)
+
 # List files that are not about AI services: a name in one of them says nothing about AI, so such a list is
 # never the only evidence for a name. Each maps to what the list is about.
 GENERAL_LISTS = {
@@ -226,6 +229,13 @@ def _check_evidence(evidence: str, path: Path, key: str, report: _Report) -> Non
             f"evidence {text!r} is neither an http(s) URL nor an 'owner/repo path' reference "
             "such as 'v2fly/domain-list-community data/openai'",
         )
+    elif _is_landing_page(text):
+        report.add(
+            path,
+            key,
+            f"evidence {text!r} is only a landing page: cite the page that shows the name (API reference, "
+            "network/firewall allow-list, help article) or an 'owner/repo path' reference",
+        )
 
 
 def _check_list_scope(evidence: str, categories: object, path: Path, key: str, report: _Report) -> None:
@@ -254,6 +264,12 @@ def _is_web_url(text: str) -> bool:
         return False
     parts = urlsplit(text)
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_landing_page(url: str) -> bool:
+    """A front page proves only that the site exists, not that the name belongs to an AI service."""
+    parts = urlsplit(url)
+    return _is_web_url(url) and not parts.query and bool(_LANDING_PATH.fullmatch(parts.path))
 
 
 def _check_within_vendor(entries: list[_Entry], report: _Report) -> None:

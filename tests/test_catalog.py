@@ -85,16 +85,19 @@ def test_every_vendor_is_reviewed_and_every_domain_has_evidence(catalog: Catalog
 # A host in a URL or a quoted string of a source-code excerpt (an AI client's provider registry):
 # 'https://api.302.ai', "api.featherless.ai/v1".
 _SOURCE_HOST = re.compile(r"""(?:https?://|['"`])([a-z0-9-]+(?:\.[a-z0-9-]+)+)(?=[/'"`:])""")
-_SOURCE_SUFFIXES = (".ts", ".py", ".go", ".json")
+_SOURCE_SUFFIXES = (".ts", ".py", ".go", ".json", ".rb")
 
 
 def _names_in_list_file(path: Path) -> set[str]:
-    """Hostnames in a v2fly, hosts, adblock or plain-domains file (enough syntax for the copies here), or the
-    hosts of the URLs and quoted names in a source-code excerpt."""
+    """Hostnames in a v2fly, hosts, adblock, plain-domains or Markdown-table file (enough syntax for the
+    copies here), or the hosts of the URLs and quoted names in a source-code excerpt."""
     if path.suffix in _SOURCE_SUFFIXES:
         return {host.lower() for host in _SOURCE_HOST.findall(path.read_text(encoding="utf-8"))}
     names = set()
     for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| "):  # a Markdown table row (not adblock "||name^"): the name is the first cell
+            names.add(line.strip("|").split("|")[0].strip().lower())
+            continue
         text = line.split("#", 1)[0].strip()
         if not text or text.startswith("!"):
             continue
@@ -123,7 +126,12 @@ def test_every_list_citation_is_backed_by_the_cited_file(catalog: Catalog) -> No
             else:
                 copy = EVIDENCE / repo / path
                 assert copy.is_file(), f"{vendor.id}: cites {entry.evidence!r}; copy it into {EVIDENCE}"
-                found = entry.name in cache.setdefault(copy, _names_in_list_file(copy))
+                names = cache.setdefault(copy, _names_in_list_file(copy))
+                # A registry names the hosts a client calls (api.example.ai): they back an entry that covers
+                # them (example.ai), never an exact entry for another name.
+                found = entry.name in names or (
+                    entry.match == "suffix" and any(name.endswith(f".{entry.name}") for name in names)
+                )
             if not found:
                 unbacked.append((vendor.id, entry.name, entry.evidence))
     assert unbacked == []

@@ -80,13 +80,13 @@ def only(findings: list[Finding]) -> Finding:
 def test_a_good_catalogue_has_no_findings(lists: Path) -> None:
     write(lists, "alpha", vendor_text([("alpha.example", "https://alpha.example/api")]))
     write(lists, "beta", vendor_text([("beta.example", "v2fly/domain-list-community data/beta")]))
-    write(lists, "various", vendor_text([("doh.example", "https://doh.example/")], jurisdiction="ZZ"))
+    write(lists, "various", vendor_text([("doh.example", "https://doh.example/docs")], jurisdiction="ZZ"))
     assert run_lint(lists) == []
 
 
 def test_same_domain_under_two_vendors(lists: Path) -> None:
-    write(lists, "alpha", vendor_text([("shared-ai.example", "https://alpha.example/")]))
-    write(lists, "beta", vendor_text([("shared-ai.example", "https://beta.example/")]))
+    write(lists, "alpha", vendor_text([("shared-ai.example", "https://alpha.example/docs")]))
+    write(lists, "beta", vendor_text([("shared-ai.example", "https://beta.example/docs")]))
     found = messages(run_lint(lists))
     assert found == [
         ("alpha", "domains.0.name", "'shared-ai.example' is also listed by vendor beta"),
@@ -95,15 +95,15 @@ def test_same_domain_under_two_vendors(lists: Path) -> None:
 
 
 def test_a_name_below_another_vendors_entry(lists: Path) -> None:
-    write(lists, "alpha", vendor_text([("alpha.example", "https://alpha.example/")]))
-    write(lists, "beta", vendor_text([("api.alpha.example", "https://beta.example/")]))
+    write(lists, "alpha", vendor_text([("alpha.example", "https://alpha.example/docs")]))
+    write(lists, "beta", vendor_text([("api.alpha.example", "https://beta.example/docs")]))
     finding = only(run_lint(lists))
     assert finding.file.stem == "beta"
     assert "lies below 'alpha.example', listed by vendor alpha" in finding.message
 
 
 def test_public_suffix(lists: Path) -> None:
-    write(lists, "alpha", vendor_text([("co.uk", "https://alpha.example/")]))
+    write(lists, "alpha", vendor_text([("co.uk", "https://alpha.example/docs")]))
     finding = only(run_lint(lists))
     assert (finding.key, finding.severity) == ("domains.0.name", "error")
     assert "'co.uk' is a public suffix" in finding.message
@@ -124,7 +124,7 @@ def test_private_public_suffix_needs_acknowledgement(lists: Path) -> None:
 
 
 def test_public_suffix_acknowledgement_never_excuses_an_icann_suffix(lists: Path) -> None:
-    text = vendor_text([("co.uk", "https://alpha.example/")]).replace(
+    text = vendor_text([("co.uk", "https://alpha.example/docs")]).replace(
         "[[domains]]", "[[domains]]\npublic_suffix = true"
     )
     write(lists, "alpha", text)
@@ -142,7 +142,7 @@ def test_public_suffix_acknowledgement_on_an_ordinary_name(lists: Path) -> None:
 
 
 def test_guarded_name_from_the_guard_list(lists: Path) -> None:
-    write(lists, "alpha", vendor_text([("google.com", "https://alpha.example/")]))
+    write(lists, "alpha", vendor_text([("google.com", "https://alpha.example/docs")]))
     finding = only(run_lint(lists))
     assert finding.key == "domains.0.name"
     assert "'google.com' is guarded (guard list: search, mail and much else)" in finding.message
@@ -150,14 +150,14 @@ def test_guarded_name_from_the_guard_list(lists: Path) -> None:
 
 def test_parent_of_a_guarded_name_from_another_vendors_shared(lists: Path) -> None:
     write(lists, "alpha", vendor_text(shared=("captcha.cdn.example",)))
-    write(lists, "beta", vendor_text([("cdn.example", "https://beta.example/")]))
+    write(lists, "beta", vendor_text([("cdn.example", "https://beta.example/docs")]))
     finding = only(run_lint(lists))
     assert finding.file.stem == "beta"
     assert "covers the guarded name 'captcha.cdn.example' ([[shared]] of vendor alpha" in finding.message
 
 
 def test_an_exact_entry_above_a_guarded_name_covers_nothing(lists: Path) -> None:
-    text = vendor_text([("cdn.example", "https://alpha.example/")], shared=("captcha.cdn.example",))
+    text = vendor_text([("cdn.example", "https://alpha.example/docs")], shared=("captcha.cdn.example",))
     write(lists, "alpha", text.replace('name = "cdn.example"', 'name = "cdn.example"\nmatch = "exact"'))
     assert run_lint(lists) == []
 
@@ -228,9 +228,9 @@ def test_redundant_and_repeated_entries_are_warnings(lists: Path) -> None:
         "alpha",
         vendor_text(
             [
-                ("alpha.example", "https://alpha.example/"),
+                ("alpha.example", "https://alpha.example/docs"),
                 ("api.alpha.example", "https://alpha.example/api"),
-                ("alpha.example", "https://alpha.example/"),
+                ("alpha.example", "https://alpha.example/docs"),
             ]
         ),
     )
@@ -246,7 +246,7 @@ def test_redundant_and_repeated_entries_are_warnings(lists: Path) -> None:
 
 
 def test_schema_problems(lists: Path) -> None:
-    write(lists, "Bad_Id", vendor_text([("bad..name", "https://x.example/")], extra='colour = "red"'))
+    write(lists, "Bad_Id", vendor_text([("bad..name", "https://x.example/docs")], extra='colour = "red"'))
     found = [(key, message) for _, key, message in messages(run_lint(lists))]
     assert found == [
         ("(file name)", "a vendor id (the file's stem) is lowercase letters, digits and '-'"),
@@ -258,7 +258,7 @@ def test_schema_problems(lists: Path) -> None:
 def test_lint_keeps_going_past_broken_files(lists: Path) -> None:
     write(lists, "alpha", "this is not toml")
     write(lists, "beta", vendor_text(jurisdiction="XX"))
-    write(lists, "gamma", vendor_text([("co.uk", "https://gamma.example/")]))
+    write(lists, "gamma", vendor_text([("co.uk", "https://gamma.example/docs")]))
     write(lists, "delta", 'name = "Delta"\n')
     files = {finding.file.stem for finding in run_lint(lists)}
     assert files == {"alpha", "beta", "gamma", "delta"}
@@ -298,9 +298,9 @@ def test_lists_lint_prints_each_problem_and_exits_1(lists: Path) -> None:
     write(
         lists,
         "alpha",
-        vendor_text([("shared-ai.example", "https://alpha.example/"), ("google.com", "https://a/")]),
+        vendor_text([("shared-ai.example", "https://alpha.example/docs"), ("google.com", "https://a/docs")]),
     )
-    write(lists, "beta", vendor_text([("shared-ai.example", "https://beta.example/")], jurisdiction="XX"))
+    write(lists, "beta", vendor_text([("shared-ai.example", "https://beta.example/docs")], jurisdiction="XX"))
     write(lists, "gamma", "not = [toml")
     result = CliRunner().invoke(app, ["lists", "lint", "--config", str(config_for(lists))])
     assert result.exit_code == 1, result.output
@@ -361,3 +361,25 @@ def test_a_general_list_is_never_the_only_evidence(tmp_path: Path) -> None:
     findings = [(f.key, f.message) for f in lint(vendors, today=dt.date(2026, 6, 1))]
     assert [key for key, _ in findings] == ["domains.0.evidence", "domains.1.evidence"]
     assert "not AI services" in findings[0][1] and "ways around a resolver" in findings[1][1]
+
+
+def test_a_landing_page_is_not_evidence(lists: Path) -> None:
+    landing = [
+        "https://elicit.com/",
+        "https://elicit.com",
+        "https://docs.acme.example/en",
+        "https://docs.acme.example/zh-CN/",
+        "https://www.acme.example/index.html",
+        "https://acme.example/#pricing",
+    ]
+    specific = [
+        "https://docs.acme.example/reference/chat",
+        "https://docs.acme.example/en/api-reference",
+        "https://acme.example/?page=firewall",
+        "https://acme.example/faq",
+    ]
+    evidence = landing + specific
+    write(lists, "alpha", vendor_text([(f"n{i}.acme.example", url) for i, url in enumerate(evidence)]))
+    findings = run_lint(lists)
+    assert [finding.key for finding in findings] == [f"domains.{i}.evidence" for i in range(len(landing))]
+    assert findings[0].message.startswith("evidence 'https://elicit.com/' is only a landing page: cite")
