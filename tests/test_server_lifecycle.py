@@ -22,9 +22,17 @@ from opshelpers import http
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free for both UDP and TCP right now (the server binds both; the API binds TCP)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
 
 
 def write_config(path: Path, port: int, upstream: FakeDNS, block: str, extra: str = "") -> None:
@@ -61,13 +69,26 @@ def scrape(url: str) -> str:
         return ""
 
 
-def wait_for(predicate, seconds: float = 10) -> bool:
+def wait_for(predicate, seconds: float = 30) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(0.1)
     return False
+
+
+def wait_until_serving(process: subprocess.Popen[str], port: int, name: str, expected: int) -> None:
+    """Wait for a started server to answer ``name`` with ``expected``; a server that exits fails the test with
+    its output. A start can take several seconds on a loaded machine, so the deadline is generous."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"blockdns serve exited with {process.returncode}: {process.communicate()[0]}")
+        if rcode(port, name) == expected:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"blockdns serve did not answer {name} on port {port} within 60 s")
 
 
 @pytest.fixture
@@ -109,7 +130,7 @@ def test_sighup_reloads_and_a_bad_config_is_refused(tmp_path, upstream, serve):
     config = tmp_path / "blockdns.toml"
     write_config(config, port, upstream, '"vendor:deepseek"')
     process = serve(config)
-    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NXDOMAIN)
+    wait_until_serving(process, port, "chat.deepseek.com", dns.rcode.NXDOMAIN)
     assert rcode(port, "chat.openai.com") == dns.rcode.NOERROR
 
     write_config(config, port, upstream, '"vendor:openai"')
@@ -136,7 +157,7 @@ def test_sighup_refuses_an_empty_config_and_counts_it(tmp_path, upstream, serve)
     write_config(config, port, upstream, '"vendor:openai"')
     config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{api_port}"'))
     process = serve(config)
-    assert wait_for(lambda: rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN)
+    wait_until_serving(process, port, "chat.openai.com", dns.rcode.NXDOMAIN)
 
     config.write_text("")  # an editor that truncates before it writes
     process.send_signal(signal.SIGHUP)
@@ -156,12 +177,12 @@ def test_a_changed_config_file_reloads_without_a_signal(tmp_path, upstream, serv
     port = free_port()
     config = tmp_path / "blockdns.toml"
     write_config(config, port, upstream, '"vendor:deepseek"')
-    serve(config)
-    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NXDOMAIN)
+    process = serve(config)
+    wait_until_serving(process, port, "chat.deepseek.com", dns.rcode.NXDOMAIN)
     time.sleep(0.05)
     write_config(config, port, upstream, "")
     os.utime(config, (time.time() + 5, time.time() + 5))  # a distinct mtime even on coarse clocks
-    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR, seconds=10)
+    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR)
 
 
 def test_serve_with_a_bad_config_exits_2_with_one_line(tmp_path, serve):
