@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian programs that tests and the benchmark drive: the servers that load our exports
 # (unbound-checkconf, named-checkzone, dnsmasq --test), the benchmark pair (dnsmasq, dnsperf), systemd's
-# unit verifier, the Redis that cluster tests share between replicas, and a headless browser for the dashboard test. Root only; otherwise the tests that need a
-# missing program skip and say why.
+# unit verifier, the Redis that the cluster tests' replicas share, and a headless browser for the dashboard
+# test. Root only; otherwise the tests that need a missing program skip and say why.
 set -euo pipefail
 
 need=()
