@@ -208,6 +208,11 @@ def test_the_counters_are_summed_over_the_replicas(cluster: Cluster) -> None:
     assert own["total"] == 3  # the rest of the body stays this replica's own
     metrics = http("GET", cluster.a.server.api.url + "/metrics").text  # type: ignore[union-attr]
     assert "blockdns_cluster_connected 1.0" in metrics
+    # A replica that stops takes its numbers out of the totals at once, not when they expire.
+    cluster.b.stop()
+    cluster.b.server = None  # stopped: the fixture's teardown has nothing left to stop
+    view = totals()
+    assert view["replicas"] == 1 and view["totals"]["queries"]["total"] == 3  # type: ignore[index]
 
 
 @needs_redis

@@ -258,6 +258,7 @@ class Cluster:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(TIMEOUT):
                 if self.connected:
+                    await self._write_changes(client)  # a resume just before a shutdown still goes out
                     await client.zrem(REPLICAS_KEY, self.replica)
                     await client.delete(self._counter_key(self.replica))
         with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -382,6 +383,8 @@ class Cluster:
             if record is not None and (self._state is None or record.changed >= self._state.changed):
                 self._adopt(record)
         elif kind == "reload":
+            if len(self._reloads) >= 2:
+                return  # one reload runs and one waits: the waiting one will read whatever changed since
             origin = str(body.get("origin"))[:200]
             task = asyncio.get_running_loop().create_task(self.member.reload_announced(origin))
             self._reloads.add(task)
@@ -400,26 +403,31 @@ class Cluster:
                 async with asyncio.timeout(max(0.0, next_counters - time.monotonic())):
                     await self._wake.wait()
             self._wake.clear()
-            if self._pause_pending and self._state is not None:
-                self._pause_pending = False
-                record = self._state
-                message = json.dumps({"kind": "pause", **_fields(record)})
-                try:
-                    newer = await client.eval(
-                        WRITE_IF_NEWER, 1, PAUSE_KEY, record.to_json(), repr(record.changed), CHANNEL, message
-                    )
-                except BaseException:
-                    self._pause_pending = True  # written on the next connection
-                    raise
-                stored = _decode_record(newer)
-                if stored is not None and self._state is record:
-                    self._adopt(stored)
-            if self._reload_pending:
-                self._reload_pending = False
-                await client.publish(CHANNEL, json.dumps({"kind": "reload", "origin": self.replica}))
+            await self._write_changes(client)
             if time.monotonic() >= next_counters:
                 await self._write_counters(client)
                 next_counters = time.monotonic() + COUNTER_INTERVAL
+
+    async def _write_changes(self, client: redis.Redis) -> None:
+        """Write and publish this replica's pause record, if it changed, and announce its reload, if any. What
+        could not be written stays pending for the next connection."""
+        if self._pause_pending and self._state is not None:
+            self._pause_pending = False
+            record = self._state
+            message = json.dumps({"kind": "pause", **_fields(record)})
+            try:
+                newer = await client.eval(
+                    WRITE_IF_NEWER, 1, PAUSE_KEY, record.to_json(), repr(record.changed), CHANNEL, message
+                )
+            except BaseException:
+                self._pause_pending = True
+                raise
+            stored = _decode_record(newer)
+            if stored is not None and self._state is record:
+                self._adopt(stored)
+        if self._reload_pending:
+            self._reload_pending = False
+            await client.publish(CHANNEL, json.dumps({"kind": "reload", "origin": self.replica}))
 
     # ---------------------------------------------------------------------------------------- counters
 
