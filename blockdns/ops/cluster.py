@@ -40,6 +40,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from blockdns.ops.labels import qtype_label
+
 if TYPE_CHECKING:
     from blockdns.ops.stats import ServerStats
 
@@ -132,8 +134,6 @@ def replica_id() -> str:
 def counter_totals(stats: ServerStats) -> Totals:
     """The counters the cluster sums. Label sets are those of the server's own counters: bounded by the
     configuration (query types fold into a fixed list)."""
-    from blockdns.ops.labels import qtype_label
-
     by_outcome: dict[str, int] = {}
     by_group: dict[str, int] = {}
     by_qtype: dict[str, int] = {}
