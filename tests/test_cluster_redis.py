@@ -290,3 +290,20 @@ def test_a_bad_redis_url_is_one_line_naming_the_key(url: str) -> None:
 def test_display_url_drops_the_credentials() -> None:
     assert cluster_module.display_url("redis://user:pw@redis:6380/2") == "redis://redis:6380/2"
     assert cluster_module.display_url("rediss://:pw@[::1]/0") == "rediss://[::1]/0"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"until": 1e12, "changed": 1.0, "origin": "x"},
+        {"until": float("inf"), "changed": 1.0, "origin": "x"},
+        {"until": float("nan"), "changed": 1.0, "origin": "x"},
+        {"until": True, "changed": 1.0, "origin": "x"},
+        {"until": 1.0, "changed": "1", "origin": "x"},
+        {"until": 1.0, "changed": 1.0},
+        [1, 2],
+    ],
+)
+def test_only_well_formed_pause_records_are_taken(data: object) -> None:
+    record = cluster_module.PauseRecord.parse(data)
+    assert (record is not None) is (data == {"until": 1e12, "changed": 1.0, "origin": "x"})
