@@ -53,8 +53,11 @@ class RedisProcess:
         finally:
             client.close()
 
+    def connect(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
+
     def get(self, key: str) -> str | None:
-        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True) as client:
+        with self.connect() as client:
             value = client.get(key)
         assert value is None or isinstance(value, str)
         return value

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
 import dns.rcode
 import pytest
 
@@ -307,3 +314,67 @@ def test_display_url_drops_the_credentials() -> None:
 def test_only_well_formed_pause_records_are_taken(data: object) -> None:
     record = cluster_module.PauseRecord.parse(data)
     assert (record is not None) is (data == {"until": 1e12, "changed": 1.0, "origin": "x"})
+
+
+@needs_redis
+def test_sighup_on_one_blockdns_process_reloads_the_other(
+    tmp_path: Path, redis_server: RedisProcess, upstream: FakeDNS
+) -> None:
+    """Two real `blockdns serve` processes, each with its own copy of the config (as two hosts would have)."""
+    processes: list[tuple[subprocess.Popen[bytes], Path, int, Path]] = []
+    try:
+        for name in ("a", "b"):
+            directory = tmp_path / name
+            directory.mkdir()
+            port = free_udp_port()
+            config_path = directory / "blockdns.toml"
+            config_path.write_text(process_config(upstream, redis_server.url, port, "192.0.2.1"))
+            output = directory / "output.log"
+            with output.open("wb") as sink:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "blockdns", "serve", "--config", str(config_path)],
+                    stdout=sink, stderr=subprocess.STDOUT, cwd=directory,
+                )  # fmt: skip
+            processes.append((process, config_path, port, output))
+        for _, _, port, output in processes:
+            wait_until(lambda port=port: probe_address(port) == "192.0.2.1", 30)
+            wait_until(lambda output=output: "joined through Redis" in output.read_text(), 10)
+        for _, config_path, port, _ in processes:
+            config_path.write_text(process_config(upstream, redis_server.url, port, "192.0.2.2"))
+        (a, _, _, _), (_, _, b_port, b_output) = processes
+        a.send_signal(signal.SIGHUP)
+        wait_until(lambda: probe_address(b_port) == "192.0.2.2")
+        wait_until(lambda: "reloaded: reloading this replica's configuration" in b_output.read_text())
+        for process, *_ in processes:
+            process.send_signal(signal.SIGTERM)
+        for process, _, _, output in processes:
+            assert process.wait(15) == 0
+            text = output.read_text()
+            assert "Traceback" not in text, text
+        assert redis_server.get(cluster_module.PAUSE_KEY) is None  # nobody paused
+        with redis_server.connect() as client:
+            assert client.zcard(cluster_module.REPLICAS_KEY) == 0  # both took their counters out
+    finally:
+        for process, *_ in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_config(upstream: FakeDNS, redis_url: str, port: int, probe_address: str) -> str:
+    text = config_text(upstream, redis_url, probe_address).replace("127.0.0.1:0", f"127.0.0.1:{port}", 1)
+    return text.replace('listen = "127.0.0.1:0"', 'listen = ""')  # the API: not needed here
+
+
+def probe_address(port: int) -> str | None:
+    try:
+        response = dns.query.udp(dns.message.make_query(PROBE, "A"), "127.0.0.1", port=port, timeout=1)
+    except (dns.exception.Timeout, OSError):
+        return None
+    return response.answer[0][0].address if response.answer else None
