@@ -29,7 +29,7 @@ from blockdns.server import app as app_module
 
 from conftest import TEST_LISTS_TOML, RunningServer
 from fakedns import FakeDNS
-from opshelpers import TOKEN, http
+from opshelpers import TOKEN, chromium_paths, headless_chrome, http
 from redisproc import REDIS_SERVER, SKIP_REASON, RedisProcess
 
 BLOCKED = "chat.deepseek.com"
@@ -378,3 +378,32 @@ def probe_address(port: int) -> str | None:
     except (dns.exception.Timeout, OSError):
         return None
     return response.answer[0][0].address if response.answer else None
+
+
+@needs_redis
+@pytest.mark.skipif(chromium_paths() is None, reason="chromium and chromedriver are not installed")
+def test_the_dashboard_gives_the_cluster_total(cluster: Cluster, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert cluster.a.query(BLOCKED).rcode() == dns.rcode.NXDOMAIN
+    for _ in range(2):
+        assert cluster.b.query(PROBE).rcode() == dns.rcode.NOERROR
+    wait_until(
+        lambda: cluster.api(cluster.a, "GET", "/api/stats")["cluster"]["replicas"] == 2,  # type: ignore[index]
+        cluster_module.COUNTER_INTERVAL + DEADLINE,
+    )
+    assert cluster.a.server is not None and cluster.a.server.api is not None
+    driver = headless_chrome(tmp_path / "chrome-profile")
+    try:
+        driver.set_page_load_timeout(20)
+        driver.get(cluster.a.server.api.url + "/")
+        WebDriverWait(driver, 10, poll_frequency=0.1).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true"
+        )
+        WebDriverWait(driver, 10 + cluster_module.COUNTER_INTERVAL, poll_frequency=0.2).until(
+            lambda d: d.find_element(By.ID, "queries-scope").text == "this replica; 3 on all 2 replicas"
+        )
+        assert driver.find_element(By.ID, "total-queries").text == "1"
+    finally:
+        driver.quit()
