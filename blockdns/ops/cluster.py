@@ -452,7 +452,7 @@ class Cluster:
         counted = 1
         values = await client.mget([self._counter_key(r) for r in others]) if others else []
         for value in values:
-            if not isinstance(value, str) or len(value) > 16 * MAX_MESSAGE:
+            if not isinstance(value, str) or len(value) > MAX_MESSAGE:
                 continue
             try:
                 body = json.loads(value)
