@@ -11,6 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -284,6 +285,33 @@ class QueryLogSettings(Section):
     max_rows: int = Field(10_000_000, ge=0)  # the oldest rows go first past this; 0: no cap (retention alone)
 
 
+def _check_redis_url(value: str) -> str:
+    """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`` (``rediss://`` for TLS). Messages never repeat the URL:
+    it may carry a password."""
+    text = value.strip()
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("must be a redis://HOST:PORT/DB URL (or rediss:// for TLS)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port in the URL is not a number from 0 to 65535") from None
+    if not parts.hostname or port == 0:
+        raise ValueError("the URL names no host (or port 0): redis://HOST:PORT/DB")
+    database = parts.path.strip("/")
+    if parts.query or parts.fragment or (database and not database.isdigit()):
+        raise ValueError("the URL's path must be a database number (redis://HOST:PORT/0), nothing after it")
+    return text
+
+
+class ClusterSettings(Section):
+    """Replicas sharing state through Redis (blockdns.ops.cluster); empty: this server stands alone."""
+
+    redis: Annotated[str, AfterValidator(_check_redis_url)] = ""
+
+
 class ApiSettings(Section):
     listen: str = "127.0.0.1:8053"
     token: str = ""
@@ -371,6 +399,7 @@ class Settings(Section):
     lists: ListsSettings = ListsSettings()
     querylog: QueryLogSettings = QueryLogSettings()
     api: ApiSettings = ApiSettings()
+    cluster: ClusterSettings = ClusterSettings()
     local: LocalSettings = LocalSettings()
     forward_zones: list[ForwardZoneSettings] = []
     # Where this came from: the file, or None for built-in defaults. Not a TOML key.

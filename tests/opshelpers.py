@@ -51,6 +51,7 @@ class FakeControl:
         self.reloads = 0
         self.reload_result = ReloadResult(True, "reloaded: 1 vendor")
         self.cache_entries = 42
+        self.cluster = None
 
     @property
     def settings(self) -> Settings:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian programs that tests and the benchmark drive: the servers that load our exports
 # (unbound-checkconf, named-checkzone, dnsmasq --test), the benchmark pair (dnsmasq, dnsperf), systemd's
-# unit verifier, and a headless browser for the dashboard test. Root only; otherwise the tests that need a
-# missing program skip and say why.
+# unit verifier, the Redis that the cluster tests' replicas share, and a headless browser for the dashboard
+# test. Root only; otherwise the tests that need a missing program skip and say why.
 set -euo pipefail
 
 need=()
@@ -11,6 +11,7 @@ command -v unbound-checkconf >/dev/null || need+=(unbound)
 command -v named-checkzone >/dev/null || need+=(bind9-utils)
 command -v dnsperf >/dev/null || need+=(dnsperf)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -87,8 +87,8 @@ def test_systemd_unit_is_locked_down() -> None:
 # ---------------------------------------------------------------------------------------------- configs
 
 
-def configmap_toml() -> str:
-    text = (DEPLOY / "kubernetes" / "configmap.yaml").read_text()
+def configmap_toml(overlay: str = "base") -> str:
+    text = (DEPLOY / "kubernetes" / overlay / "configmap.yaml").read_text()
     block = text.split("blockdns.toml: |\n", 1)[1]
     lines = []
     for line in block.splitlines():
@@ -101,7 +101,9 @@ def configmap_toml() -> str:
 @pytest.mark.parametrize("name", ["blockdns.toml", "docker.toml", "configmap"])
 def test_example_configs_load(name: str) -> None:
     if name == "configmap":
-        settings = config.from_dict(tomllib.loads(configmap_toml()), source=DEPLOY / "kubernetes" / "x.toml")
+        settings = config.from_dict(
+            tomllib.loads(configmap_toml()), source=DEPLOY / "kubernetes" / "base" / "x.toml"
+        )
     else:
         settings = config.load(DEPLOY / name)
     assert "0.0.0.0:53" in settings.server.listen
@@ -155,7 +157,7 @@ def test_compose_file() -> None:
 
 
 def test_kubernetes_manifests() -> None:
-    directory = DEPLOY / "kubernetes"
+    directory = DEPLOY / "kubernetes" / "base"
     text = "\n".join(path.read_text() for path in sorted(directory.glob("*.yaml")))
     assert "\t" not in text
     for needle in ("kind: Deployment", "replicas: 3", "runAsNonRoot: true", "allowPrivilegeEscalation: false",
@@ -210,3 +212,33 @@ def test_probe_rejects_a_reply_to_another_question() -> None:
     other_reply[2] |= 0x80
     assert not probe.is_reply_to(bytes(other_reply), query)
     assert not probe.is_reply_to(query, query)  # not a response
+
+
+def test_kubernetes_cluster_wires_the_replicas_to_redis_and_postgresql() -> None:
+    settings = config.from_dict(
+        tomllib.loads(configmap_toml("cluster")), source=DEPLOY / "kubernetes" / "cluster" / "x.toml"
+    )
+    assert settings.cluster.redis == "redis://redis:6379/0"
+    assert settings.querylog.path == "postgresql://blockdns@postgres/blockdns"
+    assert settings.api.token == "" and "0.0.0.0:53" in settings.server.listen
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the cluster overlay's config was checked, not its manifests")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "kubernetes")], capture_output=True, text=True, timeout=60
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    text = rendered.stdout
+    kinds = re.findall(r"^kind: (\w+)$", text, re.M)
+    assert sorted(kinds) == ["ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget", "Service",
+                             "Service", "Service", "Service", "StatefulSet"]  # fmt: skip
+    for needle in ("name: redis\n", "name: postgres\n", "name: PGPASSWORD", "name: blockdns-postgres",
+                   'redis = "redis://redis:6379/0"', "port: 6379", "port: 5432"):  # fmt: skip
+        assert needle in text, needle
+    # Every container runs as non-root without privilege escalation, every capability dropped.
+    documents = text.split("\n---\n")
+    workloads = [d for d in documents if re.search(r"^kind: (Deployment|StatefulSet)$", d, re.M)]
+    assert len(workloads) == 3
+    for document in workloads:
+        assert "runAsNonRoot: true" in document and "allowPrivilegeEscalation: false" in document
+        assert "- ALL" in document or '["ALL"]' in document

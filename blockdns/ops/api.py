@@ -33,9 +33,10 @@ from blockdns.ops import metrics
 from blockdns.ops.clientid import QueryLogError
 from blockdns.ops.httpaccess import host_allowed, host_name, reads_need_token
 from blockdns.ops.openapi import document
-from blockdns.ops.snapshot import Snapshot, paused_until, stats_body, take_snapshot
+from blockdns.ops.snapshot import Snapshot, cluster_body, paused_until, stats_body, take_snapshot
 
 if TYPE_CHECKING:
+    from blockdns.ops.cluster import ClusterView
     from blockdns.ops.control import ServerControl
     from blockdns.ops.querylog import QueryLog
 
@@ -329,12 +330,17 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
             summary = await request.app[SUMMARIES].get(querylog, seconds)
         except QueryLogError as err:
             problem = str(err)
-    text = await asyncio.to_thread(_stats_json, snapshot, summary, problem)
+    cluster = request.app[CONTROL].cluster
+    view = await cluster.view() if cluster is not None else None
+    text = await asyncio.to_thread(_stats_json, snapshot, summary, problem, view)
     return web.Response(text=text, content_type="application/json")
 
 
-def _stats_json(snapshot: Snapshot, summary: dict[str, object] | None, problem: str | None) -> str:
+def _stats_json(
+    snapshot: Snapshot, summary: dict[str, object] | None, problem: str | None, view: ClusterView | None
+) -> str:
     body = stats_body(snapshot)
+    body["cluster"] = cluster_body(view)
     if snapshot.querylog is not None:
         state = body["querylog"]
         assert isinstance(state, dict)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from blockdns.config import Settings
+    from blockdns.ops.cluster import Cluster
     from blockdns.ops.stats import ServerStats
     from blockdns.policy import Decision, Policy
 
@@ -19,6 +20,7 @@ class ReloadResult:
 
 class ServerControl(Protocol):
     stats: ServerStats
+    cluster: Cluster | None  # the link to the other replicas; None: no [cluster] redis
 
     @property
     def settings(self) -> Settings: ...

@@ -219,6 +219,12 @@ class ServerCollector(Collector):
             "blockdns_paused_until_seconds", "When blocking comes back on (0: not paused)",
             value=paused_until or 0,
         )  # fmt: skip
+        if snapshot.cluster_connected is not None:
+            yield GaugeMetricFamily(
+                "blockdns_cluster_connected",
+                "1 while this replica is connected to the cluster's Redis ([cluster] redis)",
+                value=1 if snapshot.cluster_connected else 0,
+            )
         policy = snapshot.policy
         yield GaugeMetricFamily(
             "blockdns_policy_entries", "Domain entries across all groups", value=policy.size

@@ -119,8 +119,9 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(
                             {"type": "object"},
-                            "counters since start; `querylog.summary` covers"
-                            " `since`: totals, block rate, top vendors/domains/clients, a time series",
+                            "this replica's counters since start; `querylog.summary` covers"
+                            " `since`: totals, block rate, top vendors/domains/clients, a time series;"
+                            " `cluster.totals`: the counters of every live replica sharing `[cluster] redis`",
                         ),
                         "400": _error("bad `since`"),
                         **_READ_ERRORS,

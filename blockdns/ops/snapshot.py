@@ -18,6 +18,7 @@ from blockdns.ops.labels import qtype_label
 
 if TYPE_CHECKING:
     from blockdns.config import Settings
+    from blockdns.ops.cluster import ClusterView
     from blockdns.ops.control import ServerControl
     from blockdns.ops.querylog import QueryLog
     from blockdns.ops.stats import ServerStats
@@ -49,6 +50,7 @@ class Snapshot:
     settings: Settings  # immutable, like the policy
     policy: Policy
     querylog: QueryLogState | None  # None: the query log is off
+    cluster_connected: bool | None  # None: no [cluster] redis
 
 
 def paused_until(control: ServerControl, now: float | None = None) -> float | None:
@@ -84,6 +86,7 @@ def take_snapshot(control: ServerControl, querylog: QueryLog | None) -> Snapshot
         settings=control.settings,
         policy=control.policy,
         querylog=state,
+        cluster_connected=control.cluster.connected if control.cluster is not None else None,
     )
 
 
@@ -174,3 +177,41 @@ def _querylog_state(state: QueryLogState | None) -> dict[str, object]:
         "written": state.written,
         "write_errors": state.write_errors,
     }
+
+
+def cluster_body(view: ClusterView | None) -> dict[str, object]:
+    """The ``cluster`` part of ``GET /api/stats``: the totals over every live replica sharing the Redis.
+
+    The rest of the body is this replica's own, as ``/metrics`` is: Prometheus scrapes every replica and sums
+    them itself, so a cluster total there would be counted once per replica."""
+    if view is None:
+        return {"enabled": False}
+    body: dict[str, object] = {
+        "enabled": True,
+        "redis": view.url,
+        "connected": view.connected,
+        "replica": view.replica,
+        "replicas": view.replicas,
+        "totals": None,
+    }
+    totals = view.totals
+    if totals is not None:
+        by_outcome = totals.get("queries_by_outcome", {})
+        total = sum(by_outcome.values())
+        blocked = by_outcome.get("blocked", 0)
+        cache = totals.get("cache", {})
+        lookups = cache.get("hits", 0) + cache.get("misses", 0)
+        body["totals"] = {
+            "queries": {
+                "total": total,
+                "blocked": blocked,
+                "block_rate": blocked / total if total else 0.0,
+                "by_outcome": by_outcome,
+                "by_group": totals.get("queries_by_group", {}),
+                "by_qtype": totals.get("queries_by_qtype", {}),
+            },
+            "cache": {**cache, "hit_rate": cache.get("hits", 0) / lookups if lookups else 0.0},
+            "upstream": totals.get("upstream", {}),
+            "problems": totals.get("problems", {}),
+        }
+    return body

@@ -19,7 +19,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blockdns import config as config_module
 from blockdns.config import ListenAddress, Settings
@@ -43,6 +43,9 @@ from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
 from blockdns.server.udp import UdpProtocol
 from blockdns.tomlfile import read_toml
+
+if TYPE_CHECKING:
+    from blockdns.ops.cluster import Cluster
 
 log = logging.getLogger("blockdns")
 
@@ -88,6 +91,7 @@ class Server:
         self.listeners: list[Listener] = []
         self.querylog: QueryLog | None = None
         self.api: ApiRunner | None = None
+        self.cluster: Cluster | None = None  # the link to the other replicas ([cluster] redis)
         self._background: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -124,11 +128,31 @@ class Server:
     def pause(self, seconds: float) -> float:
         self.pause_switch.until = time.monotonic() + seconds
         log.warning("blocking paused for %.0f seconds", seconds)
-        return time.time() + seconds
+        until = time.time() + seconds
+        if self.cluster is not None:
+            self.cluster.announce_pause(until)
+        return until
 
     def resume(self) -> None:
         self.pause_switch.until = 0.0
         log.warning("blocking resumed")
+        if self.cluster is not None:
+            self.cluster.announce_pause(None)
+
+    def apply_pause(self, until: float | None, origin: str) -> None:
+        """Another replica paused (until the wall-clock time ``until``) or resumed (None) blocking."""
+        was_paused = self.pause_switch.paused()
+        if until is None:
+            self.pause_switch.until = 0.0
+            if was_paused:
+                log.warning("blocking resumed by replica %s", origin)
+            return
+        self.pause_switch.until = time.monotonic() + (until - time.time())
+        log.warning("blocking paused for %.0f seconds by replica %s", until - time.time(), origin)
+
+    async def reload_announced(self, origin: str) -> None:
+        log.info("replica %s reloaded: reloading this replica's configuration and lists", origin)
+        await self._reload()
 
     def check(self, name: str, client: str | None) -> Decision:
         return self.policy.decide(name, client)
@@ -137,7 +161,17 @@ class Server:
         return len(self.engine.generation.cache)
 
     async def reload(self) -> ReloadResult:
-        """Re-read the config file and every list; swap them in only if all of it is valid."""
+        """Re-read the config file and every list; swap them in only if all of it is valid. Asked for by
+        someone (the API, SIGHUP): with ``[cluster] redis``, a reload that succeeds is announced, and the
+        other replicas reload their own files."""
+        result = await self._reload()
+        if result.ok and self.cluster is not None:
+            self.cluster.announce_reload()
+        return result
+
+    async def _reload(self) -> ReloadResult:
+        """:meth:`reload` without telling the other replicas: for changes every replica sees by itself (its
+        watched files, its own feed refresh) and for reloads another replica announced."""
         async with self._reload_lock:
             source = self._settings.source
             try:
@@ -177,6 +211,7 @@ class Server:
             ("server.listen", settings.server.listen != old.server.listen),
             ("querylog", settings.querylog != old.querylog),
             ("api.listen", settings.api.listen != old.api.listen),
+            ("cluster.redis", settings.cluster != old.cluster),
         ):
             if changed:
                 log.warning("%s changed: restart blockdns to apply it", section)
@@ -215,6 +250,7 @@ class Server:
         self._start_background(self.generation.router.start())
         self.client_names.configure(self.generation.local, self.generation.router)
         await self._start_querylog()
+        self._start_cluster()
         await self._start_api()
         self._snapshot_watched()
         self._start_background(self._watch_files())
@@ -260,6 +296,15 @@ class Server:
         self.querylog = querylog
         self.engine.accounting.querylog = querylog
 
+    def _start_cluster(self) -> None:
+        url = self._settings.cluster.redis
+        if not url:
+            return
+        from blockdns.ops.cluster import Cluster  # imports the Redis client: only when there is a cluster
+
+        self.cluster = Cluster(url, self)
+        self.cluster.start()
+
     async def _start_api(self) -> None:
         address = self._settings.api.address()
         if address is None:
@@ -275,6 +320,8 @@ class Server:
         for listener in self.listeners:
             listener.udp.close()
             listener.tcp.close()
+        if self.cluster is not None:
+            await self.cluster.stop()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -341,7 +388,7 @@ class Server:
                     await self.reload_local()
                 else:
                     log.info("configuration or list files changed: reloading")
-                    await self.reload()
+                    await self._reload()
 
     async def _refresh_feeds(self) -> None:
         """Run ``blockdns lists update`` in a child process every ``lists.refresh``; then reload.
@@ -365,7 +412,7 @@ class Server:
             elif process.returncode == 1:
                 states = await asyncio.to_thread(read_manifest, manifest.parent)
                 log.warning("feed refresh: %s", failed_feeds_summary(states) or "some feeds failed")
-            await self.reload()
+            await self._reload()
             await asyncio.sleep(max(self._settings.lists.refresh_seconds(), 60.0))
 
     async def serve_forever(self) -> None:

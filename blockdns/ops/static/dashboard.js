@@ -162,10 +162,18 @@
     $("resume-btn").disabled = !stats.paused;
   }
 
+  // With [cluster] redis the cards are this replica's; the note under Queries gives the cluster's total.
+  function clusterScope(cluster) {
+    if (!cluster || !cluster.enabled) return "since start";
+    if (!cluster.totals) return "this replica (the cluster's Redis is not reachable)";
+    return "this replica; " + num(cluster.totals.queries.total) + " on all " + num(cluster.replicas) + " replicas";
+  }
+
   function renderCards(stats) {
     const q = stats.queries;
     setText("version", "v" + stats.version);
     setText("total-queries", num(q.total));
+    setText("queries-scope", clusterScope(stats.cluster));
     setText("blocked-queries", num(q.blocked));
     setText("block-rate", pct(q.block_rate) + " of queries");
     setText("cache-hit-rate", pct(stats.cache.hit_rate));
