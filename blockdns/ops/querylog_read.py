@@ -13,14 +13,11 @@ import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from blockdns.ops.clientid import HASH_CHARS, ClientMasker, ClientMode, QueryLogError
 from blockdns.ops.labels import qtype_name, rcode_name
 from blockdns.ops.querylog_db import open_reader
-
-if TYPE_CHECKING:
-    from blockdns.config import Settings
 
 MAX_LIMIT = 10_000
 TOP = 10
@@ -86,19 +83,6 @@ class QueryLogReader:
         self.path = Path(path)
         self.location = str(self.path)
         self.clients = clients
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> QueryLogReader:
-        """The reader of the store the config names: SQLite, or PostgreSQL for a ``postgresql://`` URL."""
-        if settings.querylog.is_postgres():
-            from blockdns.ops.querylog_pg_read import PostgresQueryLogReader
-
-            return PostgresQueryLogReader(settings.querylog.path, settings.querylog.clients)
-        path = settings.querylog_path()
-        if path is None:
-            where = settings.source or "the built-in defaults"
-            raise QueryLogError(f"{where}: the query log is off ([querylog] path is empty)")
-        return cls(path, settings.querylog.clients)
 
     def _connect(self) -> Any:
         return open_reader(self.path)
