@@ -53,10 +53,32 @@ def postgres_server(out: Path, inputs: dict[str, Path], upstream_port: int, url:
     return server
 
 
+def settled_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Rows per replica once the writers have caught up (they flush every half second): when two counts a
+    second apart agree, or after 15 s."""
+    query = "SELECT replica, count(*) FROM blockdns_queries GROUP BY 1"
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        latest = {str(replica): int(count) for replica, count in conn.execute(query).fetchall()}
+        if latest == counts:
+            break
+        counts = latest
+    return counts
+
+
+def load(port: int, queries: Path, seconds: float) -> subprocess.Popen[str]:
+    """dnsperf at full load on the load core, as bench/run.py's throughput run (half its clients)."""
+    command = ["taskset", "-c", LOAD_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
+               "-l", str(seconds), "-c", "4", "-q", "200"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
 def two_replicas(
     out: Path, inputs: dict[str, Path], upstream_port: int, url: str, seconds: float
-) -> tuple[float, dict[str, float], float]:
-    """Rows/s per replica and in all, and the q/s both dnsperf runs got answered."""
+) -> tuple[dict[str, float], float]:
+    """Rows/s each replica stored, and the q/s the two dnsperf runs got answered."""
     servers = [postgres_server(out, inputs, upstream_port, url, name) for name in ("replica-a", "replica-b")]
     for server in servers:
         server.start()
@@ -64,54 +86,21 @@ def two_replicas(
         for server in servers:
             dnsperf(server.port, inputs["queries"], 2, "-n", "1")  # warm the caches
         with psycopg.connect(url, autocommit=True) as conn:
-            before = dict(
-                conn.execute("SELECT replica, count(*) FROM blockdns_queries GROUP BY 1").fetchall()
-            )
-            loads = [
-                subprocess.Popen(
-                    [
-                        "taskset",
-                        "-c",
-                        LOAD_CORE,
-                        "dnsperf",
-                        "-s",
-                        "127.0.0.1",
-                        "-p",
-                        str(server.port),
-                        "-d",
-                        str(inputs["queries"]),
-                        "-l",
-                        str(seconds),
-                        "-c",
-                        "4",
-                        "-q",
-                        "200",
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                for server in servers
-            ]
-            outputs = [load.communicate(timeout=seconds + 30)[0] for load in loads]
-            # The writers flush every half second: wait (bounded) until the count stops moving.
-            deadline, last = time.monotonic() + 15, -1
-            while time.monotonic() < deadline:
-                time.sleep(1.0)
-                total = conn.execute("SELECT count(*) FROM blockdns_queries").fetchone()[0]  # type: ignore[index]
-                if total == last:
-                    break
-                last = total
-            after = dict(conn.execute("SELECT replica, count(*) FROM blockdns_queries GROUP BY 1").fetchall())
+            before = settled_counts(conn)  # the warm-up's rows are in
+            runs = [load(server.port, inputs["queries"], seconds) for server in servers]
+            outputs = [run.communicate(timeout=seconds + 30)[0] for run in runs]
+            after = settled_counts(conn)
     finally:
         for server in servers:
             server.stop()
-    rows = {name: (after.get(name, 0) - before.get(name, 0)) / seconds for name in after}
-    qps = 0.0
-    for output in outputs:
-        for line in output.splitlines():
-            if "Queries per second:" in line:
-                qps += float(line.split(":")[1])
-    return sum(rows.values()), rows, qps
+    rows = {name: (count - before.get(name, 0)) / seconds for name, count in after.items()}
+    qps = sum(
+        float(line.split(":")[1])
+        for output in outputs
+        for line in output.splitlines()
+        if "Queries per second:" in line
+    )
+    return rows, qps
 
 
 def main() -> int:
@@ -135,27 +124,30 @@ def main() -> int:
     results: list[Result] = []
     try:
         time.sleep(0.5)
+        # postgres_server rewrites run.py's log-on config on its way: the SQLite server's comes after it.
+        on_postgres = postgres_server(OUT, inputs, upstream_port, postgres.create_database("one"), "single")
         servers = [
             blockdns_server(OUT, inputs, upstream_port, querylog=False),
             blockdns_server(OUT, inputs, upstream_port, querylog=True),
-            postgres_server(OUT, inputs, upstream_port, postgres.create_database("one"), "single"),
+            on_postgres,
         ]
         for server in servers:
             print(f"bench: {server.name} ...", file=sys.stderr, flush=True)
             results.append(measure(server, inputs, args.runs, args.seconds, 20000))
         print("bench: two replicas writing one PostgreSQL log ...", file=sys.stderr, flush=True)
-        total, per_replica, qps = two_replicas(
+        per_replica, qps = two_replicas(
             OUT, inputs, upstream_port, postgres.create_database("shared"), args.seconds
         )
     finally:
         upstream.terminate()
         upstream.wait(5)
         postgres.remove()
-    print(f"{'server':48} {'q/s':>9} {'CPU µs/answer':>14}")
+    print(f"{'server':46} {'q/s':>8} {'CPU µs/answer':>14} {'p50 ms':>7} {'p99 ms':>7}")
     for result in results:
-        print(f"{result.name:48} {result.qps:9.0f} {result.cpu_us:14.1f}")
+        figures = f"{result.qps:8.0f} {result.cpu_us:14.1f} {result.p50_ms:7.2f} {result.p99_ms:7.2f}"
+        print(f"{result.name:46} {figures}")
     print(
-        f"\ntwo replicas, one PostgreSQL log: {total:.0f} rows/s stored ("
+        f"\ntwo replicas, one PostgreSQL log: {sum(per_replica.values()):.0f} rows/s stored ("
         + ", ".join(f"{name} {rate:.0f}" for name, rate in sorted(per_replica.items()))
         + f") while dnsperf got {qps:.0f} q/s answered by the two"
     )
