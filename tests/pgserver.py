@@ -106,6 +106,27 @@ class PostgresServer:
             self.process.wait(10)
         self.process = None
 
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started (the backends serving connections among them)."""
+        assert self.process is not None
+        found, queue = [], [self.process.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                queue.extend(int(child) for child in task.read_text().split())
+        return found
+
+    def freeze(self) -> None:
+        """Stop every PostgreSQL process (SIGSTOP): connections stay open and nothing answers, as when the
+        database host hangs or the network drops packets."""
+        for pid in self.processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.processes():
+            os.kill(pid, signal.SIGCONT)
+
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')

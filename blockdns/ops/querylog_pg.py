@@ -93,7 +93,7 @@ class PostgresQueryLog(QueryLogWriter[Connection]):
                     next_purge = time.monotonic() + self.purge_interval
                 self._idle()
                 self._drain(conn)
-                if conn.broken:
+                if conn.closed:  # lost while draining: the rows left wait for the next connection
                     conn = None
                     continue
                 now = time.monotonic()
@@ -117,10 +117,13 @@ class PostgresQueryLog(QueryLogWriter[Connection]):
                 self._cond.notify_all()
 
     def _connect(self) -> Connection | None:
+        conn = None
         try:
             conn = open_writer(self.url)
             self._masker = writer_masker(conn, self.settings.clients)
         except psycopg.Error as err:
+            if conn is not None:
+                conn.close()
             if not self._outage_logged:
                 self._outage_logged = True
                 log.error(
@@ -144,7 +147,7 @@ class PostgresQueryLog(QueryLogWriter[Connection]):
         return conn
 
     def _usable(self, conn: Connection) -> bool:
-        return not conn.broken
+        return not conn.closed
 
     def _store(self, conn: Connection, records: list[Record]) -> bool:
         replica = self.replica
@@ -154,7 +157,7 @@ class PostgresQueryLog(QueryLogWriter[Connection]):
                     copy.write_row((*record, replica))
         except psycopg.Error as err:
             self.write_errors += len(records)
-            if conn.broken:
+            if conn.closed:
                 self.connected = False
                 self._outage_logged = True
                 log.error(
@@ -175,7 +178,7 @@ class PostgresQueryLog(QueryLogWriter[Connection]):
         """As with SQLite: past ``max_rows`` (counted as ``max(id) - min(id) + 1``, which gaps a failed batch
         leaves in the ids only overstate), the oldest rows go, with room made for what follows."""
         cap = self.settings.max_rows
-        if not cap or conn.broken:
+        if not cap or conn.closed:
             return
         try:
             low, high = conn.execute(ROW_ID_RANGE).fetchone() or (None, None)
