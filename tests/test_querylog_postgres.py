@@ -32,14 +32,16 @@ from fakedns import FakeDNS
 from opshelpers import BLOCKED_NAME, NO_FEEDS, TOKEN, FakeControl, http, row
 from pgserver import PASSWORD, PostgresServer, unavailable
 
-pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
-
 ALLOWED_NAME = "www.example.org"
 _databases = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
+    """Skips the tests that need it, saying why, where PostgreSQL cannot run (the config tests still run)."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
     server = PostgresServer().start()
     yield server
     server.remove()
