@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from blockdns.errors import ConfigError, InvalidName
+from blockdns.logstore import check_postgres_url, store_kind
 from blockdns.names import normalise
 from blockdns.tomlfile import read_toml, schema_problems
 
@@ -283,6 +284,17 @@ class QueryLogSettings(Section):
     clients: Literal["full", "hash", "none"] = "full"
     queue_size: int = Field(50_000, ge=1)  # rows waiting for the writer; more are dropped and counted
     max_rows: int = Field(10_000_000, ge=0)  # the oldest rows go first past this; 0: no cap (retention alone)
+    replica: str = Field("", max_length=64)  # this server's name in a shared log; empty: the host's name
+
+    @field_validator("path")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if store_kind(value) == "postgresql":
+            check_postgres_url(value)
+        return value
+
+    def is_postgres(self) -> bool:
+        return bool(self.path) and store_kind(self.path) == "postgresql"
 
 
 def _check_redis_url(value: str) -> str:
@@ -434,7 +446,10 @@ class Settings(Section):
         return [self.resolve_path(path) for path in self.local.hosts_files]
 
     def querylog_path(self) -> Path | None:
-        return self.resolve_path(self.querylog.path) if self.querylog.path else None
+        """The SQLite file of the query log; None when the log is off or is a PostgreSQL database."""
+        if not self.querylog.path or self.querylog.is_postgres():
+            return None
+        return self.resolve_path(self.querylog.path)
 
 
 def load(path: Path | str | None = None) -> Settings:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian programs that tests and the benchmark drive: the servers that load our exports
 # (unbound-checkconf, named-checkzone, dnsmasq --test), the benchmark pair (dnsmasq, dnsperf), systemd's
-# unit verifier, the Redis that the cluster tests' replicas share, and a headless browser for the dashboard
-# test. Root only; otherwise the tests that need a missing program skip and say why.
+# unit verifier, the Redis that the cluster tests' replicas share, PostgreSQL for the shared query log, and a
+# headless browser for the dashboard test. Root only; otherwise the tests that need a missing program skip and
+# say why.
 set -euo pipefail
 
 need=()
@@ -14,6 +15,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then

@@ -1,6 +1,7 @@
 """``blockdns log`` and ``blockdns stats``: read the query log, also while the server is writing it.
 
-Both open the SQLite file read-only (WAL mode lets them read beside the writer). Register them on the app
+Both read the store the config names: the SQLite file read-only (WAL mode lets them read beside the
+writer), or the PostgreSQL database that replicas share. Register them on the app
 with :func:`register`.
 """
 
@@ -17,7 +18,8 @@ import typer
 from blockdns.cli.common import ConfigOption, JsonOption, load_settings, printable, user_errors
 from blockdns.config import parse_duration
 from blockdns.errors import UserError
-from blockdns.ops.querylog_read import MAX_LIMIT, QueryLogReader
+from blockdns.ops.querylog_open import reader_for
+from blockdns.ops.querylog_read import MAX_LIMIT
 
 
 def _since(text: str | None, option: str) -> float | None:
@@ -48,7 +50,7 @@ def log(
     if not 1 <= limit <= MAX_LIMIT:
         raise UserError(f"--limit: must be from 1 to {MAX_LIMIT}")
     settings = load_settings(config)
-    reader = QueryLogReader.from_settings(settings)
+    reader = reader_for(settings)
     rows = reader.recent(limit=limit, blocked_only=blocked, client=client, since=_since(since, "--since"))
     if json_output:
         print(json.dumps(rows, indent=2))
@@ -118,7 +120,7 @@ def stats(
     if not 1 <= top <= 1000:
         raise UserError("--top: must be from 1 to 1000")
     settings = load_settings(config)
-    reader = QueryLogReader.from_settings(settings)
+    reader = reader_for(settings)
     start = _since(since, "--since")
     summary = reader.summary(since=start, top=top)
     if json_output:

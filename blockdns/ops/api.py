@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -38,7 +38,9 @@ from blockdns.ops.snapshot import Snapshot, cluster_body, paused_until, stats_bo
 if TYPE_CHECKING:
     from blockdns.ops.cluster import ClusterView
     from blockdns.ops.control import ServerControl
-    from blockdns.ops.querylog import QueryLog
+    from blockdns.ops.querylog import QueryLogWriter
+
+    QueryLog = QueryLogWriter[Any]
 
 log = logging.getLogger("blockdns.api")
 

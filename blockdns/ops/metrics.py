@@ -49,7 +49,11 @@ PLAIN_COUNTERS = (
     ("bad_packets", "bad_packets", "Unparseable queries"),
     ("dropped_overload", "dropped_overload", "Queries dropped because too many were being resolved"),
     ("handler_failures", "handler_failures", "Internal errors turned into SERVFAIL"),
-    ("querylog_dropped", "log_dropped", "Query log rows dropped because the writer fell behind"),
+    (
+        "querylog_dropped",
+        "log_dropped",
+        "Query log rows dropped because the writer fell behind or the database was away",
+    ),
     ("config_reloads", "reloads", "Configurations swapped in by a reload"),
     (
         "config_reloads_refused",

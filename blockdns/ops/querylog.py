@@ -1,5 +1,6 @@
 """The query log: the server offers one :class:`Row` per query to a deque; a writer thread stores them in
-SQLite.
+SQLite (:class:`QueryLog`) or PostgreSQL (:class:`~blockdns.ops.querylog_pg.PostgresQueryLog`); both share
+:class:`QueryLogWriter`, the queue and the writer thread's rhythm.
 
 :meth:`QueryLog.offer` costs one ``len`` and one ``append`` (both atomic under the GIL), or a dropped row
 counted when the writer has fallen behind, so DNS never waits for the disk.
@@ -24,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 from blockdns.dnsname import text_key
 from blockdns.ops.clientid import ClientMasker, QueryLogError
@@ -80,13 +81,19 @@ def qname_text(wire: bytes) -> str:
         return wire.hex()
 
 
-class QueryLog:
-    """A bounded queue in front of a SQLite writer thread, plus read access for the API and CLI."""
+Conn = TypeVar("Conn")
+
+
+class QueryLogWriter(Generic[Conn]):
+    """A bounded queue in front of a writer thread, plus read access for the API and CLI. A store's subclass
+    opens its connection in :meth:`start`, runs the thread, and stores, trims and purges through it."""
+
+    reader: QueryLogReader
+    location: str  # the store as messages and the API show it (a URL without its password)
 
     def __init__(
         self,
         settings: QueryLogSettings,
-        path: Path,
         stats: ServerStats,
         *,
         batch_size: int = 1000,
@@ -94,7 +101,6 @@ class QueryLog:
         purge_interval: float = 3600.0,
     ) -> None:
         self.settings = settings
-        self.path = Path(path)
         self.stats = stats
         self.capacity = settings.queue_size
         self.queue: deque[Row] = deque()
@@ -105,7 +111,6 @@ class QueryLog:
         self.write_errors = 0  # rows lost because SQLite refused a batch (disk full, I/O error)
         self.purged = 0  # rows removed by retention
         self.trimmed = 0  # rows removed by the [querylog] max_rows cap
-        self.reader = QueryLogReader(self.path, settings.clients)
         # The name of a client address, when the server knows one (set by the server; read by the writer
         # thread, off the hot path). Stored only when the log keeps full addresses.
         self.client_names: Callable[[str], str | None] | None = None
@@ -126,17 +131,11 @@ class QueryLog:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Open the database (a bad path fails here, with one line) and start the writer thread."""
-        if self._thread is not None:
-            return
-        try:
-            conn = open_writer(self.path)
-            self._masker = ClientMasker.for_database(self.settings.clients, self.path, create=True)
-        except (sqlite3.Error, OSError) as err:
-            reason = getattr(err, "strerror", None) or str(err)
-            raise QueryLogError(f"{self.path}: cannot open the query log: {reason}") from None
+        raise NotImplementedError
+
+    def _start_thread(self, target: Callable[[], None]) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(conn,), name="blockdns-querylog", daemon=True)
+        self._thread = threading.Thread(target=target, name="blockdns-querylog", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -206,26 +205,6 @@ class QueryLog:
 
     # ------------------------------------------------------------------------------------- writer thread
 
-    def _run(self, conn: sqlite3.Connection) -> None:
-        # The start-up purge runs before any row is written, so it only ever removes rows of earlier runs:
-        # rows queued meanwhile wait for it, and a purge asked for later starts after it.
-        try:
-            self._purge(conn)
-            next_purge = time.monotonic() + self.purge_interval
-            while True:
-                self._idle()
-                self._drain(conn)
-                now = time.monotonic()
-                if now >= next_purge or self._purge_requested:
-                    self._purge(conn)
-                    next_purge = now + self.purge_interval
-                if self._stop.is_set() and not self.queue:
-                    break
-        finally:
-            conn.close()
-            with self._cond:
-                self._cond.notify_all()
-
     def _idle(self) -> None:
         """Wait up to ``flush_interval``; stop early for a full batch, a flush, a purge or a stop.
 
@@ -241,9 +220,9 @@ class QueryLog:
                 self._wake.clear()
                 return
 
-    def _drain(self, conn: sqlite3.Connection) -> None:
+    def _drain(self, conn: Conn) -> None:
         queue, popleft = self.queue, self.queue.popleft
-        while queue:
+        while queue and self._usable(conn):
             with self._cond:
                 self._busy = True
             try:
@@ -255,22 +234,36 @@ class QueryLog:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Row]) -> None:
+    def _write(self, conn: Conn, batch: list[Row]) -> None:
         try:
             records = [self._record(row) for row in batch]
         except Exception as err:  # a malformed row is a server bug: lose the batch, keep the writer alive
             self.write_errors += len(batch)
             self._log_error("query log: cannot store a row, %d rows lost: %r", len(batch), err)
             return
-        try:
-            with conn:
-                conn.execute("BEGIN")
-                conn.executemany(INSERT, records)
-        except sqlite3.Error as err:
-            self.write_errors += len(records)
-            self._log_error("query log write failed, %d rows lost: %s", len(records), err)
-            return
-        self.written += len(records)
+        if self._store(conn, records):
+            self.written += len(records)
+
+    def _usable(self, conn: Conn) -> bool:
+        """False once the connection is lost: the rows stay queued for the next one."""
+        return True
+
+    def _store(self, conn: Conn, records: list[Record]) -> bool:
+        """Commit ``records``; False, with the loss counted and logged, when the store refused them."""
+        raise NotImplementedError
+
+    def _trim(self, conn: Conn) -> None:
+        """Remove the oldest rows past ``[querylog] max_rows``; called after every batch."""
+        raise NotImplementedError
+
+    def _purges_finished(self, removed: int) -> None:
+        with self._cond:
+            self.purged += removed
+            self._purges_done += 1
+            self._purge_requested = False
+            self._cond.notify_all()
+        if removed:
+            log.info("query log: purged %d rows older than %d days", removed, self.settings.retention_days)
 
     def _record(self, row: Row) -> Record:
         (
@@ -319,6 +312,80 @@ class QueryLog:
             client_name,
         )
 
+    def _log_error(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+            self._last_error_log = now
+            log.error(message, *args)
+
+
+class QueryLog(QueryLogWriter[sqlite3.Connection]):
+    """The query log in a SQLite file."""
+
+    def __init__(
+        self,
+        settings: QueryLogSettings,
+        path: Path,
+        stats: ServerStats,
+        *,
+        batch_size: int = 1000,
+        flush_interval: float = 0.5,
+        purge_interval: float = 3600.0,
+    ) -> None:
+        super().__init__(
+            settings,
+            stats,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            purge_interval=purge_interval,
+        )
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.reader = QueryLogReader(self.path, settings.clients)
+
+    def start(self) -> None:
+        """Open the database (a bad path fails here, with one line) and start the writer thread."""
+        if self._thread is not None:
+            return
+        try:
+            conn = open_writer(self.path)
+            self._masker = ClientMasker.for_database(self.settings.clients, self.path, create=True)
+        except (sqlite3.Error, OSError) as err:
+            reason = getattr(err, "strerror", None) or str(err)
+            raise QueryLogError(f"{self.path}: cannot open the query log: {reason}") from None
+        self._start_thread(functools.partial(self._run, conn))
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        # The start-up purge runs before any row is written, so it only ever removes rows of earlier runs:
+        # rows queued meanwhile wait for it, and a purge asked for later starts after it.
+        try:
+            self._purge(conn)
+            next_purge = time.monotonic() + self.purge_interval
+            while True:
+                self._idle()
+                self._drain(conn)
+                now = time.monotonic()
+                if now >= next_purge or self._purge_requested:
+                    self._purge(conn)
+                    next_purge = now + self.purge_interval
+                if self._stop.is_set() and not self.queue:
+                    break
+        finally:
+            conn.close()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _store(self, conn: sqlite3.Connection, records: list[Record]) -> bool:
+        try:
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(INSERT, records)
+        except sqlite3.Error as err:
+            self.write_errors += len(records)
+            self._log_error("query log write failed, %d rows lost: %s", len(records), err)
+            return False
+        return True
+
     def _trim(self, conn: sqlite3.Connection) -> None:
         """Keep at most ``max_rows`` rows: past the cap, the oldest go, with some room made for what follows.
 
@@ -352,19 +419,7 @@ class QueryLog:
                     conn.execute("PRAGMA incremental_vacuum")
         except sqlite3.Error as err:
             self._log_error("query log retention purge failed: %s", err)
-        with self._cond:
-            self.purged += removed
-            self._purges_done += 1
-            self._purge_requested = False
-            self._cond.notify_all()
-        if removed:
-            log.info("query log: purged %d rows older than %d days", removed, days)
-
-    def _log_error(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
-            self._last_error_log = now
-            log.error(message, *args)
+        self._purges_finished(removed)
 
 
 def _delete_oldest(conn: sqlite3.Connection, condition: str, bound: float) -> int:

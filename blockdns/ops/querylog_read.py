@@ -13,14 +13,11 @@ import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from blockdns.ops.clientid import HASH_CHARS, ClientMasker, ClientMode, QueryLogError
 from blockdns.ops.labels import qtype_name, rcode_name
 from blockdns.ops.querylog_db import open_reader
-
-if TYPE_CHECKING:
-    from blockdns.config import Settings
 
 MAX_LIMIT = 10_000
 TOP = 10
@@ -54,24 +51,48 @@ def canonical_address(text: str) -> str:
 
 
 class QueryLogReader:
+    """Reads the SQLite log. A store's subclass (PostgreSQL's) changes the connection and the SQL text
+    below, which is what differs between the two; the shaping of the answers is shared."""
+
+    MARK = "?"  # the driver's parameter placeholder
+    SQL_RECENT = "SELECT {columns} FROM queries{where} ORDER BY ts DESC, id DESC LIMIT ?"
+    SQL_FIRST_TS = "SELECT MIN(ts) FROM queries"
+    SQL_BUCKETS = (
+        "SELECT CAST(ts / ? AS INTEGER) AS b, outcome, COUNT(*) FROM queries"
+        " INDEXED BY queries_ts_outcome WHERE ts >= ? GROUP BY b, outcome"
+    )
+    _BLOCKED_ROWS = "FROM queries INDEXED BY queries_blocked_ts WHERE outcome = 'blocked' AND ts >= ?"
+    SQL_TOP_VENDORS = (
+        f"SELECT vendor, category, COUNT(*) AS n {_BLOCKED_ROWS} GROUP BY vendor, category"
+        " ORDER BY n DESC, vendor LIMIT ?"
+    )
+    SQL_TOP_DOMAINS = (
+        f"SELECT qname, vendor, COUNT(*) AS n {_BLOCKED_ROWS} GROUP BY qname ORDER BY n DESC, qname LIMIT ?"
+    )
+    SQL_TOP_CLIENTS = (
+        f"SELECT client, COUNT(*) AS n {_BLOCKED_ROWS} AND client IS NOT NULL GROUP BY client"
+        " ORDER BY n DESC, client LIMIT ?"
+    )
+    SQL_CLIENT_QUERIES = "SELECT COUNT(*) FROM queries WHERE client = ? AND ts >= ?"
+    SQL_CLIENT_NAME = (
+        "SELECT client_name FROM queries WHERE client = ? AND ts >= ? AND client_name IS NOT NULL"
+        " ORDER BY ts DESC LIMIT 1"
+    )
+
     def __init__(self, path: Path, clients: ClientMode = "full") -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         self.clients = clients
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> QueryLogReader:
-        path = settings.querylog_path()
-        if path is None:
-            where = settings.source or "the built-in defaults"
-            raise QueryLogError(f"{where}: the query log is off ([querylog] path is empty)")
-        return cls(path, settings.querylog.clients)
-
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
         return open_reader(self.path)
 
-    @staticmethod
-    def _columns(conn: sqlite3.Connection) -> str:
+    def _columns(self, conn: Any) -> str:
         return COLUMNS if conn.execute("PRAGMA user_version").fetchone()[0] >= 2 else COLUMNS_V1
+
+    def _hash_masker(self) -> ClientMasker:
+        """The masker with the log's client hash key; QueryLogError when the key cannot be read."""
+        return ClientMasker.for_database("hash", self.path, create=False)
 
     def _client_values(self, client: str) -> tuple[str, ...]:
         """What a ``client`` filter matches: the address, and its keyed hash when the log stores hashes."""
@@ -81,7 +102,7 @@ class QueryLogReader:
         if self.clients == "hash":
             given = client.strip()
             try:
-                masker = ClientMasker.for_database("hash", self.path, create=False)
+                masker = self._hash_masker()
             except QueryLogError:
                 if _HASH.fullmatch(given):
                     return (given,)  # a hash copied from the log needs no key
@@ -104,7 +125,7 @@ class QueryLogReader:
         limit = max(1, min(int(limit), MAX_LIMIT))
         where, params = self._filters(blocked_only, client, since)
         with closing(self._connect()) as conn:
-            sql = f"SELECT {self._columns(conn)} FROM queries{where} ORDER BY ts DESC, id DESC LIMIT ?"
+            sql = self.SQL_RECENT.format(columns=self._columns(conn), where=where)
             rows = self._fetch(conn, sql, (*params, limit))
         return [row_to_json(row) for row in rows]
 
@@ -117,16 +138,16 @@ class QueryLogReader:
             clauses.append("outcome = 'blocked'")
         if client:
             values = self._client_values(client)
-            clauses.append(f"client IN ({', '.join('?' for _ in values)})")
+            clauses.append(f"client IN ({', '.join(self.MARK for _ in values)})")
             params.extend(values)
         if since is not None:
-            clauses.append("ts >= ?")
+            clauses.append(f"ts >= {self.MARK}")
             params.append(since)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
-    def _fetch(self, conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[tuple]:
+    def _fetch(self, conn: Any, sql: str, params: tuple[object, ...]) -> list[tuple]:
         try:
-            return conn.execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()  # type: ignore[no-any-return]
         except sqlite3.Error as err:
             raise QueryLogError(f"{self.path}: cannot read the query log: {err}", exit_code=1) from None
 
@@ -143,44 +164,21 @@ class QueryLogReader:
         now = time.time()
         with closing(self._connect()) as conn:
             if since is None:
-                first = self._fetch(conn, "SELECT MIN(ts) FROM queries", ())[0][0]
+                first = self._fetch(conn, self.SQL_FIRST_TS, ())[0][0]
                 start = float(first) if first is not None else now
             else:
                 start = since
             width = bucket_width(max(now - start, 1.0), points)
-            buckets = self._fetch(
-                conn,
-                "SELECT CAST(ts / ? AS INTEGER) AS b, outcome, COUNT(*) FROM queries"
-                " INDEXED BY queries_ts_outcome WHERE ts >= ? GROUP BY b, outcome",
-                (width, start),
-            )
-            blocked_rows = "FROM queries INDEXED BY queries_blocked_ts WHERE outcome = 'blocked' AND ts >= ?"
-            vendors = self._fetch(
-                conn,
-                f"SELECT vendor, category, COUNT(*) AS n {blocked_rows} GROUP BY vendor, category"
-                " ORDER BY n DESC, vendor LIMIT ?",
-                (start, top),
-            )
-            domains = self._fetch(
-                conn,
-                f"SELECT qname, vendor, COUNT(*) AS n {blocked_rows} GROUP BY qname"
-                " ORDER BY n DESC, qname LIMIT ?",
-                (start, top),
-            )
-            clients = self._fetch(
-                conn,
-                f"SELECT client, COUNT(*) AS n {blocked_rows} AND client IS NOT NULL GROUP BY client"
-                " ORDER BY n DESC, client LIMIT ?",
-                (start, top),
-            )
+            buckets = self._fetch(conn, self.SQL_BUCKETS, (width, start))
+            vendors = self._fetch(conn, self.SQL_TOP_VENDORS, (start, top))
+            domains = self._fetch(conn, self.SQL_TOP_DOMAINS, (start, top))
+            clients = self._fetch(conn, self.SQL_TOP_CLIENTS, (start, top))
             named = self._columns(conn) is COLUMNS
             top_clients = [
                 {
                     "client": client,
                     "name": self._client_name(conn, client, start) if named else None,
-                    "queries": self._fetch(
-                        conn, "SELECT COUNT(*) FROM queries WHERE client = ? AND ts >= ?", (client, start)
-                    )[0][0],
+                    "queries": self._fetch(conn, self.SQL_CLIENT_QUERIES, (client, start))[0][0],
                     "blocked": blocked,
                 }
                 for client, blocked in clients
@@ -208,14 +206,9 @@ class QueryLogReader:
             "series": _series(buckets, width, start, now),
         }
 
-    def _client_name(self, conn: sqlite3.Connection, client: str, since: float) -> str | None:
+    def _client_name(self, conn: Any, client: str, since: float) -> str | None:
         """The client's most recent name in the period, if any row has one."""
-        rows = self._fetch(
-            conn,
-            "SELECT client_name FROM queries WHERE client = ? AND ts >= ? AND client_name IS NOT NULL"
-            " ORDER BY ts DESC LIMIT 1",
-            (client, since),
-        )
+        rows = self._fetch(conn, self.SQL_CLIENT_NAME, (client, since))
         return rows[0][0] if rows else None
 
 

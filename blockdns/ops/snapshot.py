@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blockdns import __version__
 from blockdns.ops.labels import qtype_label
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from blockdns.config import Settings
     from blockdns.ops.cluster import ClusterView
     from blockdns.ops.control import ServerControl
-    from blockdns.ops.querylog import QueryLog
+    from blockdns.ops.querylog import QueryLogWriter
     from blockdns.ops.stats import ServerStats
     from blockdns.policy import Policy
 
@@ -61,13 +61,13 @@ def paused_until(control: ServerControl, now: float | None = None) -> float | No
     return until
 
 
-def take_snapshot(control: ServerControl, querylog: QueryLog | None) -> Snapshot:
+def take_snapshot(control: ServerControl, querylog: QueryLogWriter[Any] | None) -> Snapshot:
     """Copy what the renderers read; call it on the event loop that updates the counters."""
     now = time.time()
     state = None
     if querylog is not None:
         state = QueryLogState(
-            path=str(querylog.path),
+            path=querylog.location,
             clients=querylog.settings.clients,
             retention_days=querylog.settings.retention_days,
             max_rows=querylog.settings.max_rows,

@@ -30,7 +30,7 @@ from blockdns.feeds.report import failed_feeds_summary
 from blockdns.localdata import LocalData
 from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
-from blockdns.ops.querylog import QueryLog
+from blockdns.ops.querylog import QueryLog, QueryLogWriter
 from blockdns.policy import Decision, Policy
 from blockdns.resolve.clientnames import ClientNames
 from blockdns.resolve.upstream import Upstream
@@ -89,7 +89,7 @@ class Server:
         )
         self.client_names = ClientNames()  # for the query log: read by its writer thread
         self.listeners: list[Listener] = []
-        self.querylog: QueryLog | None = None
+        self.querylog: QueryLogWriter[Any] | None = None
         self.api: ApiRunner | None = None
         self.cluster: Cluster | None = None  # the link to the other replicas ([cluster] redis)
         self._background: set[asyncio.Task[None]] = set()
@@ -287,10 +287,17 @@ class Server:
         raise BlockdnsError(f"cannot find a free port for {address}")
 
     async def _start_querylog(self) -> None:
-        path = self._settings.querylog_path()
-        if path is None:
-            return
-        querylog = QueryLog(self._settings.querylog, path, self.stats)
+        settings = self._settings.querylog
+        querylog: QueryLogWriter[Any]
+        if settings.is_postgres():
+            from blockdns.ops.querylog_pg import PostgresQueryLog  # psycopg is loaded only when it is used
+
+            querylog = PostgresQueryLog(settings, self.stats)
+        else:
+            path = self._settings.querylog_path()
+            if path is None:
+                return
+            querylog = QueryLog(settings, path, self.stats)
         querylog.client_names = self.client_names.name
         querylog.start()
         self.querylog = querylog
