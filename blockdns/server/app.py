@@ -279,6 +279,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.tasks.cancel_all()
+        await self.generation.cache.refreshes.cancel_all()
         if self.api is not None:
             with contextlib.suppress(Exception):
                 await self.api.cleanup()
