@@ -67,6 +67,7 @@ class Client(asyncio.DatagramProtocol):
     """Sends queries and matches replies by ID; each reply is sorted into ``results``."""
 
     pending: dict[int, tuple[asyncio.Future[bytes], float]] = field(default_factory=dict)
+    asked: set[str] = field(default_factory=set)  # the distinct names asked
     results: Counter[str] = field(default_factory=Counter)
     transport: asyncio.DatagramTransport | None = None
 
@@ -82,6 +83,7 @@ class Client(asyncio.DatagramProtocol):
         assert self.transport is not None
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending[qid] = (future, time.monotonic())
+        self.asked.add(name)
         # With an OPT record (EDNS), so a stale answer carries its EDE.
         packet = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 1) + wire(name) + b"\x00\x01\x00\x01"
         self.transport.sendto(packet + b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")
@@ -151,7 +153,7 @@ async def one_run(
     rate: int,
     seconds: float,
     outage: bool,
-) -> tuple[Counter[str], int, int, int]:
+) -> tuple[Counter[str], int, int, int, int]:
     loop = asyncio.get_running_loop()
     upstream = Upstream(ttls)
     upstream_transport, _ = await loop.create_datagram_endpoint(lambda: upstream, local_addr=("127.0.0.1", 0))
@@ -170,6 +172,7 @@ async def one_run(
                 await asyncio.sleep(OUTAGE_TTL)  # every answer has expired
                 upstream.down = True
                 client.results.clear()
+                client.asked.clear()
             upstream_before = upstream.queries
             await load(client, port, names, weights, rate, seconds)
             stats = server.stats
@@ -177,6 +180,7 @@ async def one_run(
                 client.results,
                 upstream.queries - upstream_before,
                 stats.cache.misses,
+                len(client.asked),
                 stats.cache.prefetches,
             )
         finally:
@@ -193,7 +197,7 @@ async def outage(seconds: float) -> None:
         f"{OUTAGE_RATE} q/s for {seconds:g} s, the client waits {CLIENT_WAIT:g} s"
     )
     for serve_stale in (True, False):
-        results, _, _, _ = await one_run(
+        results, *_ = await one_run(
             {"serve_stale": serve_stale, "prefetch": False}, names, weights, ttls, OUTAGE_RATE, seconds, True
         )
         total = sum(results.values())
@@ -214,13 +218,14 @@ async def prefetch(seconds: float) -> None:
         f"{PREFETCH_RATE} q/s for {seconds:g} s"
     )
     for enabled in (False, True):
-        results, upstream_queries, misses, prefetches = await one_run(
+        results, upstream_queries, misses, distinct, prefetches = await one_run(
             {"prefetch": enabled}, names, weights, ttls, PREFETCH_RATE, seconds, False
         )
         total = sum(results.values())
         print(
             f"  prefetch={str(enabled).lower():5}  {total} queries: upstream got {upstream_queries}, "
-            f"clients waited for it {misses} times ({misses / total:.1%}), prefetches {prefetches}"
+            f"clients waited for it {misses} times ({misses / total:.1%}; {distinct} distinct names, "
+            f"so about {misses - distinct} waits for an expired name), prefetches {prefetches}"
         )
 
 

@@ -194,6 +194,8 @@ class Server:
             self._start_background(self._swap_upstream(generation.upstream, previous.upstream))
         if generation.router is not previous.router:
             self._start_background(self._swap_upstream(generation.router, previous.router))
+        if generation.cache is not previous.cache:  # nothing reads the old cache's refreshes any more
+            self._start_background(previous.cache.refreshes.cancel_all())
 
     async def _swap_upstream(self, new: Upstream, old: Upstream) -> None:
         await new.start()
