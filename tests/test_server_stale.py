@@ -81,7 +81,7 @@ def test_a_silent_upstream_gets_the_expired_answer_with_ttl_30_and_ede_3(start_s
     assert_stale(no_edns, edns=False)
     assert no_edns.opt is None
     assert_stale(server.query(NAME, tcp=True))
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0  # two resolutions would have taken 0.6 s each
     assert upstream.count(NAME) == tried
     assert server.server is not None
     stats = server.server.stats
@@ -135,14 +135,14 @@ def test_an_upstream_servfail_is_answered_from_stale_data_and_never_cached(start
 
 
 def test_a_slow_upstream_gets_the_stale_answer_at_the_timer_and_refreshes_the_cache(start_server, upstream):
-    server = start_server(stale_config(upstream, resolver={"timeout": 4.0, "total_timeout": 5.0}))
+    server = start_server(stale_config(upstream, resolver={"timeout": 5.0, "total_timeout": 6.0}))
     cache_then_expire(server)
-    upstream.answer(NAME, "A", "192.0.2.7", ttl=300).go_slow(3.0)
+    upstream.answer(NAME, "A", "192.0.2.7", ttl=300).go_slow(4.0)
     asked = upstream.count(NAME)
     started = time.monotonic()
     assert_stale(server.query(NAME))
     waited = time.monotonic() - started
-    assert CLIENT_RESPONSE_TIMER - 0.1 < waited < 2.9  # answered at the timer, before the upstream
+    assert CLIENT_RESPONSE_TIMER - 0.1 < waited < 3.8  # answered at the timer, before the upstream
     assert server.server is not None
     cache = server.server.generation.cache
     wait_until(lambda: not cache.refreshes.running)  # the refresh went on and got the answer
@@ -255,10 +255,11 @@ def test_a_name_asked_in_the_last_part_of_its_ttl_is_refreshed_once(start_server
     answers = [server.query("popular.example") for _ in range(5)]
     assert all(a.answer[0][0].to_text() == "192.0.2.5" and not ede_of(a) for a in answers)
     assert answers[0].answer[0].ttl <= 2  # the cached answer, counting down, while the prefetch runs
-    wait_until(lambda: prefetched.answered == 2)
     assert server.server is not None
+    wait_until(lambda: prefetched.answered >= 2)
     wait_until(lambda: not server.server.generation.cache.refreshes.running)  # type: ignore[union-attr]
-    assert prefetched.count("popular.example") == 2  # exactly one prefetch
+    resent = server.server.stats.upstream.retransmits  # a busy machine may hold a reply past 0.2 s
+    assert prefetched.count("popular.example") - resent == 2  # the fill, and exactly one prefetch
     assert server.query("popular.example").answer[0].ttl >= 3  # the refreshed entry
     assert server.server.stats.cache.prefetches == 1
 
@@ -285,7 +286,7 @@ def test_no_prefetch_when_it_is_off(start_server, prefetched, wide_window):
     server.query("popular.example")
     assert server.server is not None
     assert server.server.stats.cache.prefetches == 0
-    assert prefetched.count("popular.example") == 1
+    assert prefetched.count("popular.example") - server.server.stats.upstream.retransmits == 1
 
 
 def test_no_prefetch_for_a_ttl_below_the_minimum(start_server, prefetched, wide_window):
@@ -296,4 +297,4 @@ def test_no_prefetch_for_a_ttl_below_the_minimum(start_server, prefetched, wide_
     server.query("brief.example")
     assert server.server is not None
     assert server.server.stats.cache.prefetches == 0
-    assert prefetched.count("brief.example") == 1
+    assert prefetched.count("brief.example") - server.server.stats.upstream.retransmits == 1
