@@ -228,6 +228,25 @@ def test_serve_stale_switched_off_by_a_reload(reloadable, upstream):
     assert_stale(server.query(NAME))
 
 
+def test_a_new_upstream_after_a_reload_is_asked_at_once(reloadable, upstream):
+    """The failure recheck holds off the upstream that failed, not the one a reload puts in its place."""
+    raw = stale_config(upstream)
+    server, path = reloadable(raw)
+    cache_then_expire(server)
+    upstream.go_silent()
+    assert_stale(server.query(NAME))  # and held off for 30 s
+    replacement = FakeDNS("127.0.0.3").answer(NAME, "A", "192.0.2.8", ttl=300).start()
+    try:
+        raw["resolver"]["upstreams"] = [replacement.url]
+        path.write_text(toml_text(raw))
+        assert server.server is not None
+        assert server.call(server.server.reload()).ok
+        fresh = server.query(NAME)
+        assert fresh.answer[0][0].to_text() == "192.0.2.8" and not ede_of(fresh)
+    finally:
+        replacement.stop()
+
+
 # ------------------------------------------------------------------------------------------ prefetch
 
 

@@ -63,6 +63,10 @@ class Refreshes:
     def succeeded(self, key: CacheKey) -> None:
         self._holds.pop(key, None)
 
+    def forget_failures(self) -> None:
+        """Hold nothing off any more (the upstreams that failed have been replaced)."""
+        self._holds.clear()
+
     async def cancel_all(self) -> None:
         tasks = list(self.running.values())
         for task in tasks:

@@ -196,6 +196,9 @@ class Server:
             self._start_background(self._swap_upstream(generation.router, previous.router))
         if generation.cache is not previous.cache:  # nothing reads the old cache's refreshes any more
             self._start_background(previous.cache.refreshes.cancel_all())
+        elif generation.router is not previous.router:  # refreshes ran, and failed, against the old upstreams
+            generation.cache.refreshes.forget_failures()
+            self._start_background(generation.cache.refreshes.cancel_all())
 
     async def _swap_upstream(self, new: Upstream, old: Upstream) -> None:
         await new.start()
