@@ -170,7 +170,7 @@ class CacheHandler(Handler):
         answer = None if task.cancelled() else task.result()
         if answer is None or not usable(answer):
             return stale_answer(expired, "stale: resolution failed")
-        self.counters.misses += 1
+        self.counters.misses += 1  # resolved while the client waited, as a miss is
         return answer
 
     async def _refresh(self, query: Query, key: CacheKey) -> Answer | None:
