@@ -196,12 +196,25 @@ class CacheSettings(Section):
     min_ttl: int = Field(0, ge=0)
     max_ttl: int = Field(86_400, ge=0)
     negative_max_ttl: int = Field(3600, ge=0)  # RFC 2308 suggests 1-3 hours at most
+    serve_stale: bool = True  # RFC 8767: expired data answers (TTL 30, EDE 3) when resolution fails
+    stale_max_age: str = "1d"  # how long after expiry data is kept for that
+    prefetch: bool = True  # a name asked again in the last tenth of its TTL is refreshed in the background
+
+    @field_validator("stale_max_age")
+    @classmethod
+    def _check_stale_max_age(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
     @model_validator(mode="after")
     def _order(self) -> CacheSettings:
         if self.min_ttl > self.max_ttl:
             raise ValueError("min_ttl is larger than max_ttl")
         return self
+
+    def stale_seconds(self) -> float:
+        """How long expired data is kept to be answered stale: 0 when serve-stale is off."""
+        return parse_duration(self.stale_max_age) if self.serve_stale else 0.0
 
 
 BlockResponse = Literal["nxdomain", "null", "nodata", "refused", "custom"]

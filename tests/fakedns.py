@@ -3,6 +3,7 @@
     upstream = FakeDNS("127.0.0.2").answer("example.com", "A", "192.0.2.1").start()
     upstream.delay("slow.example", 3.0).garbage("bad.example").silence("void.example").truncate("big.example")
     upstream.drop("lossy.example")  # the first query is lost, the next answered
+    upstream.go_silent(); upstream.go_slow(2.5); upstream.go_lossy(3); upstream.recover()  # every name
     ...
     upstream.calls  # every question received: [(name, qtype, transport)]
 
@@ -12,6 +13,7 @@ nothing), in the style of dnspython's nanonameserver.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import struct
@@ -35,6 +37,12 @@ class FakeDNS:
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)  # query IDs received, in order
     sources: list[tuple[str, int]] = field(default_factory=list)  # (address, port) of each UDP query
+    answered: int = 0  # responses sent
+    # The whole server's state, switched by go_silent / go_slow / go_lossy / recover: an outage.
+    state: str = "healthy"
+    slow_seconds: float = 0.0
+    answer_every: int = 1  # lossy: only every n-th query is answered
+    _lossy_count: int = 0
     _servers: list[socketserver.BaseServer] = field(default_factory=list)
 
     # ---------------------------------------------------------------------------------------- builder
@@ -101,6 +109,28 @@ class FakeDNS:
 
         return self.handle(name, reply)
 
+    def go_silent(self) -> FakeDNS:
+        """From now on, answer nothing (an upstream that is down)."""
+        self.state = "silent"
+        return self
+
+    def go_slow(self, seconds: float) -> FakeDNS:
+        """From now on, answer every query ``seconds`` late."""
+        self.slow_seconds = seconds
+        self.state = "slow"
+        return self
+
+    def go_lossy(self, answer_every: int) -> FakeDNS:
+        """From now on, answer only every ``answer_every``-th query; the rest are lost."""
+        self.answer_every = answer_every
+        self._lossy_count = 0
+        self.state = "lossy"
+        return self
+
+    def recover(self) -> FakeDNS:
+        self.state = "healthy"
+        return self
+
     def count(self, name: str | None = None) -> int:
         return sum(1 for call in self.calls if name is None or call[0] == name)
 
@@ -133,10 +163,20 @@ class FakeDNS:
         name = str(request.q.qname).lower().rstrip(".")
         self.ids.append(request.header.id)
         self.calls.append((name, QTYPE[request.q.qtype], transport))
+        state = self.state
+        if state == "silent":
+            return None
+        if state == "slow":
+            time.sleep(self.slow_seconds)
+        elif state == "lossy":
+            self._lossy_count += 1
+            if self._lossy_count % self.answer_every:
+                return None
         handler = self.handlers.get(name)
         result = handler(request, transport) if handler else self._lookup(request)
         if result is None:
             return None
+        self.answered += 1
         return result if isinstance(result, bytes) else bytes(result.pack())
 
     def start(self) -> FakeDNS:
@@ -148,7 +188,8 @@ class FakeDNS:
                 fake.sources.append(self.client_address[:2])
                 out = fake.respond(data, "udp")
                 if out is not None:
-                    sock.sendto(out, self.client_address)
+                    with contextlib.suppress(OSError):  # stopped while a slow answer was pending
+                        sock.sendto(out, self.client_address)
 
         class Tcp(socketserver.BaseRequestHandler):
             def handle(self) -> None:

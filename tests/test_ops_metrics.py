@@ -52,6 +52,7 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     stats.blocks[("deepseek", "chat", "all")] = 5
     stats.blocks[("", "", "domain:example.com")] = 2
     stats.cache.hits, stats.cache.misses = 11, 13
+    stats.cache.stale, stats.cache.prefetches = 8, 9
     stats.refused_clients, stats.bad_packets, stats.log_dropped = 1, 2, 3
     stats.dropped_overload, stats.handler_failures = 4, 5
     stats.reloads, stats.reloads_refused = 6, 7
@@ -64,6 +65,8 @@ def test_counters_match_the_stats(control: FakeControl) -> None:
     assert value(samples, "blockdns_blocked_by_category_total", category="chat") == 5
     assert value(samples, "blockdns_cache_hits_total") == 11
     assert value(samples, "blockdns_cache_misses_total") == 13
+    assert value(samples, "blockdns_cache_stale_answers_total") == 8
+    assert value(samples, "blockdns_cache_prefetches_total") == 9
     assert value(samples, "blockdns_cache_entries") == 42
     assert value(samples, "blockdns_refused_clients_total") == 1
     assert value(samples, "blockdns_bad_packets_total") == 2

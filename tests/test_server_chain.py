@@ -12,6 +12,7 @@ local, refused).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import struct
 import time
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from blockdns import config, dnsname
 from blockdns.resolve.base import Answer, Handler, Outcome, Query, chain
+from blockdns.resolve.cache import AnswerCache
 from blockdns.runtime import build_policy
 from blockdns.server.engine import Engine
 from blockdns.server.generation import CHAIN_ORDER, Shared, build_generation
@@ -206,7 +208,7 @@ steps = st.lists(
             st.sampled_from([512, 1232, 4096]),
             st.sampled_from(["udp", "tcp"]),
         ),
-        st.sampled_from(["pause", "resume"]),
+        st.sampled_from(["pause", "resume", "age", "expire"]),
     ),
     min_size=1,
     max_size=40,
@@ -251,7 +253,17 @@ EVERY_KIND = [
     research_allow=[],
     response="nxdomain",
     bypass_protection=True,
-    steps=[*EVERY_KIND, "pause", *EVERY_KIND, "resume", *EVERY_KIND],
+    steps=[
+        *EVERY_KIND,
+        "pause",
+        *EVERY_KIND,
+        "resume",
+        *EVERY_KIND,
+        "age",
+        *EVERY_KIND,
+        "expire",
+        *EVERY_KIND,
+    ],
 )
 @example(
     block=["domain:example.org", "feed:ranges"],
@@ -300,6 +312,26 @@ def test_the_fast_path_answers_byte_for_byte_like_the_slow_path(
     asyncio.run(_drive(settings_, steps))
 
 
+def age_cache(cache: AnswerCache, step: str) -> None:
+    """Move every cached answer back in time: into the last tenth of its TTL, where the fast step leaves it
+    to the slow one to serve and prefetch ("age"), or past its expiry, where it is kept only to be served
+    stale ("expire"). (The cache reads the clock itself, so the test moves the entries instead.)"""
+    items = cache._entries._items
+    for key, (fast_until, kept_until, answer) in list(items.items()):
+        assert answer.stored is not None
+        shift = answer.ttl * 0.95 if step == "age" else answer.ttl + 1.0
+        aged = dataclasses.replace(answer, stored=answer.stored - shift)
+        items[key] = (fast_until - shift, kept_until - shift, aged)
+
+
+async def refreshed(cache: AnswerCache) -> None:
+    """Wait (5 s at most) until the background refreshes the last query started are done."""
+    deadline = time.monotonic() + 5.0
+    while cache.refreshes.running:
+        assert time.monotonic() < deadline, "a refresh did not finish"
+        await asyncio.sleep(0.005)
+
+
 async def _drive(settings_: config.Settings, steps: list[Any]) -> None:
     shared = Shared()
     generation = build_generation(settings_, build_policy(settings_), shared)
@@ -312,6 +344,9 @@ async def _drive(settings_: config.Settings, steps: list[Any]) -> None:
         if step == "resume":
             shared.pause.until = 0.0
             continue
+        if step in ("age", "expire"):
+            age_cache(generation.cache, step)
+            continue
         name, qtype, address, cd, do, edns, payload, transport = step
         data = query_packet(next(ids), name, qtype, cd=cd, do=do, edns=edns, payload=payload)
         question = engine.questions[data[2:]]
@@ -320,10 +355,11 @@ async def _drive(settings_: config.Settings, steps: list[Any]) -> None:
         client = generation.clients[transport][address]
         answered_fast = False
         slow_answer = None
-        for _attempt in range(3):
+        for _attempt in range(4):  # an aged answer: slow, then refreshed, then its inspection remembered
             query = Query(question, client, time.monotonic())
             fast_answer = generation.fast(query)
             slow_answer = await generation.slow(query)
+            await refreshed(generation.cache)
             now = time.monotonic()
             if fast_answer is not None:
                 answered_fast = True

@@ -68,7 +68,7 @@ def _cells(row: dict[str, object]) -> tuple[str, ...]:
     outcome = row["outcome"]
     if outcome == "blocked":
         why = f"{row['vendor'] or row['rule']} ({row['selector']})" if row["selector"] else row["reason"]
-    elif outcome in ("resolved", "cached"):
+    elif outcome in ("resolved", "cached", "stale"):
         why = row["upstream"]
     else:  # local, refused, error: the reason says it
         why = row["reason"]

@@ -176,6 +176,16 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "blockdns_cache_misses", "Cache lookups that found nothing", value=stats.cache.misses
         )
+        yield CounterMetricFamily(
+            "blockdns_cache_stale_answers",
+            "Expired answers served because resolution failed or was too slow (RFC 8767)",
+            value=stats.cache.stale,
+        )
+        yield CounterMetricFamily(
+            "blockdns_cache_prefetches",
+            "Background refreshes of answers asked for in the last tenth of their TTL",
+            value=stats.cache.prefetches,
+        )
         yield GaugeMetricFamily(
             "blockdns_cache_entries", "Entries in the answer cache", value=snapshot.cache_entries
         )

@@ -55,7 +55,10 @@ _ROW = {
         "group": {"type": "string"},
         "name": {"type": "string"},
         "qtype": {"type": "string", "example": "AAAA"},
-        "outcome": {"type": "string", "enum": ["resolved", "cached", "blocked", "local", "refused", "error"]},
+        "outcome": {
+            "type": "string",
+            "enum": ["resolved", "cached", "stale", "blocked", "local", "refused", "error"],
+        },
         "rcode": {"type": "string", "example": "NXDOMAIN"},
         "reason": {"type": "string", "nullable": True},
         "rule": {"type": "string", "nullable": True},

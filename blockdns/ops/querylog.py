@@ -48,7 +48,7 @@ class Row(NamedTuple):
     group: str
     qname_wire: bytes
     qtype: int
-    outcome: str  # an Outcome value: resolved, cached, blocked, local, refused, error
+    outcome: str  # an Outcome value: resolved, cached, stale, blocked, local, refused, error
     rcode: int
     reason: str | None
     decision: Decision | None

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS queries (
     grp         TEXT    NOT NULL,   -- client group
     qname       TEXT    NOT NULL,
     qtype       INTEGER NOT NULL,
-    outcome     TEXT    NOT NULL,   -- resolved | cached | blocked | local | refused | error
+    outcome     TEXT    NOT NULL,   -- resolved | cached | stale | blocked | local | refused | error
     rcode       INTEGER NOT NULL,
     reason      TEXT,
     rule        TEXT,               -- the matching entry (domain or range)

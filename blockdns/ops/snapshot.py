@@ -133,6 +133,8 @@ def stats_body(snapshot: Snapshot) -> dict[str, object]:
         "cache": {
             "hits": stats.cache.hits,
             "misses": stats.cache.misses,
+            "stale": stats.cache.stale,
+            "prefetches": stats.cache.prefetches,
             "hit_rate": stats.cache.hits / lookups if lookups else 0.0,
             "entries": snapshot.cache_entries,
         },

@@ -39,6 +39,7 @@ UDP, TCP = "udp", "tcp"
 class Outcome(enum.Enum):
     RESOLVED = "resolved"  # answered by an upstream or by recursion just now
     CACHED = "cached"  # answered from the cache
+    STALE = "stale"  # answered from expired cache data because resolution failed or took too long (RFC 8767)
     BLOCKED = "blocked"  # policy said no
     LOCAL = "local"  # answered by blockdns itself: local records, locally served zones, canaries
     REFUSED = "refused"  # the client is not allowed to use this resolver
@@ -99,14 +100,14 @@ class Answer:
     decision: Decision | None = None  # for BLOCKED (and for an allow that mattered)
     upstream: str | None = None  # which server answered, when one did
     stored: float | None = None  # time.monotonic() when cached: served TTLs count down from it
-    ttl: int = 0  # how long the reply may be cached (RESOLVED answers only)
+    ttl: int = 0  # how long the reply may be cached (RESOLVED), or was cached for (CACHED)
     cnames: tuple[str, ...] = ()  # CNAME/DNAME targets in the answer, for inspection
     addresses: tuple[str, ...] = ()  # A/AAAA addresses in the answer, for range inspection
     security: Security = Security.INDETERMINATE  # DNSSEC status of the data, kept with it in the cache
 
     def cached(self, now: float) -> Answer:
         """This resolved answer as the cache serves it from ``now`` on."""
-        return replace(self, outcome=Outcome.CACHED, stored=now, ttl=0)
+        return replace(self, outcome=Outcome.CACHED, stored=now)
 
 
 Next = Callable[[Query], Awaitable[Answer]]

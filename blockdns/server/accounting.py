@@ -12,7 +12,7 @@ from blockdns.ops.stats import ServerStats
 from blockdns.resolve.base import Answer, Outcome, Query
 
 _new_row = tuple.__new__  # Row(...) through its generated __new__ costs twice as much per query
-CACHED, BLOCKED, REFUSED = Outcome.CACHED, Outcome.BLOCKED, Outcome.REFUSED
+CACHED, BLOCKED, REFUSED, STALE = Outcome.CACHED, Outcome.BLOCKED, Outcome.REFUSED, Outcome.STALE
 
 
 class Accounting:
@@ -38,6 +38,8 @@ class Accounting:
                 stats.blocks[decision.rule.count_key] += 1
         elif outcome is REFUSED:
             stats.refused_clients += 1
+        elif outcome is STALE:
+            stats.cache.stale += 1
         querylog = self.querylog
         if querylog is not None:
             reason = answer.reason

@@ -229,6 +229,11 @@ class Server:
             self._start_background(self._swap_upstream(generation.upstream, previous.upstream))
         if generation.router is not previous.router:
             self._start_background(self._swap_upstream(generation.router, previous.router))
+        if generation.cache is not previous.cache:  # nothing reads the old cache's refreshes any more
+            self._start_background(previous.cache.refreshes.cancel_all())
+        elif generation.router is not previous.router:  # refreshes ran, and failed, against the old upstreams
+            generation.cache.refreshes.forget_failures()
+            self._start_background(generation.cache.refreshes.cancel_all())
 
     async def _swap_upstream(self, new: Upstream, old: Upstream) -> None:
         await new.start()
@@ -333,6 +338,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.tasks.cancel_all()
+        await self.generation.cache.refreshes.cancel_all()
         if self.api is not None:
             with contextlib.suppress(Exception):
                 await self.api.cleanup()

@@ -110,7 +110,11 @@ def build_generation(
     ):  # answers cached before came from the same servers, and none is for a name now served here
         cache = previous.cache
     else:
-        cache = AnswerCache(settings.cache.max_entries)
+        cache = AnswerCache(
+            settings.cache.max_entries,
+            stale_for=settings.cache.stale_seconds(),
+            prefetch=settings.cache.prefetch,
+        )
     if previous is not None and previous.settings.resolver == settings.resolver:
         upstream = previous.upstream
     else:
