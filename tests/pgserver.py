@@ -12,13 +12,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
+
+from ports import free_port
 
 USER = "blockdns"  # the database superuser initdb creates; loopback connections are trusted
 PASSWORD = "pw-never-shown"  # trust auth ignores it; tests check it never appears in output
@@ -40,12 +41,6 @@ def unavailable() -> str | None:
         except KeyError:
             return "running as root and there is no postgres user to run PostgreSQL as"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:

@@ -4,21 +4,16 @@ persistence, its working directory in the test's temporary directory."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
+from ports import free_port
+
 REDIS_SERVER = shutil.which("redis-server")
 SKIP_REASON = "redis-server is not installed (tests/system-deps.sh installs the Debian package)"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisProcess:

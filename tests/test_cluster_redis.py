@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from blockdns.server import app as app_module
 from conftest import TEST_LISTS_TOML, RunningServer
 from fakedns import FakeDNS
 from opshelpers import TOKEN, chromium_paths, headless_chrome, http
+from ports import free_port
 from redisproc import REDIS_SERVER, SKIP_REASON, RedisProcess
 
 BLOCKED = "chat.deepseek.com"
@@ -326,7 +326,7 @@ def test_sighup_on_one_blockdns_process_reloads_the_other(
         for name in ("a", "b"):
             directory = tmp_path / name
             directory.mkdir()
-            port = free_udp_port()
+            port = free_port()
             config_path = directory / "blockdns.toml"
             config_path.write_text(process_config(upstream, redis_server.url, port, "192.0.2.1"))
             output = directory / "output.log"
@@ -336,8 +336,9 @@ def test_sighup_on_one_blockdns_process_reloads_the_other(
                     stdout=sink, stderr=subprocess.STDOUT, cwd=directory,
                 )  # fmt: skip
             processes.append((process, config_path, port, output))
-        for _, _, port, output in processes:
-            wait_until(lambda port=port: probe_address(port) == "192.0.2.1", 30)
+        for process, _, port, output in processes:
+            wait_until(lambda p=process, n=port: p.poll() is not None or probe_address(n) == "192.0.2.1", 60)
+            assert process.poll() is None, output.read_text()  # it exited: say why
             wait_until(lambda output=output: "joined through Redis" in output.read_text(), 10)
         for _, config_path, port, _ in processes:
             config_path.write_text(process_config(upstream, redis_server.url, port, "192.0.2.2"))
@@ -359,12 +360,6 @@ def test_sighup_on_one_blockdns_process_reloads_the_other(
             if process.poll() is None:
                 process.kill()
                 process.wait(5)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_config(upstream: FakeDNS, redis_url: str, port: int, probe_address: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +22,8 @@ from blockdns.feeds.fetch import FetchOptions
 from blockdns.feeds.formats import PARSERS, ParseOptions
 from blockdns.feeds.update import update_feeds
 from blockdns.runtime import build_policy, load_feed_definitions, load_settings_catalog
+
+from ports import free_port
 
 VENDOR = """\
 name = "Acme AI"
@@ -252,19 +253,13 @@ def test_dnsmasq_test_accepts_the_export(settings: config.Settings, tmp_path: Pa
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def running_dnsmasq(settings: config.Settings, tmp_path: Path) -> Iterator[int]:
     """dnsmasq serving the export on loopback, forwarding everything else to a dead upstream."""
     dnsmasq = need("dnsmasq")
     conf = tmp_path / "blockdns.conf"
     conf.write_text(export_text(settings, "dnsmasq"))
-    port = free_udp_port()
+    port = free_port()
     command = [
         dnsmasq, "--keep-in-foreground", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
         "--no-resolv", "--no-hosts", "--server=127.0.0.1#9", f"--conf-file={conf}", "--pid-file=",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,20 +18,7 @@ import pytest
 from conftest import TEST_LISTS_TOML
 from fakedns import FakeDNS
 from opshelpers import http
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now (the server binds both; the API binds TCP)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+from ports import free_port
 
 
 def write_config(path: Path, port: int, upstream: FakeDNS, block: str, extra: str = "") -> None:
