@@ -20,22 +20,22 @@ number): a query at ``now`` is admitted when ``max(due, now) - now`` is at most
 ``(capacity - 1) / client_qps``, and then moves ``due`` on by ``1 / client_qps``. A prefix seen for the
 first time has a full bucket. A bucket whose due time has passed is full, so forgetting it changes nothing.
 
-The table is bounded (:data:`MAX_BUCKETS`): past it, the least recently used prefix is forgotten (and starts
-full when it comes back). A flood from many forged prefixes therefore pushes out prefixes that have gone
-quiet, not one that keeps sending. The address → prefix memo is bounded too and cleared when full (it only
-saves recomputing).
+The table is bounded (:data:`MAX_BUCKETS`), in two generations of half that each: a prefix is forgotten (and
+starts full when it comes back) once it has not been heard from while a whole generation of other prefixes
+was (50,000 to 100,000 of them). A flood from many forged prefixes therefore pushes out prefixes that have
+gone quiet, not one that keeps sending. The address → prefix memo is bounded too and cleared when full (it
+only saves recomputing).
 """
 
 from __future__ import annotations
 
 import socket
-from collections import OrderedDict
 
 from blockdns.config import RateLimitSettings
 from blockdns.resolve.base import Question
 from blockdns.wire import TC, Reply, render
 
-MAX_BUCKETS = 100_000  # client prefixes remembered; the least recently used goes first
+MAX_BUCKETS = 100_000  # client prefixes remembered, in two generations
 KEY_MEMO_LIMIT = 65_536  # addresses whose prefix is remembered; a full memo is cleared
 # A due time within this much of the limit is inside it: the sums of 1/client_qps a burst adds up are not
 # exact in floating point, and a microsecond is far below any interval a configuration can ask for.
@@ -89,6 +89,18 @@ class PrefixKeys(dict[str, int | None]):
 
 
 class RateLimiter:
+    __slots__ = (
+        "_older",
+        "_since_slip",
+        "due",
+        "generation_size",
+        "interval",
+        "keys",
+        "limit",
+        "settings",
+        "slip",
+    )
+
     def __init__(self, settings: RateLimitSettings, max_buckets: int = MAX_BUCKETS) -> None:
         if settings.client_qps <= 0:
             raise ValueError("a rate limiter needs client_qps > 0")
@@ -97,12 +109,15 @@ class RateLimiter:
         self.interval = 1.0 / settings.client_qps
         self.limit = (settings.capacity - 1) * self.interval + SLACK  # how far ahead a due time may run
         self.slip = settings.slip
-        self.max_buckets = max_buckets
-        self.due: OrderedDict[int, float] = OrderedDict()  # prefix key -> when its bucket is full again
+        self.generation_size = max(1, max_buckets // 2)
+        # prefix key -> when its bucket is full again, for the prefixes heard from in this generation and in
+        # the one before it (see _recall)
+        self.due: dict[int, float] = {}
+        self._older: dict[int, float] = {}
         self._since_slip = 0  # limited queries since the last one that slipped
 
     def __len__(self) -> int:
-        return len(self.due)
+        return len(self.due) + len(self._older)
 
     def admit(self, address: str, now: float) -> bool:
         """Whether a query from ``address`` at ``now`` may be answered; an admitted one takes a token."""
@@ -111,18 +126,27 @@ class RateLimiter:
             return True
         due = self.due
         when = due.get(key)
-        if when is None:  # a new prefix: a full bucket, less this query
-            if len(due) >= self.max_buckets:
-                due.popitem(last=False)
-            due[key] = now + self.interval
-            return True
-        due.move_to_end(key)
+        if when is None:
+            when = self._recall(key, now)
+            due = self.due
         if when < now:
             when = now
         elif when - now > self.limit:
+            due[key] = when  # kept in this generation (it may have come from the older one)
             return False
         due[key] = when + self.interval
         return True
+
+    def _recall(self, key: int, now: float) -> float:
+        """The due time of a prefix not heard from in this generation: the older generation's, else ``now``
+        (a full bucket). A full generation becomes the older one and the older one is forgotten: a bounded
+        table that keeps every prefix heard from at least once a generation, with no reordering per query
+        (an LRU's move costs a cache hit about 70 ns more)."""
+        when = self._older.pop(key, now)
+        if len(self.due) >= self.generation_size:
+            self._older = self.due
+            self.due = {}
+        return when
 
     def slips(self) -> bool:
         """Whether this limited query gets a truncated reply (every ``slip``-th does) rather than silence."""

@@ -1,0 +1,296 @@
+"""Rate limiting figures (issue 16): what a flooding client gets against its limit, what the other clients'
+latency is meanwhile, and what the limiter costs a cache hit.
+
+1. Floods, all on loopback, each bounded by dnsperf -l: dnsperf sends one cached name as fast as it can from
+   one client address (or from four, in four /24s, one dnsperf each) for FLOOD_SECONDS, while a probe client
+   in another /24 asks PROBE_RATE cached names a second. Run with ``[ratelimit]`` off and on
+   (client_qps = LIMIT, burst = 0 so a bucket holds 2 × LIMIT, slip = 2). Figures: what the flood sent, what
+   it got answered per second (from the server's own counters, /metrics), slipped and dropped, the probes'
+   p50/p99 and losses, the kernel's receive drops.
+2. The cost on the cache-hit path, in process: Engine.serve on a cached answer, a million calls, best of
+   five, with the limiter off, on (an admitted client: a bucket taken from) and on for a limited client (the
+   drop path); ``--before DIR`` measures another checkout's Engine.serve (off) the same way first.
+
+    python bench/ratelimit.py [--before DIR]
+
+The server runs on core 0, dnsperf, the probe and the fake upstream on core 1, as in bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hardening import free_port, percentile, query, receive_drops, start_upstream
+from run import LOAD_CORE, PYTHON, Server
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out" / "ratelimit"
+ROOT = HERE.parent
+
+LIMIT = 100  # client_qps in the limited runs
+FLOOD_SECONDS, PROBE_RATE = 8, 50
+PROBE = "127.0.0.2"  # its own /24, away from every flooder
+FLOODERS = ("127.0.10.1", "127.0.11.1", "127.0.12.1", "127.0.13.1")
+NAME = "cached.flood.test"
+
+MICRO_CALLS, MICRO_REPEATS = 1_000_000, 5
+MICRO = """
+import asyncio, sys, time
+from blockdns import config
+from blockdns.resolve.base import Answer, Outcome
+from blockdns.runtime import build_policy
+from blockdns.server.engine import Engine
+from blockdns.server.generation import Shared, build_generation
+from blockdns.server.tasks import TaskSet
+from blockdns.wire import Reply
+
+mode, calls, repeats, catalog = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+raw = {
+    "resolver": {"mode": "forward", "upstreams": ["udp://127.0.0.1:9"]},
+    "policy": {"block": []},
+    "lists": {"refresh": "0", "catalog": catalog + "/vendors", "guard": catalog + "/guard.toml",
+              "feeds": catalog + "/feeds.toml"},
+    "querylog": {"path": ""}, "api": {"listen": ""},
+}
+if mode != "off":
+    raw["ratelimit"] = {"client_qps": 10**9 if mode == "on" else 1, "burst": 1, "slip": 0}
+settings = config.from_dict(raw)
+shared = Shared()
+engine = Engine(build_generation(settings, build_policy(settings), shared), shared.stats, TaskSet(16))
+data = bytes.fromhex("abcd01000001000000000001") + b"\\x06cached\\x05flood\\x04test\\x00\\x00\\x01\\x00\\x01"
+data += bytes.fromhex("0000291000000000000000")
+question = engine.questions[data[2:]]
+answer = Answer(Outcome.RESOLVED, Reply(0, (0, 0, 0)), ttl=3600)
+engine.generation.cache.put(question.cache_key, answer, time.monotonic())
+serve = engine.serve
+
+
+async def warm() -> None:  # the slow path once: the handlers before the cache fill their memos
+    out = serve(data, "127.0.0.1", "udp")
+    if out is not None and type(out) is not bytes:
+        await out
+
+
+asyncio.run(warm())
+expect = type(None) if mode == "limited" else bytes
+for _ in range(3):
+    serve(data, "127.0.0.1", "udp")
+assert type(serve(data, "127.0.0.1", "udp")) is expect, mode
+best = float("inf")
+for _ in range(repeats):
+    started = time.perf_counter()
+    for _ in range(calls):
+        serve(data, "127.0.0.1", "udp")
+    best = min(best, time.perf_counter() - started)
+print(best / calls * 1e9)
+"""
+
+
+def micro(source: Path, mode: str) -> float:
+    """Nanoseconds per Engine.serve call on a cache hit (best of MICRO_REPEATS)."""
+    catalog = ROOT / "tests" / "data" / "catalog"
+    command = ["taskset", "-c", "0", PYTHON, "-P", "-c", MICRO, mode, str(MICRO_CALLS), str(MICRO_REPEATS)]
+    command.append(str(catalog))
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(source)}
+    )
+    if result.returncode:
+        raise RuntimeError(f"the micro benchmark failed ({source}, {mode}): {result.stderr[-2000:]}")
+    return float(result.stdout.strip())
+
+
+# ------------------------------------------------------------------------------------------- floods
+
+
+def blockdns(upstream_port: int, label: str, client_qps: int) -> tuple[Server, int]:
+    port, api_port = free_port(), free_port()
+    OUT.mkdir(parents=True, exist_ok=True)
+    conf = OUT / f"{label}.toml"
+    conf.write_text(
+        textwrap.dedent(f"""\
+        [server]
+        listen = ["127.0.0.1:{port}"]
+        [resolver]
+        mode = "forward"
+        upstreams = ["udp://127.0.0.1:{upstream_port}"]
+        [policy]
+        block = []
+        [lists]
+        data_dir = "{OUT / "lists"}"
+        refresh = "0"
+        [querylog]
+        path = ""
+        [api]
+        listen = "127.0.0.1:{api_port}"
+        [ratelimit]
+        client_qps = {client_qps}
+        slip = 2
+        """)
+    )
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    server = Server(label, [PYTHON, "-P", "-m", "blockdns", "serve", "--config", str(conf)], port, env=env)
+    return server, api_port
+
+
+def counters(api_port: int) -> dict[str, float]:
+    """The server's answered and rate-limited counts, from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=10).read().decode()
+    found = {"answered": 0.0, "slip": 0.0, "drop": 0.0}
+    for line in text.splitlines():
+        if line.startswith("blockdns_queries_total{"):
+            found["answered"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("blockdns_ratelimited_total{"):
+            found["slip" if 'action="slip"' in line else "drop"] += float(line.rsplit(" ", 1)[1])
+    return found
+
+
+@dataclass
+class Probes:
+    ms: list[float] = field(default_factory=list)
+    sent: int = 0
+
+
+def probe(port: int, stop: threading.Event, result: Probes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((PROBE, 0))
+        sock.settimeout(1)
+        started = time.monotonic()
+        index = 0
+        while not stop.is_set():
+            wire = query(NAME, index)
+            sent = time.monotonic()
+            sock.sendto(wire, ("127.0.0.1", port))
+            result.sent += 1
+            try:
+                while True:
+                    reply = sock.recv(4096)
+                    if reply[:2] == wire[:2]:
+                        result.ms.append((time.monotonic() - sent) * 1000)
+                        break
+            except OSError:
+                pass
+            index += 1
+            time.sleep(max(0.0, started + index / PROBE_RATE - time.monotonic()))
+
+
+def flood(port: int, api_port: int, sources: tuple[str, ...]) -> dict[str, str]:
+    names = OUT / "names.txt"
+    names.write_text(f"{NAME} A\n")
+    for _ in range(3):  # cache the name (from the probe's address: it has tokens to spare)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((PROBE, 0))
+            sock.settimeout(1)
+            sock.sendto(query(NAME, 1), ("127.0.0.1", port))
+            try:
+                sock.recv(512)
+                break
+            except OSError:
+                continue
+    time.sleep(1)  # a benchmark, not a test: the probe's bucket fills up again
+    before, drops_before = counters(api_port), receive_drops(port)
+    probes, stop = Probes(), threading.Event()
+    prober = threading.Thread(target=probe, args=(port, stop, probes), daemon=True)
+    prober.start()
+    runs = []
+    for source in sources:
+        command = ["taskset", "-c", LOAD_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-a", source]
+        command += ["-d", str(names), "-l", str(FLOOD_SECONDS), "-q", "500", "-t", "0.2"]
+        runs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+    sent = 0
+    try:
+        for run in runs:
+            output, _ = run.communicate(timeout=FLOOD_SECONDS + 30)
+            for line in output.splitlines():
+                if "Queries sent" in line:
+                    sent += int(line.split(":")[1].split()[0])
+    finally:
+        stop.set()
+        prober.join(5)
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+    after = counters(api_port)
+    answered = after["answered"] - before["answered"] - len(probes.ms)
+    return {
+        "flood sent q/s": f"{sent / FLOOD_SECONDS:,.0f}",
+        "flood answered q/s": f"{answered / FLOOD_SECONDS:,.0f}",
+        "flood slipped / dropped q/s": (
+            f"{(after['slip'] - before['slip']) / FLOOD_SECONDS:,.0f} / "
+            f"{(after['drop'] - before['drop']) / FLOOD_SECONDS:,.0f}"
+        ),
+        "probe p50 / p99 ms": f"{percentile(probes.ms, 0.5):.2f} / {percentile(probes.ms, 0.99):.2f}",
+        "probes unanswered": f"{probes.sent - len(probes.ms)}/{probes.sent}",
+        "kernel receive drops": f"{receive_drops(port) - drops_before:,}",
+    }
+
+
+def floods() -> list[tuple[str, dict[str, str]]]:
+    upstream, upstream_port = start_upstream(0.0)
+    results = []
+    try:
+        for label, client_qps, sources in (
+            ("off, 1 flooder", 0, FLOODERS[:1]),
+            (f"{LIMIT} q/s, 1 flooder", LIMIT, FLOODERS[:1]),
+            (f"{LIMIT} q/s, 4 flooders", LIMIT, FLOODERS),
+        ):
+            print(f"ratelimit: flood, {label} ...", file=sys.stderr, flush=True)
+            server, api_port = blockdns(upstream_port, f"flood-{client_qps}-{len(sources)}", client_qps)
+            server.start()
+            try:
+                results.append((label, flood(server.port, api_port, sources)))
+            finally:
+                server.stop()
+    finally:
+        upstream.terminate()
+        upstream.wait(5)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", type=Path, metavar="DIR", help="another checkout's Engine.serve, first")
+    parser.add_argument("--no-flood", action="store_true", help="only the cache-hit cost")
+    args = parser.parse_args()
+    for tool in ("dnsperf", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"ratelimit: {tool} is not installed (make system-deps installs it)", file=sys.stderr)
+            return 2
+    print("ratelimit: Engine.serve on a cache hit ...", file=sys.stderr, flush=True)
+    costs = []
+    if args.before:
+        costs.append(("before (no limiter)", micro(args.before.resolve(), "off")))
+    costs += [
+        ("off (client_qps = 0)", micro(ROOT, "off")),
+        ("on, client admitted", micro(ROOT, "on")),
+        ("on, client limited (drop)", micro(ROOT, "limited")),
+    ]
+    if not args.no_flood:
+        results = floods()
+        keys = list(results[0][1])
+        print(f"\n{'':<30}" + "".join(f"{label:>24}" for label, _ in results))
+        for key in keys:
+            print(f"{key:<30}" + "".join(f"{figures.get(key, ''):>24}" for _, figures in results))
+        print(
+            f"(limit {LIMIT} q/s per /24, bucket {2 * LIMIT}; dnsperf -q 500 -t 0.2 per flooder, "
+            f"{FLOOD_SECONDS} s; probe {PROBE_RATE} q/s)"
+        )
+    print(f"\nEngine.serve, cache hit ({MICRO_CALLS:,} calls, best of {MICRO_REPEATS})")
+    for label, nanoseconds in costs:
+        print(f"  {label:<30}{nanoseconds:>8.0f} ns")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
