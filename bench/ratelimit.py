@@ -1,24 +1,26 @@
 """Rate limiting figures (issue 16): what a flooding client gets against its limit, what the other clients'
 latency is meanwhile, and what the limiter costs a cache hit.
 
-1. Floods, all on loopback, each bounded by dnsperf -l: dnsperf sends one cached name as fast as it can from
-   one client address (or from four, in four /24s, one dnsperf each) for FLOOD_SECONDS, while a probe client
-   in another /24 asks PROBE_RATE cached names a second. Run with ``[ratelimit]`` off and on
-   (client_qps = LIMIT, burst = 0 so a bucket holds 2 × LIMIT, slip = 2). Figures: what the flood sent, what
-   it got answered per second (from the server's own counters, /metrics), slipped and dropped, the probes'
-   p50/p99 and losses, the kernel's receive drops.
+1. Floods, all on loopback, each bounded in time and count: one Python process sends one cached name as fast
+   as it can, never waiting for replies (a flood does not), from one client address or round-robin from four
+   in four /24s, for FLOOD_SECONDS, while a probe client in another /24 asks PROBE_RATE cached names a
+   second. (dnsperf is no flooder here: it waits for every dropped query to time out.) Run with
+   ``[ratelimit]`` off and on (client_qps = LIMIT, burst = 0 so a bucket holds 2 × LIMIT, slip = 2).
+   Figures: what the flood sent, what it got answered per second (from the server's own counters,
+   /metrics), slipped and dropped, the probes' p50/p99 and losses, the kernel's receive drops.
 2. The cost on the cache-hit path, in process: Engine.serve on a cached answer, a million calls, best of
    five, with the limiter off, on (an admitted client: a bucket taken from) and on for a limited client (the
    drop path); ``--before DIR`` measures another checkout's Engine.serve (off) the same way first.
 
     python bench/ratelimit.py [--before DIR]
 
-The server runs on core 0, dnsperf, the probe and the fake upstream on core 1, as in bench/run.py.
+The server runs on core 0; the flood, the probe and the fake upstream on core 1, as in bench/run.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -38,10 +40,37 @@ OUT = HERE / "out" / "ratelimit"
 ROOT = HERE.parent
 
 LIMIT = 100  # client_qps in the limited runs
+PACED = 30_000  # q/s of the paced floods (in all, whatever the number of sources)
 FLOOD_SECONDS, PROBE_RATE = 8, 50
 PROBE = "127.0.0.2"  # its own /24, away from every flooder
 FLOODERS = ("127.0.10.1", "127.0.11.1", "127.0.12.1", "127.0.13.1")
 NAME = "cached.flood.test"
+
+# The flood: one cached query, sent round-robin from sockets bound to the given sources, never waiting for a
+# reply (a flood does not), at a rate (0: as fast as one Python process can), for a fixed time and at most
+# MAX_FLOOD packets.
+MAX_FLOOD = 5_000_000
+FLOODER = """
+import socket, struct, sys, time
+port, seconds, rate, sources = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+name = b"".join(bytes([len(p)]) + p.encode() for p in "%s".split(".")) + b"\\x00"
+socks = []
+for source in sources:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    socks.append(sock)
+sent, started = 0, time.monotonic()
+while sent < %d and time.monotonic() < started + seconds:
+    for sock in socks:
+        for _ in range(16):
+            header = struct.pack(">HHHHHH", sent & 0xFFFF, 0x0100, 1, 0, 0, 0)
+            sock.send(header + name + b"\\x00\\x01\\x00\\x01")
+            sent += 1
+        if rate:  # paced: sleep until this many should have gone
+            time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+print(sent)
+"""
 
 MICRO_CALLS, MICRO_REPEATS = 1_000_000, 5
 MICRO = """
@@ -183,9 +212,7 @@ def probe(port: int, stop: threading.Event, result: Probes) -> None:
             time.sleep(max(0.0, started + index / PROBE_RATE - time.monotonic()))
 
 
-def flood(port: int, api_port: int, sources: tuple[str, ...]) -> dict[str, str]:
-    names = OUT / "names.txt"
-    names.write_text(f"{NAME} A\n")
+def flood(port: int, api_port: int, sources: tuple[str, ...], rate: int) -> dict[str, str]:
     for _ in range(3):  # cache the name (from the probe's address: it has tokens to spare)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((PROBE, 0))
@@ -201,24 +228,15 @@ def flood(port: int, api_port: int, sources: tuple[str, ...]) -> dict[str, str]:
     probes, stop = Probes(), threading.Event()
     prober = threading.Thread(target=probe, args=(port, stop, probes), daemon=True)
     prober.start()
-    runs = []
-    for source in sources:
-        command = ["taskset", "-c", LOAD_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-a", source]
-        command += ["-d", str(names), "-l", str(FLOOD_SECONDS), "-q", "500", "-t", "0.2"]
-        runs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
-    sent = 0
+    code = FLOODER % (NAME, MAX_FLOOD)
+    command = ["taskset", "-c", LOAD_CORE, PYTHON, "-c", code, str(port), str(FLOOD_SECONDS), str(rate)]
+    command += sources
     try:
-        for run in runs:
-            output, _ = run.communicate(timeout=FLOOD_SECONDS + 30)
-            for line in output.splitlines():
-                if "Queries sent" in line:
-                    sent += int(line.split(":")[1].split()[0])
+        result = subprocess.run(command, capture_output=True, text=True, timeout=FLOOD_SECONDS + 30)
+        sent = int(result.stdout.strip() or 0)
     finally:
         stop.set()
         prober.join(5)
-        for run in runs:
-            if run.poll() is None:
-                run.kill()
     after = counters(api_port)
     answered = after["answered"] - before["answered"] - len(probes.ms)
     return {
@@ -238,16 +256,20 @@ def floods() -> list[tuple[str, dict[str, str]]]:
     upstream, upstream_port = start_upstream(0.0)
     results = []
     try:
-        for label, client_qps, sources in (
-            ("off, 1 flooder", 0, FLOODERS[:1]),
-            (f"{LIMIT} q/s, 1 flooder", LIMIT, FLOODERS[:1]),
-            (f"{LIMIT} q/s, 4 flooders", LIMIT, FLOODERS),
+        for label, client_qps, sources, rate in (
+            (f"off, 1 at {PACED:,}/s", 0, FLOODERS[:1], PACED),
+            (f"{LIMIT}/s, 1 at {PACED:,}/s", LIMIT, FLOODERS[:1], PACED),
+            (f"{LIMIT}/s, 4 at {PACED:,}/s", LIMIT, FLOODERS, PACED),
+            ("off, 1 at full speed", 0, FLOODERS[:1], 0),
+            (f"{LIMIT}/s, 1 at full speed", LIMIT, FLOODERS[:1], 0),
         ):
             print(f"ratelimit: flood, {label} ...", file=sys.stderr, flush=True)
-            server, api_port = blockdns(upstream_port, f"flood-{client_qps}-{len(sources)}", client_qps)
+            server, api_port = blockdns(
+                upstream_port, f"flood-{client_qps}-{len(sources)}-{rate}", client_qps
+            )
             server.start()
             try:
-                results.append((label, flood(server.port, api_port, sources)))
+                results.append((label, flood(server.port, api_port, sources, rate)))
             finally:
                 server.stop()
     finally:
@@ -263,10 +285,10 @@ def main() -> int:
     parser.add_argument("--before", type=Path, metavar="DIR", help="another checkout's Engine.serve, first")
     parser.add_argument("--no-flood", action="store_true", help="only the cache-hit cost")
     args = parser.parse_args()
-    for tool in ("dnsperf", "taskset"):
-        if shutil.which(tool) is None:
-            print(f"ratelimit: {tool} is not installed (make system-deps installs it)", file=sys.stderr)
-            return 2
+    os.sched_setaffinity(0, {int(LOAD_CORE)})  # the probe thread too: core 0 is the server's
+    if shutil.which("taskset") is None:
+        print("ratelimit: taskset is not installed (util-linux)", file=sys.stderr)
+        return 2
     print("ratelimit: Engine.serve on a cache hit ...", file=sys.stderr, flush=True)
     costs = []
     if args.before:
@@ -279,12 +301,12 @@ def main() -> int:
     if not args.no_flood:
         results = floods()
         keys = list(results[0][1])
-        print(f"\n{'':<30}" + "".join(f"{label:>24}" for label, _ in results))
+        print(f"\n{'':<28}" + "".join(f"{label:>24}" for label, _ in results))
         for key in keys:
-            print(f"{key:<30}" + "".join(f"{figures.get(key, ''):>24}" for _, figures in results))
+            print(f"{key:<28}" + "".join(f"{figures.get(key, ''):>24}" for _, figures in results))
         print(
-            f"(limit {LIMIT} q/s per /24, bucket {2 * LIMIT}; dnsperf -q 500 -t 0.2 per flooder, "
-            f"{FLOOD_SECONDS} s; probe {PROBE_RATE} q/s)"
+            f"(limit {LIMIT} q/s per /24, bucket {2 * LIMIT}, slip 2; {FLOOD_SECONDS} s floods; "
+            f"probe {PROBE_RATE} q/s)"
         )
     print(f"\nEngine.serve, cache hit ({MICRO_CALLS:,} calls, best of {MICRO_REPEATS})")
     for label, nanoseconds in costs:
