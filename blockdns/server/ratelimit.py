@@ -23,20 +23,21 @@ first time has a full bucket. A bucket whose due time has passed is full, so for
 The table is bounded (:data:`MAX_BUCKETS`), in two generations of half that each: a prefix is forgotten (and
 starts full when it comes back) once it has not been heard from while a whole generation of other prefixes
 was (50,000 to 100,000 of them). A flood from many forged prefixes therefore pushes out prefixes that have
-gone quiet, not one that keeps sending. The address → prefix memo is bounded too and cleared when full (it
+gone quiet, not one that keeps sending. The address → bucket memo is bounded too and cleared when full (it
 only saves recomputing).
 """
 
 from __future__ import annotations
 
 import socket
+from math import inf
 
 from blockdns.config import RateLimitSettings
 from blockdns.resolve.base import Question
 from blockdns.wire import TC, Reply, render
 
 MAX_BUCKETS = 100_000  # client prefixes remembered, in two generations
-KEY_MEMO_LIMIT = 65_536  # addresses whose prefix is remembered; a full memo is cleared
+ADDRESS_MEMO_LIMIT = 65_536  # addresses whose bucket is remembered; a full memo is cleared
 # A due time within this much of the limit is inside it: the sums of 1/client_qps a burst adds up are not
 # exact in floating point, and a microsecond is far below any interval a configuration can ask for.
 SLACK = 1e-6
@@ -50,13 +51,11 @@ _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 TRUNCATED = Reply(0, (0, 0, 0), flags=TC)  # NOERROR, no records: "ask again over TCP"
 
 
-class PrefixKeys(dict[str, int | None]):
-    """``keys[address]``: the key of the address's bucket (its prefix as an int), or None when it is exempt.
-
-    A dict subclass, so that a known address, the common case, is one C-level subscript."""
+class PrefixKeys:
+    """``keys.of(address)``: the key of an address's bucket (its prefix as an int), or None when it is
+    exempt."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
-        super().__init__()
         self._v4_shift = 32 - settings.ipv4_prefix
         self._v6_shift = 128 - settings.ipv6_prefix
         # (is IPv6, network as an int, mask as an int) per exempt network
@@ -65,14 +64,7 @@ class PrefixKeys(dict[str, int | None]):
             for net in settings.exempt_networks()
         ]
 
-    def __missing__(self, address: str) -> int | None:
-        key = self._key(address)
-        if len(self) >= KEY_MEMO_LIMIT:
-            self.clear()
-        self[address] = key
-        return key
-
-    def _key(self, address: str) -> int | None:
+    def of(self, address: str) -> int | None:
         try:
             if ":" in address:
                 packed = _inet_pton(_AF_INET6, address.split("%", 1)[0])
@@ -88,65 +80,78 @@ class PrefixKeys(dict[str, int | None]):
         return _V6 | (value >> self._v6_shift) if is_v6 else value >> self._v4_shift
 
 
+Bucket = list[float]  # [due]: when the bucket is full again; one list per prefix, shared by its addresses
+
+
+class Buckets(dict[str, Bucket | None]):
+    """``buckets[address]``: the bucket of the address's prefix, or None when the address is exempt.
+
+    The prefixes' buckets are kept in two generations: a prefix not in the current one is taken over from
+    the older one, or gets a full bucket; a full generation becomes the older one and the older one is
+    forgotten. So the table is bounded and keeps every prefix heard from at least once a generation, with
+    no reordering per query (an LRU's move costs a cache hit about 70 ns more). The dict itself remembers
+    which bucket each address uses (bounded, cleared when full, and at every new generation, so that an
+    address only ever points at a bucket of the current one). A dict subclass, so that a known address, the
+    common case, is one C-level subscript."""
+
+    def __init__(self, settings: RateLimitSettings, max_buckets: int) -> None:
+        super().__init__()
+        self.prefix_keys = PrefixKeys(settings)
+        self.generation_size = max(1, max_buckets // 2)
+        self.current: dict[int, Bucket] = {}
+        self.older: dict[int, Bucket] = {}
+
+    def prefixes(self) -> int:
+        return len(self.current) + len(self.older)
+
+    def __missing__(self, address: str) -> Bucket | None:
+        key = self.prefix_keys.of(address)
+        bucket = None
+        if key is not None:
+            bucket = self.current.get(key)
+            if bucket is None:
+                bucket = self.older.pop(key, None)
+                if len(self.current) >= self.generation_size:
+                    self.older, self.current = self.current, {}
+                    self.clear()
+                if bucket is None:
+                    bucket = [-inf]  # due long ago: full
+                self.current[key] = bucket
+        if len(self) >= ADDRESS_MEMO_LIMIT:
+            self.clear()
+        self[address] = bucket
+        return bucket
+
+
 class RateLimiter:
-    __slots__ = (
-        "_older",
-        "_since_slip",
-        "due",
-        "generation_size",
-        "interval",
-        "keys",
-        "limit",
-        "settings",
-        "slip",
-    )
+    __slots__ = ("_since_slip", "buckets", "interval", "limit", "settings", "slip")
 
     def __init__(self, settings: RateLimitSettings, max_buckets: int = MAX_BUCKETS) -> None:
         if settings.client_qps <= 0:
             raise ValueError("a rate limiter needs client_qps > 0")
         self.settings = settings
-        self.keys = PrefixKeys(settings)
+        self.buckets = Buckets(settings, max_buckets)
         self.interval = 1.0 / settings.client_qps
         self.limit = (settings.capacity - 1) * self.interval + SLACK  # how far ahead a due time may run
         self.slip = settings.slip
-        self.generation_size = max(1, max_buckets // 2)
-        # prefix key -> when its bucket is full again, for the prefixes heard from in this generation and in
-        # the one before it (see _recall)
-        self.due: dict[int, float] = {}
-        self._older: dict[int, float] = {}
         self._since_slip = 0  # limited queries since the last one that slipped
 
     def __len__(self) -> int:
-        return len(self.due) + len(self._older)
+        return self.buckets.prefixes()
 
     def admit(self, address: str, now: float) -> bool:
         """Whether a query from ``address`` at ``now`` may be answered; an admitted one takes a token."""
-        key = self.keys[address]
-        if key is None:
+        bucket = self.buckets[address]
+        if bucket is None:
             return True
-        due = self.due
-        when = due.get(key)
-        if when is None:
-            when = self._recall(key, now)
-            due = self.due
-        if when < now:
-            when = now
-        elif when - now > self.limit:
-            due[key] = when  # kept in this generation (it may have come from the older one)
+        due = bucket[0]
+        if due < now:  # full
+            bucket[0] = now + self.interval
+            return True
+        if due - now > self.limit:
             return False
-        due[key] = when + self.interval
+        bucket[0] = due + self.interval
         return True
-
-    def _recall(self, key: int, now: float) -> float:
-        """The due time of a prefix not heard from in this generation: the older generation's, else ``now``
-        (a full bucket). A full generation becomes the older one and the older one is forgotten: a bounded
-        table that keeps every prefix heard from at least once a generation, with no reordering per query
-        (an LRU's move costs a cache hit about 70 ns more)."""
-        when = self._older.pop(key, now)
-        if len(self.due) >= self.generation_size:
-            self._older = self.due
-            self.due = {}
-        return when
 
     def slips(self) -> bool:
         """Whether this limited query gets a truncated reply (every ``slip``-th does) rather than silence."""
