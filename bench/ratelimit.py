@@ -42,7 +42,7 @@ ROOT = HERE.parent
 
 LIMIT = 100  # client_qps in the limited runs
 PACED = 30_000  # q/s of the paced floods (in all, whatever the number of sources)
-FLOOD_SECONDS, PROBE_RATE = 8, 50
+FLOOD_SECONDS, PROBE_RATE, PROBE_GRACE = 8, 50, 1.0
 PROBE = "127.0.0.2"  # its own /24, away from every flooder
 FLOODERS = ("127.0.10.1", "127.0.11.1", "127.0.12.1", "127.0.13.1")
 NAME = "cached.flood.test"
@@ -191,26 +191,31 @@ class Probes:
 
 
 def probe(port: int, stop: threading.Event, result: Probes) -> None:
+    """PROBE_RATE queries a second on a fixed schedule whatever happens to them (a lost one does not hold
+    up the next); a reply is matched by its ID; PROBE_GRACE seconds after the flood for the last ones."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((PROBE, 0))
-        sock.settimeout(1)
         started = time.monotonic()
-        index = 0
-        while not stop.is_set():
-            wire = query(NAME, index)
-            sent = time.monotonic()
-            sock.sendto(wire, ("127.0.0.1", port))
-            result.sent += 1
+        sent_at: dict[int, float] = {}
+        deadline = None
+        while deadline is None or time.monotonic() < deadline:
+            if deadline is None and stop.is_set():
+                deadline = time.monotonic() + PROBE_GRACE
+            due = started + result.sent / PROBE_RATE
+            if deadline is None and time.monotonic() >= due:
+                qid = result.sent & 0xFFFF
+                sent_at[qid] = time.monotonic()
+                sock.sendto(query(NAME, qid), ("127.0.0.1", port))
+                result.sent += 1
+                continue
+            sock.settimeout(max(0.001, (deadline or due) - time.monotonic()))
             try:
-                while True:
-                    reply = sock.recv(4096)
-                    if reply[:2] == wire[:2]:
-                        result.ms.append((time.monotonic() - sent) * 1000)
-                        break
+                reply = sock.recv(4096)
             except OSError:
-                pass
-            index += 1
-            time.sleep(max(0.0, started + index / PROBE_RATE - time.monotonic()))
+                continue
+            asked = sent_at.pop(int.from_bytes(reply[:2], "big"), None)
+            if asked is not None:
+                result.ms.append((time.monotonic() - asked) * 1000)
 
 
 def flood(port: int, api_port: int, sources: tuple[str, ...], rate: int) -> dict[str, str]:
@@ -285,6 +290,7 @@ def main() -> int:
     )
     parser.add_argument("--before", type=Path, metavar="DIR", help="another checkout's Engine.serve, first")
     parser.add_argument("--no-flood", action="store_true", help="only the cache-hit cost")
+    parser.add_argument("--no-micro", action="store_true", help="only the floods")
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # the probe thread too: core 0 is the server's
     if shutil.which("taskset") is None:
@@ -296,7 +302,8 @@ def main() -> int:
     if args.before:
         modes.insert(0, ("before (no limiter)", args.before.resolve(), "off"))
     best: dict[str, float] = {}
-    for _ in range(MICRO_ROUNDS):  # the modes in turn, so that a busy spell of the machine hits them all
+    # the modes in turn, so that a busy spell of the machine hits them all
+    for _ in range(0 if args.no_micro else MICRO_ROUNDS):
         for label, source, mode in modes:
             best[label] = min(best.get(label, float("inf")), micro(source, mode))
     costs = list(best.items())
