@@ -296,7 +296,8 @@ def main() -> int:
     if shutil.which("taskset") is None:
         print("ratelimit: taskset is not installed (util-linux)", file=sys.stderr)
         return 2
-    print("ratelimit: Engine.serve on a cache hit ...", file=sys.stderr, flush=True)
+    if not args.no_micro:
+        print("ratelimit: Engine.serve on a cache hit ...", file=sys.stderr, flush=True)
     modes = [("off (client_qps = 0)", ROOT, "off"), ("on, client admitted", ROOT, "on")]
     modes.append(("on, client limited (drop)", ROOT, "limited"))
     if args.before:
@@ -317,10 +318,11 @@ def main() -> int:
             f"(limit {LIMIT} q/s per /24, bucket {2 * LIMIT}, slip 2; {FLOOD_SECONDS} s floods; "
             f"probe {PROBE_RATE} q/s)"
         )
-    print(
-        f"\nEngine.serve, cache hit, CPU time per call ({MICRO_CALLS:,} calls, "
-        f"best of {MICRO_REPEATS} × {MICRO_ROUNDS} rounds)"
-    )
+    if costs:
+        print(
+            f"\nEngine.serve, cache hit, CPU time per call ({MICRO_CALLS:,} calls, "
+            f"best of {MICRO_REPEATS} × {MICRO_ROUNDS} rounds)"
+        )
     for label, nanoseconds in costs:
         print(f"  {label:<30}{nanoseconds:>8.0f} ns")
     return 0
