@@ -6,7 +6,8 @@ its IPv4 address) may have ``client_qps`` queries a second answered, with bursts
 ``capacity = client_qps + (burst or client_qps)``. A query over that is *limited*: every ``slip``-th limited
 query gets a bare truncated reply (TC, the question and nothing else, never larger than the query), so a real
 client behind a prefix someone spoofs retries over TCP and is answered; the others get silence. The slip count
-runs across all limited queries, not per prefix: one counter, and the share of replies is the same.
+runs across all limited queries, not per prefix: one counter, and each limited prefix still gets about one
+reply in ``slip``.
 
 Only UDP is limited. The limit is against floods from forged sources — reflection of our answers at a
 victim, and one prefix crowding out the rest — as in BIND's and Knot's response rate limiting, which also
@@ -15,16 +16,17 @@ already bounded by ``server.tcp_max_per_client`` connections and its share of ``
 all, TCP is where a slipped client goes for its answer; limiting it from the same bucket would make the slip
 useless.
 
-Each bucket is one float, its *due time* (the generic cell rate algorithm, which is a token bucket in one
-number): a query at ``now`` is admitted when ``max(due, now) - now`` is at most
-``(capacity - 1) / client_qps``, and then moves ``due`` on by ``1 / client_qps``. A prefix seen for the
-first time has a full bucket. A bucket whose due time has passed is full, so forgetting it changes nothing.
+Each bucket is one float, its *due time*, in a one-element list its prefix's addresses share (the generic
+cell rate algorithm, which is a token bucket in one number): a query at ``now`` is admitted when
+``max(due, now) - now`` is at most ``(capacity - 1) / client_qps``, and then moves ``due`` on by
+``1 / client_qps``. A prefix seen for the first time has a full bucket. A bucket whose due time has passed
+is full, so forgetting it changes nothing.
 
 The table is bounded (:data:`MAX_BUCKETS`), in two generations of half that each: a prefix is forgotten (and
 starts full when it comes back) once it has not been heard from while a whole generation of other prefixes
 was (50,000 to 100,000 of them). A flood from many forged prefixes therefore pushes out prefixes that have
-gone quiet, not one that keeps sending. The address → bucket memo is bounded too and cleared when full (it
-only saves recomputing).
+gone quiet, not one that keeps sending. The address → bucket memo is bounded too, cleared when full and with
+each new generation (it only saves recomputing).
 """
 
 from __future__ import annotations
