@@ -414,6 +414,31 @@ class ForwardZoneSettings(Section):
         return [parse_upstream(value) for value in self.upstreams]
 
 
+class RateLimitSettings(Section):
+    """Answers per second per client prefix over UDP (the limiter: blockdns.server.ratelimit)."""
+
+    client_qps: int = Field(0, ge=0)  # 0 turns the limiter off
+    burst: int = Field(0, ge=0)  # extra answers in a burst; 0 means client_qps
+    ipv4_prefix: int = Field(24, ge=0, le=32)
+    ipv6_prefix: int = Field(56, ge=0, le=128)
+    slip: int = Field(2, ge=0)  # every slip-th limited query gets a truncated reply; 0: all dropped
+    exempt: list[str] = []  # our addition to the contract: CIDRs never limited
+
+    @field_validator("exempt")
+    @classmethod
+    def _check_exempt(cls, values: list[str]) -> list[str]:
+        _networks(values)
+        return values
+
+    def exempt_networks(self) -> list[Network]:
+        return _networks(self.exempt)
+
+    @property
+    def capacity(self) -> int:
+        """Answers a full bucket holds: the steady rate plus the burst (``burst = 0`` means one second's)."""
+        return self.client_qps + (self.burst or self.client_qps)
+
+
 class Settings(Section):
     server: ServerSettings = ServerSettings()
     resolver: ResolverSettings = ResolverSettings()
@@ -427,6 +452,7 @@ class Settings(Section):
     cluster: ClusterSettings = ClusterSettings()
     local: LocalSettings = LocalSettings()
     forward_zones: list[ForwardZoneSettings] = []
+    ratelimit: RateLimitSettings = RateLimitSettings()
     # Where this came from: the file, or None for built-in defaults. Not a TOML key.
     source: Path | None = Field(None, exclude=True)
 

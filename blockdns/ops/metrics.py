@@ -80,6 +80,12 @@ TCP_REFUSALS = (
     ("full", "tcp_refused_full"),  # every slot taken, none idle
 )
 
+# action label -> ServerStats field, for UDP queries over their client prefix's rate.
+RATELIMIT_ACTIONS = (
+    ("slip", "ratelimited_slipped"),  # a bare truncated reply, so a real client retries over TCP
+    ("drop", "ratelimited_dropped"),  # silence
+)
+
 
 def _timestamp(value: object) -> float | None:
     """``fetched_at`` as seconds since the epoch: a number, or an ISO 8601 text (naive means UTC)."""
@@ -204,6 +210,14 @@ class ServerCollector(Collector):
         for reason, attribute in TCP_REFUSALS:
             refused.add_metric([reason], getattr(stats, attribute))
         yield refused
+        limited = CounterMetricFamily(
+            "blockdns_ratelimited",
+            "UDP queries over their client prefix's [ratelimit] rate, by what they got instead",
+            labels=["action"],
+        )
+        for action, attribute in RATELIMIT_ACTIONS:
+            limited.add_metric([action], getattr(stats, attribute))
+        yield limited
         querylog = snapshot.querylog
         if querylog is not None:
             yield GaugeMetricFamily(

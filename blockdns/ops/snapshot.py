@@ -152,6 +152,8 @@ def stats_body(snapshot: Snapshot) -> dict[str, object]:
             "refused_clients": stats.refused_clients,
             "bad_packets": stats.bad_packets,
             "dropped_overload": stats.dropped_overload,
+            "ratelimited_slipped": stats.ratelimited_slipped,
+            "ratelimited_dropped": stats.ratelimited_dropped,
             "handler_failures": stats.handler_failures,
             "querylog_dropped": stats.log_dropped,
             "reloads_refused": stats.reloads_refused,

@@ -44,6 +44,9 @@ class ServerStats:
     tcp_refused_client_limit: int = 0  # ... the client already holds server.tcp_max_per_client
     tcp_refused_full: int = 0  # ... every slot was taken and no connection was idle
     tcp_evicted: int = 0  # idle connections closed to make room for a new client
+    # Rate limiting (issue 16): UDP queries over their client prefix's rate, by what they got instead.
+    ratelimited_slipped: int = 0  # a bare truncated reply (TC), so a real client retries over TCP
+    ratelimited_dropped: int = 0  # silence
     upstream_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     upstream_latency_sum: float = 0.0
     upstream_latency_count: int = 0

@@ -6,7 +6,8 @@ name, and gets back one of three things:
 * ``bytes``: the response, answered at once by the fast path (or an error response for a bad packet);
 * an ``asyncio.Task``: the slow path is working on it; its result is the response, or None for silence;
 * ``None``: nothing to send (a packet that deserves silence, or a query dropped because too many are in
-  flight, or because its client already has a quarter of ``server.max_inflight``; each drop is counted).
+  flight, or because its client already has a quarter of ``server.max_inflight``, or because its client
+  prefix is over ``[ratelimit]``; each drop is counted).
 
 Both speeds run the same chain of the current :class:`~blockdns.server.generation.Generation`: first its
 fast steps (synchronous, memos only); when one of them cannot know the answer, the slow path runs the whole
@@ -15,6 +16,12 @@ that one flooding client cannot starve the others). Response codes are decided h
 exception in a handler becomes SERVFAIL for that one query, an unparseable query FORMERR or silence, an
 oversize UDP answer is truncated with TC=1. An exception on the fast path is logged (rate-limited) and the
 query takes the slow path.
+
+The rate limiter (:mod:`blockdns.server.ratelimit`, UDP only) is the first thing here, not a handler in the
+chain: it must run before any work is done for a query (the question parse, the client lookup, policy), and
+it changes state with every query (a token taken), which a fast step must never do. A limited query is not
+answered, logged or counted as a query, only counted as limited: a flood would flood the query log.
+With ``client_qps = 0`` there is no limiter and this costs one attribute read.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ import logging
 import time
 
 from blockdns.ops.stats import ServerStats
-from blockdns.resolve.base import Answer, Outcome, Query
+from blockdns.resolve.base import UDP, Answer, Outcome, Query
 from blockdns.resolve.resolving import servfail
 from blockdns.server.accounting import Accounting
 from blockdns.server.clients import client_prefix
 from blockdns.server.generation import Generation
 from blockdns.server.questions import QuestionMemo, parse_question
+from blockdns.server.ratelimit import RateLimiter, truncated_reply
 from blockdns.server.ratelog import RateLimitedLog
 from blockdns.server.responses import ResponseMemo, render_answer
 from blockdns.server.tasks import TaskSet
@@ -67,6 +75,9 @@ class Engine:
         """Answer one query packet from ``address`` over ``transport`` (see the module docstring)."""
         gen = self.generation
         received = _monotonic()
+        limiter = gen.ratelimit
+        if limiter is not None and transport == UDP and not limiter.admit(address, received):
+            return self._limited(data, limiter)
         query: Query | None = None
         try:
             question = self.questions[data[2:]]
@@ -101,6 +112,21 @@ class Engine:
         if task is None:
             self.stats.dropped_overload += 1
         return task
+
+    def _limited(self, data: bytes, limiter: RateLimiter) -> bytes | None:
+        """A query over its prefix's rate: the slip (a bare truncated reply) for every ``slip``-th, else
+        silence."""
+        if limiter.slips():
+            try:
+                question = self.questions.get(data[2:]) or parse_question(data)
+            except Exception:  # a packet nobody foresaw: it is dropped like the others
+                self._failures.error("reading a limited query failed", exc_info=True)
+                question = None
+            if question is not None:  # a query the hand parser does not take is dropped, never triaged
+                self.stats.ratelimited_slipped += 1
+                return truncated_reply(data, question)
+        self.stats.ratelimited_dropped += 1
+        return None
 
     async def _answer(self, gen: Generation, data: bytes, query: Query) -> bytes | None:
         question, client = query.question, query.client

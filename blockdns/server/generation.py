@@ -10,7 +10,8 @@ The cache and the upstream are carried over from the previous generation when th
 also the forward zones and the served private reverse zones) did not change:
 cached answers do not depend on policy (it is applied around the cache, per group), and an upstream keeps
 its server state (RTTs, a primed root). So is the router of the forward zones while they and the upstream
-stay. A new upstream or router must be started and the old one closed by the caller.
+stay. A new upstream or router must be started and the old one closed by the caller. The rate limiter's
+buckets are carried over while ``[ratelimit]`` is unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from blockdns.resolve.transport import TransportStats
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import load_local
 from blockdns.server.clients import ClientDirectory
+from blockdns.server.ratelimit import RateLimiter
 
 # The one place that fixes the order of the chain, for both speeds (asserted by a test): access -> local
 # records (the administrator's word, before policy) -> blocking (the name) -> inspection (CNAMEs, addresses,
@@ -66,6 +68,7 @@ class Generation:
     local: LocalData
     zones: ZoneTable
     access: AccessControl  # the access handler's: the stream transports ask it before giving a slot
+    ratelimit: RateLimiter | None  # UDP queries per client prefix; None: [ratelimit] client_qps = 0
 
 
 def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: TransportStats) -> Upstream:
@@ -131,6 +134,13 @@ def build_generation(
         local = load_local(settings)
     zones = ZoneTable.build(settings.local.private_reverse, router.zones)
     responder = BlockResponder(settings.blocking)
+    limits = settings.ratelimit
+    ratelimit: RateLimiter | None = None
+    if limits.client_qps:
+        if previous is not None and previous.ratelimit is not None and previous.settings.ratelimit == limits:
+            ratelimit = previous.ratelimit  # the buckets go on draining and filling as they were
+        else:
+            ratelimit = RateLimiter(limits)  # new limits: every prefix starts with a full bucket
     access = AccessControl(settings.server.allowed_networks())
     answers = LocalAnswers(local, zones, canaries=settings.blocking.bypass_protection)
     parts: dict[str, Handler] = {
@@ -157,4 +167,5 @@ def build_generation(
         router=router,
         local=local,
         zones=zones,
+        ratelimit=ratelimit,
     )
