@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from conftest import RunningServer, base_config
 from fakedns import FakeDNS
 from opshelpers import BLOCKED_NAME, NO_FEEDS, TOKEN, FakeControl, http, row
 from pgserver import PASSWORD, PostgresServer, unavailable
+from waiting import wait_until
 
 ALLOWED_NAME = "www.example.org"
 _databases = itertools.count()
@@ -86,15 +87,6 @@ def pg_log(server: RunningServer) -> PostgresQueryLog:
 def api_url(server: RunningServer) -> str:
     assert server.server is not None and server.server.api is not None
     return str(server.server.api.url)  # type: ignore[attr-defined]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_two_replicas_write_one_log_that_every_reader_reads(
@@ -159,7 +151,7 @@ def test_an_outage_never_holds_dns_up_and_its_losses_are_counted(
         assert reply.rcode() in (0, 3)
     durations.sort()
     assert durations[int(len(durations) * 0.99)] < 0.25, f"p99 {durations[int(len(durations) * 0.99)]:.3f}s"
-    assert wait_for(lambda: not querylog.connected)
+    assert wait_until(lambda: not querylog.connected)
     assert stats.log_dropped > 0  # past the queue of 50, rows are dropped and counted
     assert len(querylog.queue) <= querylog.capacity
     metrics = http("GET", api_url(server) + "/metrics").text
@@ -174,7 +166,7 @@ def test_an_outage_never_holds_dns_up_and_its_losses_are_counted(
         querylog.reader.recent()
 
     postgres.start()
-    assert wait_for(lambda: querylog.connected, timeout=30)
+    assert wait_until(lambda: querylog.connected, 30)
     server.query("h2.example.org")
     assert querylog.flush(10)
     assert "h2.example.org" in {r["name"] for r in querylog.recent(limit=100)}
@@ -226,9 +218,9 @@ def test_a_server_starts_and_answers_while_the_database_is_unreachable(
     server = start_server(replica_config(upstream, pg_url, "dns-a"))
     assert server.query(ALLOWED_NAME).answer
     assert time.monotonic() - started < 5
-    assert wait_for(lambda: "cannot reach" in caplog.text)
+    assert wait_until(lambda: "cannot reach" in caplog.text)
     postgres.start()
-    assert wait_for(lambda: pg_log(server).connected, timeout=30)
+    assert wait_until(lambda: pg_log(server).connected, 30)
     assert pg_log(server).flush(10)
     assert [r["name"] for r in pg_log(server).recent()] == [ALLOWED_NAME]  # it waited in the queue
 

@@ -8,7 +8,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import dns.message
 import dns.rcode
@@ -23,6 +23,7 @@ from blockdns.resolve.rtt import MIN_RTO, RttEstimate
 
 from conftest import RunningServer, base_config, ede_of
 from fakedns import FakeDNS
+from waiting import wait_until
 
 
 @pytest.fixture
@@ -30,15 +31,6 @@ def upstream() -> Iterator[FakeDNS]:
     fake = FakeDNS("127.0.0.2").answer("example.com", "A", "192.0.2.1").start()
     yield fake
     fake.stop()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def metrics(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -19,6 +19,7 @@ from conftest import TEST_LISTS_TOML
 from fakedns import FakeDNS
 from opshelpers import http
 from ports import free_port
+from waiting import wait_until
 
 
 def write_config(path: Path, port: int, upstream: FakeDNS, block: str, extra: str = "") -> None:
@@ -53,15 +54,6 @@ def scrape(url: str) -> str:
         return http("GET", url, timeout=2).text
     except OSError:  # not listening yet
         return ""
-
-
-def wait_for(predicate, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def wait_until_serving(process: subprocess.Popen[str], port: int, name: str, expected: int) -> None:
@@ -121,7 +113,7 @@ def test_sighup_reloads_and_a_bad_config_is_refused(tmp_path, upstream, serve):
 
     write_config(config, port, upstream, '"vendor:openai"')
     process.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN)
+    assert wait_until(lambda: rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN)
     assert rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR
 
     config.write_text(config.read_text() + "\n[bogus]\n")
@@ -148,7 +140,7 @@ def test_sighup_refuses_an_empty_config_and_counts_it(tmp_path, upstream, serve)
     config.write_text("")  # an editor that truncates before it writes
     process.send_signal(signal.SIGHUP)
     metrics = f"http://127.0.0.1:{api_port}/metrics"
-    assert wait_for(lambda: "blockdns_config_reloads_refused_total 1.0" in scrape(metrics))
+    assert wait_until(lambda: "blockdns_config_reloads_refused_total 1.0" in scrape(metrics))
     assert rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR  # forwarded: still the old config
     assert rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN
 
@@ -168,7 +160,7 @@ def test_a_changed_config_file_reloads_without_a_signal(tmp_path, upstream, serv
     time.sleep(0.05)
     write_config(config, port, upstream, "")
     os.utime(config, (time.time() + 5, time.time() + 5))  # a distinct mtime even on coarse clocks
-    assert wait_for(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR)
+    assert wait_until(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR)
 
 
 def test_serve_with_a_bad_config_exits_2_with_one_line(tmp_path, serve):

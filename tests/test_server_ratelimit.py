@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from blockdns.server.ratelimit import RateLimiter
 
 from conftest import TEST_LISTS_TOML, RunningServer, base_config
 from fakedns import FakeDNS
+from waiting import wait_until
 
 NAME = "example.com"
 FLOODER, NEIGHBOUR, OTHER = "127.0.1.1", "127.0.1.2", "127.0.2.1"  # the first two share a /24
@@ -38,15 +39,6 @@ def upstream() -> Iterator[FakeDNS]:
     fake = FakeDNS("127.0.0.2").answer(NAME, "A", "192.0.2.1").start()
     yield fake
     fake.stop()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def limited_config(upstream: FakeDNS, **limits: Any) -> dict[str, Any]:
