@@ -85,9 +85,12 @@ def text(driver: Any, element_id: str) -> str:
 def test_dashboard_shows_numbers_and_pauses(api: ApiThread, control: FakeControl, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
+    control.stats.ratelimited_slipped, control.stats.ratelimited_dropped = 3, 5
     browser.get(api.url + "/")
     wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
 
+    assert text(browser, "problems") == "8"
+    assert "8 over the rate limit" in text(browser, "problems-detail")
     assert text(browser, "total-queries") == "10"
     assert text(browser, "blocked-queries") == "4"
     assert text(browser, "block-rate").startswith("40.0 %")

@@ -184,11 +184,13 @@
     setText("uptime", duration(stats.uptime_seconds));
     setText("policy-size", num(stats.policy.entries) + " policy entries");
     const p = stats.problems;
+    const ratelimited = p.ratelimited_slipped + p.ratelimited_dropped;
     const problems = p.refused_clients + p.bad_packets + p.dropped_overload + p.handler_failures + p.querylog_dropped
-      + p.reloads_refused;
+      + p.reloads_refused + ratelimited;
     setText("problems", num(problems));
     setText("problems-detail", num(p.refused_clients) + " refused, " + num(p.bad_packets) + " bad packets, "
       + num(p.querylog_dropped) + " log rows dropped"
+      + (ratelimited ? ", " + num(ratelimited) + " over the rate limit" : "")
       + (p.reloads_refused ? ", " + num(p.reloads_refused) + " reloads refused" : ""));
   }
 
