@@ -106,6 +106,13 @@ class Layout:
     def shared(self) -> bool:
         return bool(set(self.server_cores.split(",")) & set(self.load_cores.split(",")))
 
+    def starved(self, server_busy: float, load_busy: float, share: float = 0.7) -> bool:
+        """Neither the server nor the load used ``share`` of their cores: other work had the CPU."""
+        server, load = set(self.server_cores.split(",")), set(self.load_cores.split(","))
+        if self.shared:
+            return server_busy + load_busy < share * len(server | load)
+        return server_busy < share * len(server) and load_busy < share * len(load)
+
 
 def layouts(cores: int, shared_cores: bool) -> tuple[Layout, Layout | None, str]:
     """The one-core and the two-core layout for this machine; None (and why) when two cores cannot be had."""
@@ -427,6 +434,7 @@ class Run:
     upstream_busy: float  # the fake upstream's CPU over the run's wall time, in cores
     upstream_us: float  # the fake upstream's CPU per answered query
     load_busy: float  # dnsperf's and the fake upstream's CPU over the run's wall time, in cores
+    starved: bool  # neither the server nor the load near their cores' worth: other work had the CPU
 
 
 @dataclass
@@ -481,14 +489,17 @@ def throughput(server: Server, queries: Path, seconds: float, upstream: int, onc
     completed = figure(r"Queries completed:\s+(\d+)", output)
     elapsed = figure(r"Run time \(s\):\s+([\d.]+)", output)
     answered = max(completed, 1)
+    busy = cpu / elapsed if elapsed else 0.0
+    load_busy = (load_cpu + upstream_cpu) / elapsed if elapsed else 0.0
     return Run(
         qps=figure(r"Queries per second:\s+([\d.]+)", output),
         lost=figure(r"Queries lost:\s+\d+ \(([\d.]+)%\)", output),
         cpu_us=cpu / answered * 1e6,
-        busy=cpu / elapsed if elapsed else 0.0,
+        busy=busy,
         upstream_busy=upstream_cpu / elapsed if elapsed else 0.0,
         upstream_us=upstream_cpu / answered * 1e6,
-        load_busy=(load_cpu + upstream_cpu) / elapsed if elapsed else 0.0,
+        load_busy=load_busy,
+        starved=server.layout.starved(busy, load_busy),
     )
 
 
@@ -923,6 +934,12 @@ def report(
         f"(a server below its cores while the load is at its own was held back by the load).\n"
         f"queries lost (worst run): {max(run.lost for run in runs):.2f}%"
     )
+    starved = [run for run in runs if run.starved]
+    if starved:
+        print(
+            f"in {len(starved)} of {len(runs)} runs neither the server nor the load used 70% of its cores: "
+            "other work had the CPU; trust the ratios, not the absolute figures"
+        )
     if two is not None and two.shared:
         print("two-thread rows share their cores with dnsperf and the upstream: compare CPU per answer only")
     if mix.once:
