@@ -430,10 +430,10 @@ class Run:
     qps: float
     lost: float
     cpu_us: float  # server CPU per answered query
-    busy: float  # server CPU over the run's wall time, in cores
-    upstream_busy: float  # the fake upstream's CPU over the run's wall time, in cores
+    busy: float  # server CPU over dnsperf's life, in cores
+    upstream_busy: float  # the fake upstream's CPU over dnsperf's life, in cores
     upstream_us: float  # the fake upstream's CPU per answered query
-    load_busy: float  # dnsperf's and the fake upstream's CPU over the run's wall time, in cores
+    load_busy: float  # dnsperf's and the fake upstream's CPU over dnsperf's life, in cores
     starved: bool  # neither the server nor the load near their cores' worth: other work had the CPU
 
 
@@ -460,14 +460,21 @@ class Result:
         return statistics.median(ratios) if ratios else 0.0
 
 
-def dnsperf(port: int, queries: Path, seconds: float, cores: str, *extra: str) -> tuple[str, float]:
-    """dnsperf's output and the CPU seconds it used (the only child process reaped meanwhile)."""
+@dataclass
+class Dnsperf:
+    output: str
+    cpu: float  # seconds of CPU dnsperf used
+    wall: float  # seconds from its launch to its exit: the run, its setup and its wait for the last answers
+
+
+def dnsperf(port: int, queries: Path, seconds: float, cores: str, *extra: str) -> Dnsperf:
     command = ["taskset", "-c", cores, "dnsperf", "-s", "127.0.0.1", "-p", str(port)]
     command += ["-d", str(queries), "-l", str(seconds), *extra]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, launched = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return output, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    wall = time.monotonic() - launched
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # dnsperf is the only child reaped meanwhile
+    return Dnsperf(output, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, wall)
 
 
 def figure(pattern: str, output: str) -> float:
@@ -481,22 +488,22 @@ def throughput(server: Server, queries: Path, seconds: float, upstream: int, onc
     pids = server.pids()
     upstream_before, cpu_before = cpu_seconds([upstream]), cpu_seconds(pids)
     extra = ("-n", "1") if once else ()
-    output, load_cpu = dnsperf(
-        server.port, queries, seconds, server.layout.load_cores, "-c", "8", "-q", "400", *extra
+    # -t 1: a query unanswered after 1 s on loopback is lost; dnsperf then waits at most 1 s for the last
+    # answers, so the CPU shares below, taken over dnsperf's whole life, are not diluted by a 5 s wait.
+    run = dnsperf(
+        server.port, queries, seconds, server.layout.load_cores, "-c", "8", "-q", "400", "-t", "1", *extra
     )
     cpu = cpu_seconds(pids) - cpu_before
     upstream_cpu = cpu_seconds([upstream]) - upstream_before
-    completed = figure(r"Queries completed:\s+(\d+)", output)
-    elapsed = figure(r"Run time \(s\):\s+([\d.]+)", output)
-    answered = max(completed, 1)
-    busy = cpu / elapsed if elapsed else 0.0
-    load_busy = (load_cpu + upstream_cpu) / elapsed if elapsed else 0.0
+    answered = max(figure(r"Queries completed:\s+(\d+)", run.output), 1)
+    busy = cpu / run.wall
+    load_busy = (run.cpu + upstream_cpu) / run.wall
     return Run(
-        qps=figure(r"Queries per second:\s+([\d.]+)", output),
-        lost=figure(r"Queries lost:\s+\d+ \(([\d.]+)%\)", output),
+        qps=figure(r"Queries per second:\s+([\d.]+)", run.output),
+        lost=figure(r"Queries lost:\s+\d+ \(([\d.]+)%\)", run.output),
         cpu_us=cpu / answered * 1e6,
         busy=busy,
-        upstream_busy=upstream_cpu / elapsed if elapsed else 0.0,
+        upstream_busy=upstream_cpu / run.wall,
         upstream_us=upstream_cpu / answered * 1e6,
         load_busy=load_busy,
         starved=server.layout.starved(busy, load_busy),
@@ -505,9 +512,9 @@ def throughput(server: Server, queries: Path, seconds: float, upstream: int, onc
 
 def latency(server: Server, queries: Path, rate: int, seconds: float, once: bool) -> tuple[float, float]:
     extra = ("-n", "1") if once else ()
-    output, _ = dnsperf(
+    output = dnsperf(
         server.port, queries, seconds, server.layout.load_cores, "-Q", str(rate), "-v", *extra
-    )
+    ).output
     samples = sorted(float(m) for m in re.findall(r"^> \w+ \S+ \S+ ([\d.]+)$", output, re.MULTILINE))
     if not samples:
         return 0.0, 0.0
@@ -549,8 +556,14 @@ def run_mix(mix: Mix, servers: list[Server], rounds: int, seconds: float, upstre
         for server in servers[shift:] + servers[:shift]:
             if not alive(server, results[server.name]):
                 continue
-            print(f"bench: round {index + 1}/{rounds}: {server.name}", file=sys.stderr, flush=True)
-            results[server.name].runs[index] = throughput(server, queries, seconds, upstream, mix.once)
+            run = throughput(server, queries, seconds, upstream, mix.once)
+            results[server.name].runs[index] = run
+            print(
+                f"bench: round {index + 1}/{rounds}: {server.name}: {run.qps:,.0f} q/s, "
+                f"{run.cpu_us:.1f} µs/q, busy {run.busy:.2f}, load {run.load_busy:.2f}, lost {run.lost:.2f}%",
+                file=sys.stderr,
+                flush=True,
+            )
     queries = mix.queries(-1)
     for server in servers:
         result = results[server.name]
@@ -930,7 +943,7 @@ def report(
     if not runs:
         return
     print(
-        "\nbusy: the server's CPU over the run's time, in cores; load: dnsperf's and the fake upstream's "
+        "\nbusy: the server's CPU over dnsperf's life, in cores; load: dnsperf's and the fake upstream's "
         f"(a server below its cores while the load is at its own was held back by the load).\n"
         f"queries lost (worst run): {max(run.lost for run in runs):.2f}%"
     )
