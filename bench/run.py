@@ -914,14 +914,15 @@ def report(
     print(
         f"server on core {one.server_cores}, dnsperf and the fake upstream on core {one.load_cores}"
         + (f" (two-thread rows: servers on {two.server_cores}, load on {two.load_cores})" if two else "")
-        + f"; {args.runs} rounds of {args.seconds:g} s, servers taking turns; latency at {mix.rate:,} q/s"
+        + f"; {args.runs} round{'s' if args.runs > 1 else ''} of {args.seconds:g} s, servers taking turns; "
+        f"latency at {mix.rate:,} q/s"
     )
     print(
         "q/s and CPU: medians over the rounds; × dnsmasq: median over rounds of the ratio in the same round\n"
     )
     columns = (
         ("q/s", 9), ("× dnsmasq", 9), ("CPU µs/q", 9), ("× dnsmasq", 9), ("busy", 5), ("load", 5),
-        ("p50 ms", 7), ("p99 ms", 7), ("RSS MB", 7), ("start s", 7),
+        ("lost %", 6), ("p50 ms", 7), ("p99 ms", 7), ("RSS MB", 7), ("start s", 7),
     )  # fmt: skip
     header = f"{'server':<34} " + " ".join(f"{title:>{width}}" for title, width in columns)
     print(header)
@@ -935,6 +936,7 @@ def report(
             f"{result.name:<34} {qps:>9,.0f} {result.median_ratio(base, lambda run: run.qps):>9.2f} "
             f"{cpu:>9.1f} {result.median_ratio(base, lambda run: run.cpu_us):>9.2f} "
             f"{result.median(lambda run: run.busy):>5.2f} {result.median(lambda run: run.load_busy):>5.2f} "
+            f"{max(run.lost for run in result.runs.values()):>6.2f} "
             f"{result.p50_ms:>7.3f} {result.p99_ms:>7.3f} {result.rss_mb:>7.1f} {result.start_seconds:>7.2f}"
         )
         if result.failure:
@@ -943,15 +945,15 @@ def report(
     if not runs:
         return
     print(
-        "\nbusy: the server's CPU over dnsperf's life, in cores; load: dnsperf's and the fake upstream's "
-        f"(a server below its cores while the load is at its own was held back by the load).\n"
-        f"queries lost (worst run): {max(run.lost for run in runs):.2f}%"
+        "\nbusy: the server's CPU over dnsperf's life, in cores; load: dnsperf's and the fake upstream's\n"
+        "(a server below its cores while the load is at its own was held back by the load);\n"
+        "lost: the worst run's share of queries without an answer within 1 s (dnsperf -t 1)"
     )
     starved = [run for run in runs if run.starved]
     if starved:
         print(
             f"in {len(starved)} of {len(runs)} runs neither the server nor the load used 70% of its cores: "
-            "other work had the CPU; trust the ratios, not the absolute figures"
+            "other work had the CPU; compare CPU per answer, not q/s"
         )
     if two is not None and two.shared:
         print("two-thread rows share their cores with dnsperf and the upstream: compare CPU per answer only")
