@@ -896,6 +896,7 @@ def compare_servers(
     with started(needed, inputs["queries"], args.start_timeout):
         for mix, mixed in mixes:
             tables.append((mix, run_mix(mix, mixed, args.runs, args.seconds, upstream_pid)))
+    (OUT / "miss-queries.txt").unlink(missing_ok=True)  # tens of MB, of no use after the run
     for mix, results in tables:
         report(mix, list(results.values()), args, one, two)
     for line in skipped:
