@@ -3,6 +3,7 @@ them (changed files, damage, another version) is ignored and rebuilt, never trus
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -219,3 +220,30 @@ def test_an_unwritable_data_dir_only_logs(
         compiled = load_compiled_catalog(vendors, guard, tmp_path / "data")
     assert "deepseek" in compiled.vendors
     assert any("cannot" in record.getMessage() for record in caplog.records)
+
+
+def test_check_reads_the_evidence_from_the_vendor_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from blockdns.cli.main import app
+
+    vendors, guard = copy_lists(tmp_path)
+    (tmp_path / "feeds.toml").write_text("")
+    path = tmp_path / "blockdns.toml"
+    path.write_text(
+        f'[policy]\nblock = ["all", "domain:example.org"]\n'
+        f'[lists]\ncatalog = "{vendors}"\nguard = "{guard}"\n'
+        f'feeds = "{tmp_path / "feeds.toml"}"\ndata_dir = "{tmp_path / "data"}"\n'
+    )
+    evidence = "CherryHQ/cherry-studio src/renderer/src/config/providers.ts"
+
+    def check(*args: str) -> str:
+        result = CliRunner().invoke(app, ["check", *args, "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert f"  evidence: {evidence}\n" in check("chat.deepseek.com")
+    check("chat.deepseek.com")  # from the cache now: the evidence still comes from the file
+    assert json.loads(check("chat.deepseek.com", "--json"))["evidence"] == evidence
+    assert json.loads(check("www.example.org", "--json"))["evidence"] is None  # the administrator's own word
+    assert json.loads(check("example.net", "--json"))["evidence"] is None

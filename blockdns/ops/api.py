@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from blockdns.catalog_compiled import decision_evidence
 from blockdns.config import parse_duration
 from blockdns.errors import BlockdnsError, InvalidName
 from blockdns.ops import metrics
@@ -374,7 +375,8 @@ async def get_check(request: web.Request) -> web.StreamResponse:
         decision = request.app[CONTROL].check(name, client)
     except BlockdnsError as err:
         raise BadInput(str(err)) from None
-    return ok(decision.to_json())
+    # The policy keeps no evidence: it is read from the vendor file, off the event loop.
+    return ok(decision.to_json() | {"evidence": await asyncio.to_thread(decision_evidence, decision)})
 
 
 @bad_input
