@@ -17,6 +17,12 @@ fraction of a second) and, unlike pickle, cannot run code while it decodes; it i
 crafted input, so only bytes whose checksum matches are decoded. The file lives in the data dir beside the
 feed data, which decides what is blocked: whoever can write there is already trusted as much as this file
 needs. It is written like the feed data (temporary file, fsync, rename), so a kill leaves the last good copy.
+
+A large catalogue missing from the cache is compiled by a child process (``python -m
+blockdns.catalog_cache``), and the server then loads the cache it wrote. Parsing 1M entries allocates about
+800 MB of small objects that CPython keeps mapped after they are freed, because the names the server keeps
+are scattered among them; in a child that exits, the server's memory is only what it keeps. A child that
+fails for any reason leaves the work to the server itself, which then reports a bad file as it always does.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import marshal
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +49,17 @@ CACHE_NAME = "catalog.cache"
 MAGIC = b"BDNSCAT\n"
 FORMAT = 1  # bump when the payload's shape or the compiled form's meaning changes
 _DIGEST = hashlib.sha256().digest_size
+# TOML bytes from which a child process compiles a missing cache (the shipped catalogue is about 100 KB;
+# 4 MB is some 40,000 entries, whose parse leaves some 30 MB mapped in the process that did it).
+CHILD_BUILD_BYTES = 4 << 20
+CHILD_TIMEOUT = 600.0
 
 FileKey = tuple[str, int, int, int, int] | None
 CacheKey = tuple[str, tuple[FileKey, ...], FileKey]
 
 
 def load_compiled_catalog(
-    directory: Path, guard_file: Path | None, cache_dir: Path | None
+    directory: Path, guard_file: Path | None, cache_dir: Path | None, *, in_child: bool = True
 ) -> CompiledCatalog:
     """The catalogue in ``directory`` (and its guard file) in run-time form: from ``cache_dir``'s cache when
     it matches the files, else loaded and validated from the TOML and written to the cache for next time.
@@ -61,6 +74,14 @@ def load_compiled_catalog(
     cached = read_cache(path, key)
     if cached is not None:
         return cached
+    if (
+        in_child
+        and _toml_bytes(key) >= CHILD_BUILD_BYTES
+        and _build_in_child(directory, guard_file, cache_dir)
+    ):
+        cached = read_cache(path, key)
+        if cached is not None:
+            return cached
     compiled = compile_catalog(load_catalog(directory, guard_file))
     try:
         write_cache(path, key, compiled)
@@ -76,6 +97,35 @@ def catalog_key(directory: Path, guard_file: Path | None) -> CacheKey:
     vendors = tuple(_file_key(path) for path in sorted(directory.glob("*.toml")))
     guard = guard_file if guard_file is not None else default_guard_file(directory)
     return str(directory.resolve()), vendors, _file_key(guard)
+
+
+def _toml_bytes(key: CacheKey) -> int:
+    _directory, vendors, guard = key
+    return sum(file[1] for file in (*vendors, guard) if file is not None)
+
+
+def _build_in_child(directory: Path, guard_file: Path | None, cache_dir: Path) -> bool:
+    """Compile the catalogue into ``cache_dir``'s cache in a child process; True when it says it did."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    if not os.access(cache_dir, os.W_OK):
+        return False  # the child could not write it either: its parse would be wasted
+    command = [
+        sys.executable,
+        "-m",
+        "blockdns.catalog_cache",
+        str(directory),
+        str(guard_file or ""),
+        str(cache_dir),
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=CHILD_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("cannot compile the catalogue in a child process (%s); compiling it here", err)
+        return False
+    return done.returncode == 0
 
 
 def _file_key(path: Path) -> FileKey:
@@ -153,3 +203,20 @@ def _decode(fields: Sequence[Any]) -> CompiledCatalog:
         info = VendorInfo(vendor_id, name, jurisdiction, categories, Path(vendor_path))
         vendors[vendor_id] = CompiledVendor(info, suffix, exact, shared)
     return CompiledCatalog(vendors=vendors, guard=guard, directory=Path(directory))
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m blockdns.catalog_cache DIRECTORY GUARD_FILE|'' CACHE_DIR``: write the cache, exit 0."""
+    directory, guard, cache_dir = argv
+    try:
+        load_compiled_catalog(
+            Path(directory), Path(guard) if guard else None, Path(cache_dir), in_child=False
+        )
+    except CatalogError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0 if (Path(cache_dir) / CACHE_NAME).exists() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -247,3 +247,18 @@ def test_check_reads_the_evidence_from_the_vendor_file(tmp_path: Path) -> None:
     assert json.loads(check("chat.deepseek.com", "--json"))["evidence"] == evidence
     assert json.loads(check("www.example.org", "--json"))["evidence"] is None  # the administrator's own word
     assert json.loads(check("example.net", "--json"))["evidence"] is None
+
+
+def test_a_large_catalogue_is_compiled_in_a_child_process(
+    tmp_path: Path, loads: CountingLoads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_cache, "CHILD_BUILD_BYTES", 0)  # every catalogue is large
+    vendors, guard = copy_lists(tmp_path)
+    compiled = load_compiled_catalog(vendors, guard, tmp_path / "data")
+    assert loads.calls == 0  # this process parsed no TOML: the child did, and wrote the cache
+    assert compiled == load_compiled_catalog(vendors, guard, None)  # no cache: parsed here
+    loads.calls = 0
+    (vendors / "deepseek.toml").write_text('name = "DeepSeek"\njurisdiction = "XX"\n')
+    with pytest.raises(blockdns.errors.CatalogError, match=r"deepseek\.toml"):
+        load_compiled_catalog(vendors, guard, tmp_path / "data")  # the child failed: this process says why
+    assert loads.calls == 1
