@@ -13,13 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from blockdns.catalog import OPT_IN_CATEGORIES, Catalog, load_vendor
 from blockdns.errors import CatalogError
-
-if TYPE_CHECKING:
-    from blockdns.policy import Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +100,3 @@ def evidence_for(vendor: VendorInfo, name: str, exact: bool) -> str | None:
         if entry.name == name and entry.match == match:
             return entry.evidence
     return None
-
-
-def decision_evidence(decision: Decision) -> str | None:
-    """The evidence behind a decision made by a catalogue entry (read from its vendor file now), else None:
-    feed entries, ``domain:`` selectors and no-match decisions have none."""
-    rule = decision.rule
-    if rule is None or rule.vendor is None or rule.feed is not None or decision.entry is None:
-        return None
-    return evidence_for(rule.vendor, decision.entry, rule.exact)

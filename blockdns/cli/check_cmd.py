@@ -9,13 +9,12 @@ from typing import Annotated
 import typer
 
 from blockdns import dnsname
-from blockdns.catalog_compiled import decision_evidence
 from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
 from blockdns.dnsname import text_key
 from blockdns.errors import InvalidName, UserError
 from blockdns.names import query_name
 from blockdns.policy import Decision
-from blockdns.resolve.explain import Route, route
+from blockdns.resolve.explain import Route, decision_evidence, route
 from blockdns.resolve.localzones import ZoneTable
 from blockdns.runtime import build_policy, load_local
 

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from blockdns.catalog_compiled import decision_evidence
 from blockdns.config import parse_duration
 from blockdns.errors import BlockdnsError, InvalidName
 from blockdns.ops import metrics
@@ -35,6 +34,7 @@ from blockdns.ops.clientid import QueryLogError
 from blockdns.ops.httpaccess import host_allowed, host_name, reads_need_token
 from blockdns.ops.openapi import document
 from blockdns.ops.snapshot import Snapshot, cluster_body, paused_until, stats_body, take_snapshot
+from blockdns.resolve.explain import decision_evidence
 
 if TYPE_CHECKING:
     from blockdns.ops.cluster import ClusterView
