@@ -112,8 +112,13 @@ def _build_in_child(directory: Path, guard_file: Path | None, cache_dir: Path) -
         return False
     if not os.access(cache_dir, os.W_OK):
         return False  # the child could not write it either: its parse would be wasted
+    # The child must run this very package, not whichever ``blockdns`` its working directory would give it:
+    # -P leaves the directory out, and PYTHONPATH puts this package's parent first.
+    package_root = str(Path(blockdns.__file__).resolve().parent.parent)
+    search_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     command = [
         sys.executable,
+        "-P",
         "-m",
         "blockdns.catalog_cache",
         str(directory),
@@ -121,7 +126,13 @@ def _build_in_child(directory: Path, guard_file: Path | None, cache_dir: Path) -
         str(cache_dir),
     ]
     try:
-        done = subprocess.run(command, capture_output=True, timeout=CHILD_TIMEOUT, check=False)
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            timeout=CHILD_TIMEOUT,
+            check=False,
+            env=os.environ | {"PYTHONPATH": search_path},
+        )
     except (OSError, subprocess.SubprocessError) as err:
         log.warning("cannot compile the catalogue in a child process (%s); compiling it here", err)
         return False
