@@ -64,8 +64,10 @@ def load_compiled_catalog(
     """The catalogue in ``directory`` (and its guard file) in run-time form: from ``cache_dir``'s cache when
     it matches the files, else loaded and validated from the TOML and written to the cache for next time.
 
-    ``cache_dir`` None: no cache. Raises :class:`CatalogError` for a bad catalogue, as
-    :func:`~blockdns.catalog.load_catalog` does; a cache that cannot be read or written is only logged.
+    ``cache_dir`` None: no cache; a directory that does not exist is not created (the feed store or the
+    administrator makes it), and the catalogue is then parsed at every start. Raises :class:`CatalogError`
+    for a bad catalogue, as :func:`~blockdns.catalog.load_catalog` does; a cache that cannot be read or
+    written is only logged.
     """
     if cache_dir is None or (guard_file is not None and not guard_file.exists()):
         return compile_catalog(load_catalog(directory, guard_file))  # load_catalog names what is missing
@@ -83,10 +85,14 @@ def load_compiled_catalog(
         if cached is not None:
             return cached
     compiled = compile_catalog(load_catalog(directory, guard_file))
+    # Info, not warning: `blockdns check` run by someone who cannot write the server's data dir is normal.
+    if not cache_dir.is_dir():
+        log.info("no data dir %s: the compiled catalogue is not kept; each start parses the TOML", cache_dir)
+        return compiled
     try:
         write_cache(path, key, compiled)
     except OSError as err:
-        log.warning("cannot write the compiled catalogue %s: %s", path, err.strerror or err)
+        log.info("cannot write the compiled catalogue %s: %s", path, err.strerror or err)
     return compiled
 
 
@@ -106,11 +112,7 @@ def _toml_bytes(key: CacheKey) -> int:
 
 def _build_in_child(directory: Path, guard_file: Path | None, cache_dir: Path) -> bool:
     """Compile the catalogue into ``cache_dir``'s cache in a child process; True when it says it did."""
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    if not os.access(cache_dir, os.W_OK):
+    if not cache_dir.is_dir() or not os.access(cache_dir, os.W_OK):
         return False  # the child could not write it either: its parse would be wasted
     # The child must run this very package, not whichever ``blockdns`` its working directory would give it:
     # -P leaves the directory out, and PYTHONPATH puts this package's parent first.

@@ -27,6 +27,8 @@ ALLOW = ["vendor:microsoft-copilot", "domain:api.openai.com"]
 
 
 def copy_lists(root: Path) -> tuple[Path, Path]:
+    """The shipped vendor files and guard list under ``root``, and an empty data dir beside them."""
+    (root / "data").mkdir()
     shutil.copytree(LISTS / "vendors", root / "vendors")
     shutil.copy(LISTS / "guard.toml", root / "guard.toml")
     return root / "vendors", root / "guard.toml"
@@ -215,11 +217,30 @@ def test_an_unwritable_data_dir_only_logs(
     tmp_path: Path, loads: CountingLoads, caplog: pytest.LogCaptureFixture
 ) -> None:
     vendors, guard = copy_lists(tmp_path)
+    (tmp_path / "data").rmdir()
     (tmp_path / "data").write_text("a file where the data dir should be")
-    with caplog.at_level(logging.WARNING, logger="blockdns.catalog"):
+    with caplog.at_level(logging.INFO, logger="blockdns.catalog"):
         compiled = load_compiled_catalog(vendors, guard, tmp_path / "data")
     assert "deepseek" in compiled.vendors
-    assert any("cannot" in record.getMessage() for record in caplog.records)
+    assert any("not kept" in record.getMessage() for record in caplog.records)
+
+
+def test_a_missing_data_dir_is_not_created(tmp_path: Path, loads: CountingLoads) -> None:
+    vendors, guard = copy_lists(tmp_path)
+    assert "deepseek" in load_compiled_catalog(vendors, guard, tmp_path / "nowhere" / "data").vendors
+    assert "deepseek" in load_compiled_catalog(vendors, guard, tmp_path / "nowhere" / "data").vendors
+    assert not (tmp_path / "nowhere").exists()
+    assert loads.calls == 2
+
+
+def test_a_read_only_data_dir_only_logs(
+    tmp_path: Path, loads: CountingLoads, caplog: pytest.LogCaptureFixture
+) -> None:
+    vendors, guard = copy_lists(tmp_path)
+    (tmp_path / "data" / CACHE_NAME).mkdir()  # a directory where the cache file goes: the rename fails
+    with caplog.at_level(logging.INFO, logger="blockdns.catalog"):
+        assert "deepseek" in load_compiled_catalog(vendors, guard, tmp_path / "data").vendors
+    assert any("cannot write" in record.getMessage() for record in caplog.records)
 
 
 def test_check_reads_the_evidence_from_the_vendor_file(tmp_path: Path) -> None:
