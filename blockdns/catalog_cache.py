@@ -7,16 +7,21 @@ in ``data_dir/catalog.cache`` and, on the next start, loads it instead when the 
 The cache is never trusted over the TOML. It is keyed by the catalogue directory and, for every vendor file
 and the guard file, its name, size, inode, mtime and ctime, taken *before* the files are read: a file edited
 while they are read gives a key that no longer matches on the next start. Any write to a file moves its
-ctime, which ``touch`` cannot set back, so an edit that keeps the size and the mtime still misses. A cache
-written by another blockdns version or cache format, one whose checksum does not match, or one that does
-not decode to the expected shape is ignored (with a log line) and rebuilt from the files.
+ctime, which ``touch`` cannot set back, so an edit that keeps the size and the mtime still misses. Timestamps
+are coarse, though (a clock tick; a second or two on some file systems), so a second write of the same size
+in the same tick as the first leaves the key as it was. As git does with its index, a file whose ctime is
+within ``RACY_NS`` of the moment the key was taken is also recorded by the SHA-256 of its content (hashed
+before it is parsed), and a start checks that content again. A cache written by another blockdns version or
+cache format, one whose checksum does not match, or one that does not decode to the expected shape is ignored
+(with a log line) and rebuilt from the files.
 
-File layout: ``MAGIC``, the SHA-256 of the payload, then the payload: :mod:`marshal` of plain tuples and
-strings ``(FORMAT, version, key, guard, vendors)``. marshal is fast (a 1M-entry catalogue loads in a
-fraction of a second) and, unlike pickle, cannot run code while it decodes; it is not hardened against
-crafted input, so only bytes whose checksum matches are decoded. The file lives in the data dir beside the
-feed data, which decides what is blocked: whoever can write there is already trusted as much as this file
-needs. It is written like the feed data (temporary file, fsync, rename), so a kill leaves the last good copy.
+File layout: ``MAGIC``, the SHA-256 of the payload, then the payload: :mod:`marshal` of plain tuples,
+dicts and strings ``(FORMAT, version, key, digests, guard, directory, vendors)``. marshal is fast (a
+1M-entry catalogue loads in a fraction of a second) and, unlike pickle, cannot run code while it decodes; it
+is not hardened against crafted input, so only bytes whose checksum matches are decoded. The file lives in
+the data dir beside the feed data, which decides what is blocked: whoever can write there is already
+trusted as much as this file needs. It is written like the feed data (temporary file, fsync, rename), so a
+kill leaves the last good copy.
 
 A large catalogue missing from the cache is compiled by a child process (``python -m
 blockdns.catalog_cache``), and the server then loads the cache it wrote. Parsing 1M entries allocates about
@@ -33,6 +38,7 @@ import marshal
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,8 @@ _DIGEST = hashlib.sha256().digest_size
 # 4 MB is some 40,000 entries, whose parse leaves some 30 MB mapped in the process that did it).
 CHILD_BUILD_BYTES = 4 << 20
 CHILD_TIMEOUT = 600.0
+# A file changed this close to when the key was taken may have changed again within its timestamp's tick.
+RACY_NS = 3_000_000_000
 
 FileKey = tuple[str, int, int, int, int] | None
 CacheKey = tuple[str, tuple[FileKey, ...], FileKey]
@@ -71,6 +79,7 @@ def load_compiled_catalog(
     """
     if cache_dir is None or (guard_file is not None and not guard_file.exists()):
         return compile_catalog(load_catalog(directory, guard_file))  # load_catalog names what is missing
+    taken_ns = time.time_ns()
     key = catalog_key(directory, guard_file)
     path = cache_dir / CACHE_NAME
     cached = read_cache(path, key)
@@ -84,13 +93,14 @@ def load_compiled_catalog(
         cached = read_cache(path, key)
         if cached is not None:
             return cached
+    digests = racy_digests(key, taken_ns)  # before the files are parsed: the content can only get newer
     compiled = compile_catalog(load_catalog(directory, guard_file))
     # Info, not warning: `blockdns check` run by someone who cannot write the server's data dir is normal.
     if not cache_dir.is_dir():
         log.info("no data dir %s: the compiled catalogue is not kept; each start parses the TOML", cache_dir)
         return compiled
     try:
-        write_cache(path, key, compiled)
+        write_cache(path, key, digests, compiled)
     except OSError as err:
         log.info("cannot write the compiled catalogue %s: %s", path, err.strerror or err)
     return compiled
@@ -103,6 +113,24 @@ def catalog_key(directory: Path, guard_file: Path | None) -> CacheKey:
     vendors = tuple(_file_key(path) for path in sorted(directory.glob("*.toml")))
     guard = guard_file if guard_file is not None else default_guard_file(directory)
     return str(directory.resolve()), vendors, _file_key(guard)
+
+
+def racy_digests(key: CacheKey, taken_ns: int) -> dict[str, bytes]:
+    """The SHA-256 of every file whose ctime is too close to ``taken_ns`` for its stat to prove it unchanged.
+    A file that cannot be read gets an empty digest, which no content matches."""
+    _directory, vendors, guard = key
+    digests = {}
+    for file in (*vendors, guard):
+        if file is not None and file[4] >= taken_ns - RACY_NS:
+            digests[file[0]] = _content_digest(file[0])
+    return digests
+
+
+def _content_digest(path: str) -> bytes:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).digest()
+    except OSError:
+        return b""
 
 
 def _toml_bytes(key: CacheKey) -> int:
@@ -149,7 +177,7 @@ def _file_key(path: Path) -> FileKey:
     return str(path.resolve()), stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
 
 
-def write_cache(path: Path, key: CacheKey, catalog: CompiledCatalog) -> None:
+def write_cache(path: Path, key: CacheKey, digests: dict[str, bytes], catalog: CompiledCatalog) -> None:
     vendors = tuple(
         (
             v.info.id,
@@ -164,7 +192,7 @@ def write_cache(path: Path, key: CacheKey, catalog: CompiledCatalog) -> None:
         for v in catalog.vendors.values()
     )
     payload = marshal.dumps(
-        (FORMAT, blockdns.__version__, key, catalog.guard, str(catalog.directory), vendors)
+        (FORMAT, blockdns.__version__, key, digests, catalog.guard, str(catalog.directory), vendors)
     )
     write_atomic(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
@@ -195,6 +223,10 @@ def read_cache(path: Path, key: CacheKey) -> CompiledCatalog | None:
     if cached_key != key:
         log.info("catalogue files changed since %s was written; rebuilding it", path)
         return None
+    digests = fields[3]
+    if not isinstance(digests, dict) or any(_content_digest(f) != d for f, d in digests.items()):
+        log.info("catalogue files changed since %s was written (same size and times); rebuilding it", path)
+        return None
     try:
         return _decode(fields)
     except (ValueError, TypeError):
@@ -203,7 +235,7 @@ def read_cache(path: Path, key: CacheKey) -> CompiledCatalog | None:
 
 
 def _decode(fields: Sequence[Any]) -> CompiledCatalog:
-    _form, _version, _key, guard, directory, rows = fields
+    _form, _version, _key, _digests, guard, directory, rows = fields
     if not (isinstance(guard, dict) and isinstance(directory, str) and isinstance(rows, tuple)):
         raise TypeError("cache fields")
     vendors: dict[str, CompiledVendor] = {}

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,26 @@ def test_a_large_catalogue_is_compiled_in_a_child_process(
     with pytest.raises(blockdns.errors.CatalogError, match=r"deepseek\.toml"):
         load_compiled_catalog(vendors, guard, tmp_path / "data")  # the child failed: this process says why
     assert loads.calls == 1
+
+
+def test_a_same_size_edit_within_one_timestamp_tick_is_caught_by_the_content(
+    tmp_path: Path, loads: CountingLoads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vendors, guard = copy_lists(tmp_path)
+    key = catalog_cache.catalog_key(vendors, guard)
+    load_compiled_catalog(vendors, guard, tmp_path / "data")
+    deepseek = vendors / "deepseek.toml"
+    deepseek.write_text(deepseek.read_text().replace('name = "deepseek.com"', 'name = "deepseek.org"', 1))
+    # The second write landed in the same tick: every file's stat reads as it did when the cache was written.
+    monkeypatch.setattr(catalog_cache, "catalog_key", lambda directory, guard_file: key)
+    policy = compile_policy(load_compiled_catalog(vendors, guard, tmp_path / "data"), ["vendor:deepseek"])
+    assert policy.decide("deepseek.org").blocked
+    assert loads.calls == 2
+
+
+def test_files_older_than_the_racy_window_are_not_hashed_again(tmp_path: Path) -> None:
+    vendors, guard = copy_lists(tmp_path)
+    key = catalog_cache.catalog_key(vendors, guard)
+    assert len(catalog_cache.racy_digests(key, time.time_ns())) == len(key[1]) + 1  # all just written
+    later = time.time_ns() + catalog_cache.RACY_NS + 1
+    assert catalog_cache.racy_digests(key, later) == {}
