@@ -223,8 +223,11 @@ def read_cache(path: Path, key: CacheKey) -> CompiledCatalog | None:
     if cached_key != key:
         log.info("catalogue files changed since %s was written; rebuilding it", path)
         return None
-    digests = fields[3]
-    if not isinstance(digests, dict) or any(_content_digest(f) != d for f, d in digests.items()):
+    digests = fields[3] if len(fields) == 7 else None
+    if not isinstance(digests, dict):
+        log.warning("compiled catalogue %s has an unexpected shape; rebuilding it from the TOML files", path)
+        return None
+    if any(_content_digest(f) != d for f, d in digests.items()):
         log.info("catalogue files changed since %s was written (same size and times); rebuilding it", path)
         return None
     try:
