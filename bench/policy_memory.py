@@ -151,8 +151,8 @@ def main() -> int:
                     write_config(work / "feed", empty_catalogue, work / "feed" / "feeds.toml", "feed:big"),
                 )
             )
-            # A deployed catalogue's files are older than the cache's racy window (catalog_cache.RACY_NS), which
-            # would otherwise have every start hash the files the generator has just written.
+            # A deployed catalogue's files are older than the cache's racy window (catalog_cache.RACY_NS);
+            # without this wait every start would hash the files the generator has just written.
             time.sleep(3.5)
             for label, config_path in runs:
                 result = measure(config_path, source, args.timeout)
