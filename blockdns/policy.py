@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
-from blockdns.catalog import CATEGORIES, JURISDICTIONS, Catalog, Vendor
+from blockdns.catalog import CATEGORIES, JURISDICTIONS, Catalog
+from blockdns.catalog_compiled import CompiledCatalog, CompiledVendor, VendorInfo, compile_catalog
 from blockdns.dnsname import text_key
 from blockdns.entries import EntrySets
 from blockdns.errors import InvalidName, SelectorError
@@ -74,12 +75,13 @@ def parse_selector(text: str) -> Selector:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """Where an entry came from. Shared by every entry of one source, so 1M entries cost 1M dict slots."""
+    """Where an entry came from. Shared by every entry of one source (a vendor's suffix or exact entries under
+    one selector, a feed's), so 1M entries cost 1M dict slots and no object each."""
 
     action: Action
     exact: bool  # True: the entry's name only; False: the name and everything below it
     selector: str  # the policy selector that put it there, e.g. "vendor:deepseek" or "all"
-    vendor: Vendor | None = None
+    vendor: VendorInfo | None = None
     category: str | None = None
     feed: str | None = None
     # How answers blocked by this rule are counted: (vendor id or "", category or "", selector).
@@ -134,6 +136,18 @@ class DomainSetBuilder:
         target = self.exact if rule.exact else self.suffix
         current = target.get(name)
         target[name] = rule if current is None else _stronger(current, rule)
+
+    def add_each(self, names: Iterable[str], rule: Rule) -> None:
+        """:meth:`add` for every name, in one loop: the first allow stays, allow beats block."""
+        target = self.exact if rule.exact else self.suffix
+        if rule.action == "allow":
+            for name in names:
+                current = target.get(name)
+                if current is None or current.action == "block":
+                    target[name] = rule
+        else:
+            for name in names:
+                target.setdefault(name, rule)
 
     def add_many(self, names: Iterable[str], rule: Rule) -> None:
         target = self.exact if rule.exact else self.suffix
@@ -351,8 +365,8 @@ class Policy:
         self,
         groups: dict[str, GroupPolicy],
         classifier: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]],
-        catalog: Catalog,
-        feeds: list[FeedSource],
+        catalog: CompiledCatalog,
+        feeds: Iterable[str],
         guarded: dict[str, str],
         dropped_by_guard: dict[str, str],
     ) -> None:
@@ -360,7 +374,7 @@ class Policy:
         self.default = groups[DEFAULT_GROUP]
         self._classifier = classifier  # most specific network first
         self.catalog = catalog
-        self.feeds = feeds
+        self.feeds = tuple(feeds)  # the names of the feeds compiled in; their entries are not kept
         self.guarded = guarded
         self.dropped_by_guard = dropped_by_guard  # entry -> the guarded name that kept it out
 
@@ -389,7 +403,7 @@ class Policy:
 
 
 def compile_policy(
-    catalog: Catalog,
+    catalog: Catalog | CompiledCatalog,
     default_block: Iterable[str],
     default_allow: Iterable[str] = (),
     groups: Iterable[GroupSpec] = (),
@@ -400,7 +414,8 @@ def compile_policy(
     Raises :class:`SelectorError` for a selector that names nothing.
     """
     feed_list = list(feeds)
-    compiler = _Compiler(catalog, feed_list)
+    compiled_catalog = catalog if isinstance(catalog, CompiledCatalog) else compile_catalog(catalog)
+    compiler = _Compiler(compiled_catalog, feed_list)
     specs = [GroupSpec(DEFAULT_GROUP, (), tuple(default_block), tuple(default_allow)), *groups]
     compiled = {spec.name: compiler.group(spec) for spec in specs}
     classifier = sorted(
@@ -408,11 +423,18 @@ def compile_policy(
         key=lambda pair: pair[0].prefixlen,
         reverse=True,
     )
-    return Policy(compiled, classifier, catalog, feed_list, compiler.guarded, compiler.dropped_by_guard)
+    return Policy(
+        compiled,
+        classifier,
+        compiled_catalog,
+        (feed.name for feed in feed_list),
+        compiler.guarded,
+        compiler.dropped_by_guard,
+    )
 
 
 class _Compiler:
-    def __init__(self, catalog: Catalog, feeds: list[FeedSource]) -> None:
+    def __init__(self, catalog: CompiledCatalog, feeds: list[FeedSource]) -> None:
         self.catalog = catalog
         self.feeds = {feed.name: feed for feed in feeds}
         self.guarded = catalog.guarded_names()
@@ -458,13 +480,18 @@ class _Compiler:
             return
         vendors, feeds = self._select(selector)
         for vendor in vendors:
-            for entry in vendor.domains:
-                rule = Rule(action, entry.match == "exact", label, vendor=vendor, category=vendor.category)
-                if action == "block" and self._guarded(entry.name, rule.exact):
-                    continue
-                builder.add(entry.name, rule)
+            info = vendor.info
+            suffix = Rule(action, False, label, vendor=info, category=info.category)
+            exact = Rule(action, True, label, vendor=info, category=info.category)
+            if action == "block":
+                builder.add_each((n for n in vendor.suffix if not self._guarded(n, False)), suffix)
+                builder.add_each((n for n in vendor.exact if not self._guarded(n, True)), exact)
+            else:
+                builder.add_each(vendor.suffix, suffix)
+                builder.add_each(vendor.exact, exact)
         for feed in feeds:
-            feed_vendor = self.catalog.vendors.get(feed.vendor) if feed.vendor else None
+            compiled = self.catalog.vendors.get(feed.vendor) if feed.vendor else None
+            feed_vendor = compiled.info if compiled else None
             category = feed.category or (feed_vendor.category if feed_vendor else None)
             suffix = Rule(action, False, label, vendor=feed_vendor, category=category, feed=feed.name)
             exact = Rule(action, True, label, vendor=feed_vendor, category=category, feed=feed.name)
@@ -488,12 +515,12 @@ class _Compiler:
                 builder.add_many((*entries.block_suffix, *entries.allow_suffix), suffix)
                 builder.add_many((*entries.block_exact, *entries.allow_exact), exact)
 
-    def _select(self, selector: Selector) -> tuple[list[Vendor], list[FeedSource]]:
+    def _select(self, selector: Selector) -> tuple[list[CompiledVendor], list[FeedSource]]:
         vendors = self.catalog.vendors
         block_feeds = [feed for feed in self.feeds.values() if feed.role == "block"]
         if selector.kind == "all":
             chosen = self.catalog.in_all()
-            ids = {vendor.id for vendor in chosen}
+            ids = {vendor.info.id for vendor in chosen}
             return chosen, [f for f in block_feeds if f.vendor in ids]
         if selector.kind == "vendor":
             if selector.value not in vendors:
@@ -501,11 +528,11 @@ class _Compiler:
             return [vendors[selector.value]], [f for f in block_feeds if f.vendor == selector.value]
         if selector.kind == "category":
             chosen = self.catalog.in_category(selector.value)
-            ids = {vendor.id for vendor in chosen}
+            ids = {vendor.info.id for vendor in chosen}
             return chosen, [f for f in block_feeds if f.category == selector.value or f.vendor in ids]
         if selector.kind == "jurisdiction":
             chosen = self.catalog.in_jurisdiction(selector.value)
-            ids = {vendor.id for vendor in chosen}
+            ids = {vendor.info.id for vendor in chosen}
             return chosen, [f for f in block_feeds if f.vendor in ids]
         if selector.kind == "feed":
             feed = self.feeds.get(selector.value)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from blockdns.catalog import Catalog, load_catalog, shipped_lists_dir
+from blockdns.catalog_cache import load_compiled_catalog
+from blockdns.catalog_compiled import CompiledCatalog
 from blockdns.config import Settings
 from blockdns.errors import ConfigError, SelectorError
 from blockdns.feeds.model import FeedDefinition, default_feeds_file, load_definitions
@@ -38,10 +40,16 @@ def data_dir(settings: Settings) -> Path:
 
 
 def load_settings_catalog(settings: Settings) -> Catalog:
+    """The full catalogue, every entry with its evidence: what the ``lists`` commands work on."""
     return load_catalog(catalog_dir(settings), guard_file(settings))
 
 
-def load_feed_definitions(settings: Settings, catalog: Catalog) -> list[FeedDefinition]:
+def load_compiled_settings_catalog(settings: Settings) -> CompiledCatalog:
+    """The catalogue in the form the policy keeps, through the compiled-catalogue cache in the data dir."""
+    return load_compiled_catalog(catalog_dir(settings), guard_file(settings), data_dir(settings))
+
+
+def load_feed_definitions(settings: Settings, catalog: Catalog | CompiledCatalog) -> list[FeedDefinition]:
     path = feeds_file(settings)
     if settings.lists.feeds is not None and not path.exists():
         raise ConfigError("no such file", file=str(settings.source or "<defaults>"), key="lists.feeds")
@@ -58,7 +66,7 @@ def load_feed_definitions(settings: Settings, catalog: Catalog) -> list[FeedDefi
 
 def build_policy(settings: Settings) -> Policy:
     """Load the catalogue and fetched feed data and compile every group's selectors."""
-    catalog = load_settings_catalog(settings)
+    catalog = load_compiled_settings_catalog(settings)
     definitions = load_feed_definitions(settings, catalog)
     _check_feed_selectors(settings, {definition.name for definition in definitions})
     feeds = read_feed_sources(definitions, data_dir(settings))

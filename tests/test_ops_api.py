@@ -173,6 +173,12 @@ def test_check(api: ApiThread) -> None:
     assert allowed["blocked"] is False and allowed["action"] == "none"
 
 
+def test_check_gives_the_evidence_of_a_catalogue_entry(api: ApiThread) -> None:
+    body = api.request("GET", f"/api/check?name={BLOCKED_NAME}").json()
+    assert body["evidence"] == "CherryHQ/cherry-studio src/renderer/src/config/providers.ts"
+    assert api.request("GET", "/api/check?name=example.org").json()["evidence"] is None
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [

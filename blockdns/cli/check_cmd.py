@@ -14,7 +14,7 @@ from blockdns.dnsname import text_key
 from blockdns.errors import InvalidName, UserError
 from blockdns.names import query_name
 from blockdns.policy import Decision
-from blockdns.resolve.explain import Route, route
+from blockdns.resolve.explain import Route, decision_evidence, route
 from blockdns.resolve.localzones import ZoneTable
 from blockdns.runtime import build_policy, load_local
 
@@ -55,8 +55,9 @@ def check(
     if json_output:
         # The policy's view of the name itself, with what actually happens to it.
         data = decision.to_json() | {"blocked": decisive.blocked, "action": decisive.action}
+        data["evidence"] = decision_evidence(decision)
         if where.target is not None:
-            data["target_decision"] = decisive.to_json()
+            data["target_decision"] = decisive.to_json() | {"evidence": decision_evidence(decisive)}
         print(json.dumps(data | {"answered_by": where.to_json()}, indent=2))
         return
     _print(key, decision, decisive, where)
@@ -95,6 +96,9 @@ def _print_decision(decision: Decision) -> None:
     for key in ("vendor_name", "category", "jurisdiction", "feed"):
         if data[key]:
             print(f"  {key.replace('_name', '')}: {data[key]}")
+    evidence = decision_evidence(decision)
+    if evidence:
+        print(f"  evidence: {evidence}")
 
 
 def _print_route(where: Route) -> None:

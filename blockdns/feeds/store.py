@@ -6,6 +6,7 @@ Layout of ``data_dir``::
     <feed>.<sha256[:16]>.list     one version of a feed's data (the stored line format of feeds.model)
     raw/<sha256>.txt              bodies of multi-file feeds (v2fly includes), for re-parsing after a 304
     .update.lock                  held while an update runs
+    catalog.cache                 not feed data: the compiled catalogue (:mod:`blockdns.catalog_cache`)
 
 Why a kill at any moment leaves every feed fully old or fully new, with a manifest that matches its data:
 

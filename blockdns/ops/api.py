@@ -34,6 +34,7 @@ from blockdns.ops.clientid import QueryLogError
 from blockdns.ops.httpaccess import host_allowed, host_name, reads_need_token
 from blockdns.ops.openapi import document
 from blockdns.ops.snapshot import Snapshot, cluster_body, paused_until, stats_body, take_snapshot
+from blockdns.resolve.explain import decision_evidence
 
 if TYPE_CHECKING:
     from blockdns.ops.cluster import ClusterView
@@ -374,7 +375,8 @@ async def get_check(request: web.Request) -> web.StreamResponse:
         decision = request.app[CONTROL].check(name, client)
     except BlockdnsError as err:
         raise BadInput(str(err)) from None
-    return ok(decision.to_json())
+    # The policy keeps no evidence: it is read from the vendor file, off the event loop.
+    return ok(decision.to_json() | {"evidence": await asyncio.to_thread(decision_evidence, decision)})
 
 
 @bad_input

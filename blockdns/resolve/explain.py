@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from blockdns import dnsname
+from blockdns.catalog_compiled import evidence_for
 from blockdns.localdata import MAX_CNAME_CHAIN, LocalData
+from blockdns.policy import Decision
 from blockdns.resolve.localzones import ZoneTable
 from blockdns.resolve.routing import closest_zone
 
@@ -67,3 +69,12 @@ def _after_policy(wire: bytes, zones: ZoneTable, forward_zones: Mapping[bytes, l
     if zone is not None:
         return Route("forward-zone", zone=dnsname.text_key(zone), upstreams=forward_zones[zone])
     return Route("resolver")
+
+
+def decision_evidence(decision: Decision) -> str | None:
+    """The evidence behind a decision made by a catalogue entry, read from its vendor file now (the policy
+    keeps none), else None: feed entries, ``domain:`` selectors and no-match decisions have none."""
+    rule = decision.rule
+    if rule is None or rule.vendor is None or rule.feed is not None or decision.entry is None:
+        return None
+    return evidence_for(rule.vendor, decision.entry, rule.exact)
