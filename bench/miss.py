@@ -31,15 +31,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import (  # noqa: E402  (bench/run.py's servers and inputs: the same list and settings)
+from run import (  # bench/run.py's servers and inputs: the same list and settings
     BLOCKLIST_SIZE,
     HERE,
     LOAD_CORE,
     OUT,
     PYTHON,
     Server,
-    blocked_name,
     blockdns_server,
+    blocked_name,
     dnsmasq_server,
     dnsperf,
     free_port,
