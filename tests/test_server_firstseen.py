@@ -34,11 +34,15 @@ def packet(name: str, qid: int = 1) -> bytes:
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
+    yield from engine_blocking(["domain:blocked.example", "vendor:openai"])
+
+
+def engine_blocking(selectors: list[str]) -> Iterator[Engine]:
     with tempfile.TemporaryDirectory() as data_dir:
         raw = {
             "server": {"listen": ["127.0.0.1:0"]},
             "resolver": {"mode": "forward", "upstreams": ["udp://127.0.0.1:9"]},
-            "policy": {"block": ["domain:blocked.example"]},
+            "policy": {"block": selectors},
             "lists": {
                 "refresh": "0",
                 "data_dir": data_dir,
@@ -75,6 +79,27 @@ def test_a_first_seen_blocked_name_is_answered_by_the_fast_path(engine: Engine) 
             assert soa.name.to_text() == "blocked.example."
 
     asyncio.run(serve_all())
+
+
+def test_one_blocked_reply_serves_names_under_different_entries_of_one_rule(engine: Engine) -> None:
+    """openai.com and chatgpt.com are one rule (vendor:openai): at the same depth the reply is shared, and
+    its SOA still names each query's own entry (the owner is a pointer into the question)."""
+
+    async def serve_both() -> list[dns.message.Message]:
+        await first_client_query(engine)
+        return [
+            dns.message.from_wire(engine.serve(packet(name), "127.0.0.1", "udp"))  # type: ignore[arg-type]
+            for name in ("ab.openai.com", "ab.chatgpt.com", "abc.de.openai.com")
+        ]
+
+    responses = asyncio.run(serve_both())
+    owners = [response.authority[0].name.to_text() for response in responses]
+    assert owners == ["openai.com.", "chatgpt.com.", "openai.com."]
+    blocking_handler = engine.generation.handlers["blocking"]
+    replies = {
+        id(answer.reply) for memo in blocking_handler._memos.values() for answer in memo.answers.values()
+    }  # type: ignore[attr-defined]
+    assert len(replies) == 3  # first.blocked.example's, the two at depth 1 shared, abc.de's
 
 
 def test_random_subdomains_do_not_push_out_a_name_asked_again(

@@ -9,8 +9,9 @@ random names under a blocked domain pass through without growing them or pushing
 repeat. A name seen for the first time is decided by the fast step itself: the decision is a pure
 function of the name (a few dict probes, one per label), and a blocked name is answered at once instead of
 taking the slow path (a task and the whole chain) — random subdomains under a blocked domain are a flood
-that must stay cheap. What the reply holds besides the name (the EDE text, the SOA) is built once per
-policy entry and kept in the responder's own bounded memo.
+that must stay cheap. A blocked reply does not hold the name itself (the SOA's owner is a pointer into the
+question), so one reply serves every name with the same rule and the blocked entry at the same place in
+the name: the responder keeps them in its own bounded memo.
 """
 
 from __future__ import annotations
@@ -18,21 +19,20 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from blockdns import dnsname
 from blockdns.config import BlockingSettings
 from blockdns.memo import TwoGenerations
 from blockdns.policy import Decision, GroupPolicy, Rule
 from blockdns.resolve.base import Answer, Handler, Outcome, Query, Question
-from blockdns.resolve.synth import address_reply, negative_reply
+from blockdns.resolve.synth import QUESTION_NAME, address_reply, soa_record
 from blockdns.wire import EDE_BLOCKED, NOERROR, NXDOMAIN, REFUSED, TYPE_A, TYPE_AAAA, Reply, ede_option
 
 MEMO_LIMIT = 100_000  # entries per memo, in two generations
-REPLY_LIMIT = 10_000  # blocked replies kept by what they depend on (entry, rule, type, name length)
+REPLY_LIMIT = 10_000  # blocked replies kept by what they depend on (rule, via, type, where the zone starts)
 
-# What a blocked name's reply depends on besides the mode: the entry and rule that matched (the SOA's zone,
-# the EDE text), how it was matched, the query type, and the name's length (where the zone starts inside
-# the question name, which the SOA's owner points at).
-_ReplyKey = tuple[str | None, Rule | None, str | None, int, int]
+# What a blocked name's reply depends on besides the mode: the rule that matched and what through (the EDE
+# text), the query type, and where the blocked entry starts inside the question name (the SOA's owner is a
+# pointer to it). Not the name itself: one reply serves every name under one entry at one depth.
+_ReplyKey = tuple[Rule | None, str | None, int, int]
 
 
 class PauseSwitch:
@@ -60,6 +60,9 @@ class BlockResponder:
         self._replies: TwoGenerations[_ReplyKey, tuple[Reply, str]] = TwoGenerations(REPLY_LIMIT)
 
     def reply(self, query_name: bytes, qtype: int, decision: Decision) -> Reply:
+        return self._reply(qtype, decision, zone_offset(query_name, decision))
+
+    def _reply(self, qtype: int, decision: Decision, zone_at: int) -> Reply:
         ede = ede_option(EDE_BLOCKED, decision.reason)
         if self.mode == "refused":
             return Reply(rcode=REFUSED, counts=(0, 0, 0), ede=ede)
@@ -67,20 +70,38 @@ class BlockResponder:
             return address_reply(qtype, self.ipv4, self.ttl, ede)
         if qtype == TYPE_AAAA and self.ipv6 is not None:
             return address_reply(qtype, self.ipv6, self.ttl, ede)
-        zone = dnsname.from_text(decision.entry) if decision.entry and not decision.via else query_name
         rcode = NXDOMAIN if self.mode == "nxdomain" else NOERROR
-        return negative_reply(query_name, zone, rcode, self.ttl, ede)
+        owner = (int.from_bytes(QUESTION_NAME) + zone_at).to_bytes(2)
+        return Reply(rcode=rcode, counts=(0, 1, 0), records=soa_record(owner, self.ttl), ede=ede)
 
     def answer(
         self, query_name: bytes, qtype: int, decision: Decision, upstream: str | None = None
     ) -> Answer:
-        key = (decision.entry, decision.rule, decision.via, qtype, len(query_name))
+        zone_at = zone_offset(query_name, decision)
+        key = (decision.rule, decision.via, qtype, zone_at)
         built = self._replies.recall(key)
         if built is None:
-            built = (self.reply(query_name, qtype, decision), decision.reason)
+            built = (self._reply(qtype, decision, zone_at), decision.reason)
             self._replies.remember(key, built)
         reply, reason = built
         return Answer(Outcome.BLOCKED, reply, reason=reason, decision=decision, upstream=upstream)
+
+
+def zone_offset(query_name: bytes, decision: Decision) -> int:
+    """Where the SOA's zone starts inside the question name: the blocked entry when the name itself matched
+    it (it ends the name, label for label: the policy matched it there), else the whole name (0)."""
+    entry = decision.entry
+    if not entry or decision.via:
+        return 0
+    starts = []
+    pos = 0
+    length = query_name[0]
+    while length:
+        starts.append(pos)
+        pos += length + 1
+        length = query_name[pos]
+    keep = entry.count(".") + 1
+    return starts[-keep] if keep <= len(starts) else 0
 
 
 class _GroupMemo:
