@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Awaitable
 
 from blockdns.config import BlockingSettings
 from blockdns.memo import TwoGenerations
 from blockdns.policy import Decision, GroupPolicy, Rule
-from blockdns.resolve.base import Answer, Handler, Outcome, Query, Question
+from blockdns.resolve.base import Answer, Handler, Outcome, Query, Question, ready
 from blockdns.resolve.synth import QUESTION_NAME, address_reply, soa_record
 from blockdns.wire import EDE_BLOCKED, NOERROR, NXDOMAIN, REFUSED, TYPE_A, TYPE_AAAA, Reply, ede_option
 
@@ -128,11 +129,11 @@ class BlockingHandler(Handler):
         """The group's decision for a name (memoised)."""
         return self._decision(self._memo(group), group, qname_wire, qname)
 
-    async def handle(self, query: Query) -> Answer:
+    def handle(self, query: Query) -> Awaitable[Answer]:
         if self.pause.paused():
-            return await self.next_handler(query)
+            return self.next_handler(query)
         answer = self._blocked(query)
-        return answer if answer is not None else await self.next_handler(query)
+        return ready(answer) if answer is not None else self.next_handler(query)
 
     def fast(self, query: Query) -> Answer | None:
         if self.pause.until > query.received:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError, WireError
@@ -100,8 +102,10 @@ class Forwarder:
     def retransmission_timeout(self, config: UpstreamConfig) -> float:
         return next(u.rtt.rto for u in self._upstreams if u.config == config)
 
-    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
-        return await _Resolution(self, qname, qtype, qclass, do=do, cd=cd).run()
+    def resolve(
+        self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
+    ) -> Coroutine[Any, Any, UpstreamResult]:
+        return _Resolution(self, qname, qtype, qclass, do=do, cd=cd).run()
 
 
 @dataclass(slots=True)
