@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
 from blockdns.server import heap
+
+from conftest import base_config
 
 
 @pytest.fixture
@@ -36,3 +39,20 @@ def test_settle_collects_old_cycles_then_freezes_the_live_heap(restored_gc: None
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
     assert kept.other is None
+
+
+def test_a_reload_freezes_again_once_the_old_generations_queries_are_done(
+    start_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not at once: a query still running holds the old generation, which frozen could never be freed."""
+    settled: list[float] = []
+    monkeypatch.setattr(heap, "settle", lambda: settled.append(time.monotonic()))
+    monkeypatch.setattr(heap, "SETTLE_SLACK", 0.1)
+    server = start_server(base_config(None, resolver={"total_timeout": 0.3}))
+    server.server.settle_heap = True
+    started = time.monotonic()
+    assert server.call(server.server.reload_local()).ok
+    deadline = time.monotonic() + 10
+    while not settled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert settled and settled[0] - started >= 0.4

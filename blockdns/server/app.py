@@ -239,8 +239,11 @@ class Server:
             self._start_background(generation.cache.refreshes.cancel_all())
 
     def _settle(self) -> None:
+        """Freeze the heap again once the queries that started under the old generation are done (each
+        holds it until then): frozen then, it could never be collected."""
         if self.settle_heap:
-            heap.settle()
+            delay = self._settings.resolver.total_timeout + heap.SETTLE_SLACK
+            asyncio.get_running_loop().call_later(delay, heap.settle)
 
     async def _swap_upstream(self, new: Upstream, old: Upstream) -> None:
         await new.start()
