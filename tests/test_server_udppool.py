@@ -177,7 +177,12 @@ def test_a_socket_ages_out(start_server, fake_upstream, monkeypatch: pytest.Monk
 def test_ids_are_unique_on_a_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even when the random source repeats itself, no two queries on one socket share an ID."""
     draws = iter([7, 7, 7, 9, 7, 9, 11])
-    monkeypatch.setattr(udppool.secrets, "randbelow", lambda _: next(draws))
+
+    class Repeating(udppool.RandomIds):
+        def next(self) -> int:
+            return next(draws)
+
+    monkeypatch.setattr(udppool, "random_ids", Repeating())
 
     class Bare(udppool.PooledSocket):
         def __init__(self) -> None:
@@ -190,3 +195,12 @@ def test_ids_are_unique_on_a_socket(monkeypatch: pytest.MonkeyPatch) -> None:
         taken.append(qid)
         pooled.queries[qid] = object()  # type: ignore[assignment]
     assert taken == [7, 9, 11]
+
+
+def test_random_ids_cover_the_id_space_uniformly() -> None:
+    ids = udppool.RandomIds()
+    drawn = [ids.next() for _ in range(65536)]  # 128 blocks read from os.urandom
+    assert all(0 <= qid < 65536 for qid in drawn)
+    assert len(set(drawn)) > 40_000  # 65,536 uniform draws cover about 63% of the space
+    high = sum(qid >= 32768 for qid in drawn)
+    assert 31_500 < high < 34_000  # both halves alike (about 16 sigma of room)
