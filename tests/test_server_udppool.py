@@ -7,6 +7,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import dns.message
 import pytest
@@ -36,6 +37,11 @@ class OutOfOrderUpstream:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.forged = self.late = 0
+        # What the server has read so far (set once it runs): the sender waits for it every few datagrams,
+        # so that a burst never overflows the socket's receive buffer (a drop would go uncounted).
+        self.progress: Callable[[], int] = lambda: 0
+        self.sent = 0
+        self.received = 0  # queries received so far
         self.sources: set[tuple[str, int]] = set()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -47,6 +53,14 @@ class OutOfOrderUpstream:
         except BaseException as err:  # reported by the test
             self.error = err
 
+    def _send(self, data: bytes, source: tuple[str, int]) -> None:
+        self.sock.sendto(data, source)
+        self.sent += 1
+        if self.sent % 16 == 0:
+            deadline = time.monotonic() + 5
+            while self.progress() < self.sent and time.monotonic() < deadline:
+                time.sleep(0.001)
+
     def _serve(self) -> None:
         requests: list[tuple[DNSRecord, tuple[str, int]]] = []
         deadline = time.monotonic() + 20
@@ -57,21 +71,22 @@ class OutOfOrderUpstream:
                 continue
             requests.append((DNSRecord.parse(data), source))
             self.sources.add(source)
+            self.received = len(requests)
         ids = {request.header.id for request, _ in requests}
         unused = [i for i in range(65536) if i not in ids]
         for index, (request, source) in enumerate(requests):
             forged = request.reply()
             forged.header.id = self.random.choice(unused)
             forged.add_answer(*RR.fromZone(f"{request.q.qname} 60 IN A {FORGED_ADDRESS}"))
-            self.sock.sendto(bytes(forged.pack()), source)
+            self._send(bytes(forged.pack()), source)
             other, other_source = requests[(index + 1) % len(requests)]
             if other_source == source:  # the other query's question under this query's ID
                 crossed = other.reply()
                 crossed.header.id = request.header.id
                 crossed.add_answer(*RR.fromZone(f"{other.q.qname} 60 IN A {FORGED_ADDRESS}"))
-                self.sock.sendto(bytes(crossed.pack()), source)
+                self._send(bytes(crossed.pack()), source)
                 self.forged += 1
-            self.sock.sendto(b"\x00", source)  # too short to be anything
+            self._send(b"\x00", source)  # too short to be anything
             self.forged += 2
         genuine = []
         for request, source in requests:
@@ -81,7 +96,7 @@ class OutOfOrderUpstream:
             genuine.append((bytes(reply.pack()), source))
         self.random.shuffle(genuine)
         for data, source in genuine:
-            self.sock.sendto(data, source)
+            self._send(data, source)
         for data, source in genuine[: len(genuine) // 4]:
             self.sock.sendto(data, source)
             self.late += 1
@@ -91,16 +106,21 @@ class OutOfOrderUpstream:
         self.sock.close()
 
 
-def ask_all(port: int, count: int) -> dict[int, dns.message.Message]:
-    """Send ``count`` queries at once from one client socket; the responses by query index."""
+def ask_all(port: int, count: int, forwarded: Callable[[], int]) -> dict[int, dns.message.Message]:
+    """Send ``count`` queries from one client socket, each batch of 16 once the last has been forwarded
+    (a burst could overflow a receive buffer on the way); the responses by query index."""
     answers: dict[int, dns.message.Message] = {}
-    by_id: dict[int, int] = {}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         client.settimeout(0.5)
         for index in range(count):
             query = dns.message.make_query(f"q{index}.pool.example", "A")
-            by_id[query.id] = index
+            query.id = index  # unique: 150 random IDs collide about one run in six
             client.sendto(query.to_wire(), ("127.0.0.1", port))
+            if index % 16 == 15:
+                deadline = time.monotonic() + 5
+                while forwarded() <= index and time.monotonic() < deadline:
+                    time.sleep(0.001)
         deadline = time.monotonic() + 20
         while len(answers) < count and time.monotonic() < deadline:
             try:
@@ -108,7 +128,7 @@ def ask_all(port: int, count: int) -> dict[int, dns.message.Message]:
             except TimeoutError:
                 continue
             response = dns.message.from_wire(data)
-            answers[by_id[response.id]] = response
+            answers[response.id] = response
     return answers
 
 
@@ -127,7 +147,9 @@ def test_replies_out_of_order_and_forged_on_one_socket_reach_only_their_query(
         raw["resolver"]["upstreams"] = [f"udp://127.0.0.2:{upstream.port}"]
         raw["policy"] = {"block": []}
         server = start_server(raw)
-        answers = ask_all(server.port, count)
+        stats = server.server.stats.upstream
+        upstream.progress = lambda: stats.mismatched + stats.replies
+        answers = ask_all(server.port, count, lambda: upstream.received)
     finally:
         upstream.stop()
     assert upstream.error is None, upstream.error
@@ -135,7 +157,6 @@ def test_replies_out_of_order_and_forged_on_one_socket_reach_only_their_query(
     assert len(answers) == count
     for index, response in answers.items():
         assert [rr.address for rr in response.answer[0]] == [address_for(index)], index
-    stats = server.server.stats.upstream
     assert stats.mismatched == upstream.forged  # sent before the genuine replies: all read by now
     assert stats.replies == count
     if max_uses > count:  # the socket is still open: the late copies arrive, after the genuine replies
