@@ -108,10 +108,12 @@ def test_upstream_latency_is_a_cumulative_histogram(control: FakeControl) -> Non
 
 
 def test_upstream_transport_counters(control: FakeControl, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = transport.TransportStats(queries=9, replies=8, mismatched=1, timeouts=2, errors=3, tcp_fallbacks=4)
+    fake = transport.TransportStats(
+        queries=9, replies=8, mismatched=1, timeouts=2, errors=3, tcp_fallbacks=4, late=5
+    )
     monkeypatch.setattr(control.stats, "upstream", fake)
     samples = scrape(control)
-    for field in ("queries", "replies", "mismatched", "timeouts", "errors", "tcp_fallbacks"):
+    for field in ("queries", "replies", "mismatched", "timeouts", "errors", "tcp_fallbacks", "late"):
         assert value(samples, f"blockdns_upstream_{field}_total") == getattr(fake, field)
 
 

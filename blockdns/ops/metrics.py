@@ -288,6 +288,7 @@ class ServerCollector(Collector):
             ("errors", "Network errors talking to a server"),
             ("tcp_fallbacks", "Truncated UDP replies retried over TCP"),
             ("retransmits", "Questions sent again because a reply was late (forward mode)"),
+            ("late", "Genuine replies dropped because their query was already answered or given up"),
         ):
             yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
 

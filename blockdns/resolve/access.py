@@ -4,9 +4,10 @@ resolver out of the box). Everyone else gets REFUSED with EDE 18 (Prohibited) an
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable
 
 from blockdns.config import Network
-from blockdns.resolve.base import Answer, Handler, Outcome, Query
+from blockdns.resolve.base import Answer, Handler, Outcome, Query, ready
 from blockdns.wire import EDE_PROHIBITED, REFUSED, Reply, ede_option
 
 MEMO_LIMIT = 65536
@@ -52,10 +53,10 @@ class AccessHandler(Handler):
     def __init__(self, access: AccessControl) -> None:
         self.access = access
 
-    async def handle(self, query: Query) -> Answer:
+    def handle(self, query: Query) -> Awaitable[Answer]:
         if not self.access.allowed(query.client.address):
-            return REFUSED_ANSWER
-        return await self.next_handler(query)
+            return ready(REFUSED_ANSWER)
+        return self.next_handler(query)
 
     def fast(self, query: Query) -> Answer | None:
         allowed = self.access.memo.get(query.client.address)

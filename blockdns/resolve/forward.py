@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError, WireError
 from blockdns.resolve.rtt import RttEstimate
-from blockdns.resolve.transport import Outgoing, TransportStats, UdpQuery, tcp_query
+from blockdns.resolve.transport import Outgoing, TransportStats, tcp_query
+from blockdns.resolve.udppool import PooledQuery, UdpPool
 from blockdns.resolve.upstream import UpstreamResult
 from blockdns.wire import (
     EDE_NETWORK_ERROR,
@@ -47,7 +50,7 @@ _SLACK = 0.002  # a timer may fire this much early (uvloop counts milliseconds)
 class _Upstream:
     """One configured upstream and what the forwarder has learnt about it."""
 
-    __slots__ = ("config", "failed_at", "host", "name", "over_udp", "port", "rtt")
+    __slots__ = ("config", "failed_at", "host", "name", "over_udp", "pool", "port", "rtt")
 
     def __init__(self, config: UpstreamConfig, timeout: float) -> None:
         self.config = config
@@ -55,6 +58,13 @@ class _Upstream:
         self.over_udp = config.protocol == "udp"
         self.rtt = RttEstimate(min(INITIAL_RTO, timeout))
         self.failed_at = -math.inf
+        self.pool: UdpPool | None = None  # made at the first UDP query, inside the event loop
+
+    def udp_pool(self, stats: TransportStats) -> UdpPool:
+        pool = self.pool
+        if pool is None:
+            pool = self.pool = UdpPool(self.host, self.port, stats)
+        return pool
 
     def held(self, now: float) -> bool:
         return now - self.failed_at < FAILURE_HOLD
@@ -81,7 +91,9 @@ class Forwarder:
         return None
 
     async def close(self) -> None:
-        return None
+        for upstream in self._upstreams:
+            if upstream.pool is not None:
+                upstream.pool.close()
 
     def _ordered(self, now: float) -> list[_Upstream]:
         healthy = [u for u in self._upstreams if not u.held(now)]
@@ -90,8 +102,10 @@ class Forwarder:
     def retransmission_timeout(self, config: UpstreamConfig) -> float:
         return next(u.rtt.rto for u in self._upstreams if u.config == config)
 
-    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
-        return await _Resolution(self, qname, qtype, qclass, do=do, cd=cd).run()
+    def resolve(
+        self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
+    ) -> Coroutine[Any, Any, UpstreamResult]:
+        return _Resolution(self, qname, qtype, qclass, do=do, cd=cd).run()
 
 
 @dataclass(slots=True)
@@ -101,13 +115,14 @@ class _Flight:
     upstream: _Upstream
     sent: float
     time_up: float
-    udp: UdpQuery | None  # None: over TCP, a task of its own that keeps its own time
+    udp: PooledQuery | None  # None: over TCP, a task of its own that keeps its own time
 
 
 class _Resolution:
     """One question's queries to the upstreams, as the module docstring tells.
 
-    UDP queries wait for their replies without a task each (:class:`UdpQuery`); the resolution sleeps on one
+    UDP queries wait for their replies without a task each (:class:`PooledQuery`, on a socket of the
+    upstream's pool, :mod:`blockdns.resolve.udppool`); the resolution sleeps on one
     future, woken by whichever comes first: a reply, an upstream's time being up, or the retransmission
     timer. So the common case, a reply before the timer, costs what a single query costs."""
 
@@ -181,12 +196,11 @@ class _Resolution:
         """Query ``upstream``; when to ask again if no reply has come (None: the query could not go out)."""
         forwarder = self.forwarder
         time_up = self.time_up.setdefault(upstream, min(now + forwarder.timeout, self.deadline))
-        query = Outgoing.build(self.qname, self.qtype, self.qclass, cd=self.cd, do=self.do)
         future: asyncio.Future[bytes]
         udp = None
         if upstream.over_udp and not tcp:
             try:
-                udp = UdpQuery(upstream.host, upstream.port, query, self.stats)
+                udp = upstream.udp_pool(self.stats).query(self._outgoing)
             except UpstreamError as err:
                 self._failed(upstream, err, now)
                 return None
@@ -194,12 +208,15 @@ class _Resolution:
         else:
             timeout = max(time_up - now, forwarder.timeout / 2) if tcp else time_up - now
             future = self.loop.create_task(
-                tcp_query(upstream.host, upstream.port, query, timeout, self.stats)
+                tcp_query(upstream.host, upstream.port, self._outgoing(None), timeout, self.stats)
             )
         future.add_done_callback(self._wake)
         self.flights[future] = _Flight(upstream, now, time_up, udp)
         self.last, self.waited = upstream, upstream.rtt.rto
         return now + self.waited
+
+    def _outgoing(self, qid: int | None) -> Outgoing:
+        return Outgoing.build(self.qname, self.qtype, self.qclass, cd=self.cd, do=self.do, qid=qid)
 
     def _ask_next(self, now: float) -> float | None:
         while self.waiting and now < self.deadline:

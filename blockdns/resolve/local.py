@@ -22,6 +22,7 @@ memoised by the target's answer object, like the inspection handler's memo.
 from __future__ import annotations
 
 import struct
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from blockdns import dnsname
@@ -181,11 +182,15 @@ class LocalHandler(Handler):
         # The combined answer, by (question name and type, the target's answer object).
         self._combined: dict[tuple[tuple[bytes, int], Answer], Answer] = {}
 
-    async def handle(self, query: Query) -> Answer:
+    def handle(self, query: Query) -> Awaitable[Answer]:
         question = query.question
         entry = self.names.get(question.qname_wire)
         if entry is None or question.qclass != CLASS_IN:
-            return await self.next_handler(query)
+            return self.next_handler(query)
+        return self._local(query, entry)
+
+    async def _local(self, query: Query, entry: OwnerAnswers) -> Answer:
+        question = query.question
         if entry is UNBUILT:
             entry = self.answers.build(question.qname_wire)
         answer = entry.by_type.get(question.qtype, entry.other)

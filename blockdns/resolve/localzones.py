@@ -22,12 +22,12 @@ labels, which every name inside them must pass) and, for the few names that pass
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
 from blockdns import dnsname
 from blockdns.localdata import LocalData
-from blockdns.resolve.base import Answer, Handler, Outcome, Query, Question
+from blockdns.resolve.base import Answer, Handler, Outcome, Query, Question, ready
 from blockdns.resolve.synth import QUESTION_NAME, local_soa, records_reply
 from blockdns.wire import AA, CLASS_IN, NOERROR, NXDOMAIN, TYPE_A, TYPE_AAAA, TYPE_SOA
 
@@ -181,9 +181,9 @@ class LocalZonesHandler(Handler):
         zone = self.table.served_zone(question.qname_wire)
         return zone.answer(question.qname_wire, question.qtype, self.existing) if zone else None
 
-    async def handle(self, query: Query) -> Answer:
+    def handle(self, query: Query) -> Awaitable[Answer]:
         answer = self.answer(query.question)
-        return answer if answer is not None else await self.next_handler(query)
+        return ready(answer) if answer is not None else self.next_handler(query)
 
     def fast(self, query: Query) -> Answer | None:
         question = query.question

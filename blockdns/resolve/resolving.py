@@ -42,7 +42,9 @@ class ResolveHandler(Handler):
         self.upstream = upstream
         self.cache_settings = cache
         self.observe_latency = observe_latency
-        self.inflight: dict[CacheKey, asyncio.Future[Answer]] = {}
+        # Questions being resolved -> the futures of identical questions waiting for that resolution: a
+        # future is made only for a waiter, not for every miss.
+        self.inflight: dict[CacheKey, list[asyncio.Future[Answer]]] = {}
         self.coalesced = 0
 
     def fast(self, query: Query) -> Answer | None:
@@ -50,22 +52,30 @@ class ResolveHandler(Handler):
 
     async def handle(self, query: Query) -> Answer:
         key = query.question.cache_key
-        pending = self.inflight.get(key)
-        if pending is not None:
+        inflight = self.inflight
+        waiters = inflight.get(key)
+        if waiters is not None:
             self.coalesced += 1
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self.inflight[key] = future
+            waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+            waiters.append(waiter)  # cancelling it (its client's task) leaves the resolution alone
+            return await waiter
+        waiters = inflight[key] = []
         try:
             answer = await self._resolve(query)
-            future.set_result(answer)
-            return answer
         except BaseException as err:
-            future.set_exception(err)
-            future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            for waiter in waiters:
+                if not waiter.done():
+                    if isinstance(err, asyncio.CancelledError):
+                        waiter.cancel()
+                    else:
+                        waiter.set_exception(err)
             raise
         finally:
-            del self.inflight[key]
+            del inflight[key]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(answer)
+        return answer
 
     async def _resolve(self, query: Query) -> Answer:
         question = query.question

@@ -8,8 +8,9 @@ by the question name, and a name belongs to exactly one zone, so one zone's answ
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Coroutine, Mapping
 from dataclasses import replace
+from typing import Any
 
 from blockdns import dnsname
 from blockdns.resolve.upstream import Upstream, UpstreamResult
@@ -38,10 +39,17 @@ class ZoneRouter:
         """The forward zone ``qname`` belongs to (its wire name), or None."""
         return closest_zone(qname, self.zones) if self.zones else None
 
-    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
+    def resolve(
+        self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
+    ) -> Coroutine[Any, Any, UpstreamResult]:
         zone = self.zone_of(qname)
-        if zone is None:
-            return await self.default.resolve(qname, qtype, qclass, do=do, cd=cd)
+        if zone is None:  # the default upstream's own coroutine: no frame of ours in between
+            return self.default.resolve(qname, qtype, qclass, do=do, cd=cd)
+        return self._in_zone(zone, qname, qtype, qclass, do=do, cd=cd)
+
+    async def _in_zone(
+        self, zone: bytes, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
+    ) -> UpstreamResult:
         result = await self.zones[zone].resolve(qname, qtype, qclass, do=do, cd=cd)
         return replace(result, server=f"{result.server} (forward zone {dnsname.to_text(zone)})")
 

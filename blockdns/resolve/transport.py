@@ -1,7 +1,9 @@
 """Talking to other DNS servers: one query, one validated reply, over UDP or TCP.
 
-Shared by the forwarder and the recursive resolver. Every query gets a fresh random ID and a fresh socket
-(so a fresh random source port from the kernel); a reply is accepted only when it comes from the address
+Shared by the forwarder and the recursive resolver. Every query gets a fresh random ID. The recursive
+resolver's UDP queries (:func:`exchange`, :class:`UdpQuery`) each get a fresh socket too (so a fresh random
+source port from the kernel); the forwarder's share a pool of sockets per upstream that keeps ports
+rotating (:mod:`blockdns.resolve.udppool`). A reply is accepted only when it comes from the address
 and port we sent to (the socket is connected, so the kernel drops anything else) and carries our ID and our
 question. Anything else is dropped, counted, and the wait goes on until the timeout.
 
@@ -40,6 +42,7 @@ class TransportStats:
     errors: int = 0
     tcp_fallbacks: int = 0
     retransmits: int = 0  # questions sent again because a reply was late (forward mode)
+    late: int = 0  # genuine replies after their query was answered or given up: dropped (pooled sockets)
 
 
 def new_query_id() -> int:
@@ -67,9 +70,12 @@ class Outgoing:
         cd: bool = False,
         do: bool = False,
         edns: bool = True,
+        qid: int | None = None,
     ) -> Outgoing:
-        """The message for one question, under a fresh random ID (every message sent gets its own)."""
-        qid = new_query_id()
+        """The message for one question, under ``qid`` or a fresh random ID (every message sent gets its
+        own)."""
+        if qid is None:
+            qid = new_query_id()
         message = build_query(qid, qname, qtype, qclass, rd=rd, cd=cd, do=do, edns=edns)
         return cls(message, qid, qname, qtype, qclass)
 
@@ -152,7 +158,7 @@ class UdpQuery:
         except OSError as err:
             sock.close()
             stats.errors += 1
-            raise _network_error(self.server, err) from None
+            raise network_error(self.server, err) from None
         self._fd = sock.fileno()
         loop.add_reader(self._fd, self._readable)
 
@@ -163,7 +169,7 @@ class UdpQuery:
             return
         except OSError as err:  # e.g. ICMP port unreachable surfaces as ECONNREFUSED
             self.stats.errors += 1
-            self._settle(error=_network_error(self.server, err))
+            self._settle(error=network_error(self.server, err))
             return
         if self.query.answered_by(data):
             self.stats.replies += 1
@@ -188,7 +194,7 @@ class UdpQuery:
     def timed_out(self) -> UpstreamError:
         """Count a wait that ended without a reply; the error to raise or report."""
         self.stats.timeouts += 1
-        return _timed_out(self.server)
+        return timed_out(self.server)
 
     def close(self) -> None:
         self._unwatch()
@@ -226,10 +232,10 @@ async def tcp_query(host: str, port: int, query: Outgoing, timeout: float, stats
                 stats.mismatched += 1
     except TimeoutError:
         stats.timeouts += 1
-        raise _timed_out(f"tcp {host}:{port}", "over TCP") from None
+        raise timed_out(f"tcp {host}:{port}", "over TCP") from None
     except (OSError, asyncio.IncompleteReadError) as err:
         stats.errors += 1
-        raise _network_error(f"tcp {host}:{port}", err, "over TCP") from None
+        raise network_error(f"tcp {host}:{port}", err, "over TCP") from None
     finally:
         if writer is not None:
             writer.close()
@@ -238,12 +244,12 @@ async def tcp_query(host: str, port: int, query: Outgoing, timeout: float, stats
 # The message names the server, for the log; the client's EDE text does not (see UpstreamError).
 
 
-def _timed_out(server: str, how: str = "") -> UpstreamError:
+def timed_out(server: str, how: str = "") -> UpstreamError:
     client_text = f"upstream timed out {how}".rstrip()
     return UpstreamError(f"{server}: timed out", EDE_NO_REACHABLE_AUTHORITY, client_text=client_text)
 
 
-def _network_error(server: str, err: OSError | asyncio.IncompleteReadError, how: str = "") -> UpstreamError:
+def network_error(server: str, err: OSError | asyncio.IncompleteReadError, how: str = "") -> UpstreamError:
     reason = getattr(err, "strerror", None) or type(err).__name__
     client_text = f"upstream network error {how}: {reason}" if how else f"upstream network error: {reason}"
     return UpstreamError(f"{server}: {reason}", EDE_NETWORK_ERROR, client_text=client_text)

@@ -9,8 +9,9 @@ authentic. Nothing downstream parses wire bytes again, and a validator has a fie
 from __future__ import annotations
 
 import enum
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from blockdns.wire import ParsedResponse
 
@@ -35,8 +36,13 @@ class Upstream(Protocol):
     async def start(self) -> None:
         """Prepare (e.g. prime the root servers). Called once before serving; must not raise on failure."""
 
-    async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
-        """Answer the question (``qname`` in lowercase wire form). Raise UpstreamError when impossible."""
+    def resolve(
+        self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
+    ) -> Coroutine[Any, Any, UpstreamResult]:
+        """Answer the question (``qname`` in lowercase wire form). Raise UpstreamError when impossible.
+
+        A coroutine function, or a plain one that returns the coroutine that does the work (the router
+        and the forwarder do, to spare every cache miss a frame that would only await another)."""
         ...
 
     async def close(self) -> None:

@@ -35,7 +35,7 @@ from blockdns.policy import Decision, Policy
 from blockdns.resolve.clientnames import ClientNames
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file, load_local
-from blockdns.server import rxdrops
+from blockdns.server import heap, rxdrops
 from blockdns.server.connections import ConnectionSlots
 from blockdns.server.engine import Engine
 from blockdns.server.generation import Generation, Shared, build_generation
@@ -97,6 +97,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._watched: dict[Path, FileState] = {}
         self.last_refresh: float | None = None
+        self.settle_heap = False  # freeze what is alive after every load (the process's own server only)
 
     # --------------------------------------------------------------------------------- ServerControl
 
@@ -183,6 +184,7 @@ class Server:
                 log.error("reload refused, the last good configuration keeps serving: %s", err)
                 return ReloadResult(False, str(err))
             self._apply(settings, policy, local)
+            self._settle()
             self.stats.reloads += 1
             self._snapshot_watched()
             message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
@@ -200,6 +202,7 @@ class Server:
                 log.error("hosts files not reloaded, the old local names keep serving: %s", err)
                 return ReloadResult(False, str(err))
             self._apply(self._settings, self.policy, local)
+            self._settle()
             self._snapshot_watched()
             message = f"reloaded the hosts files: {len(local)} local names"
             log.info(message)
@@ -234,6 +237,13 @@ class Server:
         elif generation.router is not previous.router:  # refreshes ran, and failed, against the old upstreams
             generation.cache.refreshes.forget_failures()
             self._start_background(generation.cache.refreshes.cancel_all())
+
+    def _settle(self) -> None:
+        """Freeze the heap again once the queries that started under the old generation are done (each
+        holds it until then): frozen then, it could never be collected."""
+        if self.settle_heap:
+            delay = self._settings.resolver.total_timeout + heap.SETTLE_SLACK
+            asyncio.get_running_loop().call_later(delay, heap.settle)
 
     async def _swap_upstream(self, new: Upstream, old: Upstream) -> None:
         await new.start()
@@ -488,13 +498,18 @@ def run(settings: Settings) -> None:
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover
         loop_factory = None
+    serving = _serve(settings, policy, local)
+    del policy, local  # held by the coroutine until it drops them: a reload can free the first policy
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(settings, policy, local))
+        runner.run(serving)
 
 
 async def _serve(settings: Settings, policy: Policy, local: LocalData) -> None:
     server = Server(settings, policy, local)
+    del policy, local  # the server holds them; a reload must be able to free them
+    server.settle_heap = True
     await server.start()
+    heap.settle()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, stopping.set)
