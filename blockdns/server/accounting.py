@@ -41,10 +41,7 @@ class Accounting:
         elif outcome is STALE:
             stats.cache.stale += 1
         querylog = self.querylog
-        if querylog is not None:
-            reason = answer.reason
-            if reason is None and decision is not None:
-                reason = decision.reason
+        if querylog is not None:  # a decision's reason is spelled out by the writer, off this path
             querylog.offer(
                 _new_row(
                     Row,
@@ -56,7 +53,7 @@ class Accounting:
                         question.qtype,
                         label,
                         answer.reply.rcode,
-                        reason,
+                        answer.reason,
                         decision,
                         answer.upstream,
                         duration_ms,
