@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture
 def querylog(tmp_path: Path) -> Iterator[QueryLog]:
-    log = QueryLog(QueryLogSettings(), tmp_path / "q.sqlite", ServerStats(), batch_size=100, flush_interval=0.01)
+    log = QueryLog(
+        QueryLogSettings(), tmp_path / "q.sqlite", ServerStats(), batch_size=100, flush_interval=0.01
+    )
     yield log
     log.close()
 
@@ -209,4 +211,3 @@ def test_client_names_are_looked_up_in_the_server(querylog: QueryLog) -> None:
         names = [r[0] for r in conn.execute("SELECT client_name FROM queries ORDER BY id")]
     assert names == ["laptop.home.arpa", "laptop.home.arpa", None]
     assert sorted(asked) == ["192.0.2.7", "192.0.2.8"]  # once per client and batch
-

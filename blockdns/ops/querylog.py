@@ -39,7 +39,9 @@ from blockdns.ops.querylog_rows import (
     TRIM_ROOM_SHARE,
     Record,
     Row,
+    Spelled,
     qname_text,
+    spell,
     to_record,
 )
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from blockdns.config import QueryLogSettings
     from blockdns.ops.querylog_store import Report
     from blockdns.ops.stats import ServerStats
+    from blockdns.policy import Decision
 
 __all__ = [
     "PURGE_CHUNK",
@@ -66,6 +69,7 @@ POLL_INTERVAL = 0.05
 ERROR_LOG_INTERVAL = 60.0
 RESTART_FIRST = 0.25  # seconds before a failed writer-process start is tried again; doubles up to RESTART_MAX
 RESTART_MAX = 10.0
+MAX_SPELLED = 65_536  # decisions remembered spelled out; cleared when full
 
 
 Conn = TypeVar("Conn")
@@ -297,6 +301,8 @@ class QueryLog(QueryLogWriter[WriterProcess]):
         self._restart_at = 0.0
         self._restart_delay = RESTART_FIRST
         self._restart_failing = False
+        # id(decision) -> (decision, what the log keeps of it); the decision is held so its id stays its own
+        self._spelled: dict[int, tuple[Decision, Spelled]] = {}
 
     def start(self) -> None:
         """Start the writer process (a bad path fails here, with one line) and the writer thread."""
@@ -362,7 +368,7 @@ class QueryLog(QueryLogWriter[WriterProcess]):
 
     def _write(self, process: WriterProcess, batch: list[Row]) -> None:
         try:
-            report = process.request(("rows", batch, self._client_names(batch)))
+            report = process.request(("rows", self._compact(batch), self._client_names(batch)))
         except WriterGone as err:
             self.write_errors += len(batch)
             log.error("query log: the writer process %s; %d rows lost; starting another", err, len(batch))
@@ -372,6 +378,25 @@ class QueryLog(QueryLogWriter[WriterProcess]):
             self._log_error("query log: cannot store a row, %d rows lost: %r", len(batch), err)
             return
         self._take(report)
+
+    def _compact(self, batch: list[Row]) -> list[tuple[object, ...]]:
+        """The batch as the writer process gets it: decisions spelled out (a Decision's object graph costs
+        microseconds to pickle), each distinct decision once (they are the policy's memoised objects)."""
+        spelled = self._spelled
+        if len(spelled) > MAX_SPELLED:
+            spelled.clear()
+        compact: list[tuple[object, ...]] = []
+        append = compact.append
+        for row in batch:
+            decision = row[8]
+            if decision is None:
+                append(row)
+                continue
+            known = spelled.get(id(decision))
+            if known is None or known[0] is not decision:
+                known = spelled[id(decision)] = (decision, spell(decision))
+            append((*row[:8], known[1], *row[9:]))
+        return compact
 
     def _client_names(self, batch: list[Row]) -> dict[str, str | None]:
         """The names of the batch's clients, looked up here, where the server's name table is."""

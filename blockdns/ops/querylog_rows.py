@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from blockdns.dnsname import text_key
 from blockdns.policy import Decision
@@ -32,6 +32,9 @@ class Row(NamedTuple):
 
 
 Record = tuple[object, ...]
+# What the log keeps of a decision: (reason, entry, selector, vendor, category). A row sent to the writer
+# process carries this in place of the Decision, whose object graph is slow to pickle.
+Spelled = tuple[str, str | None, str | None, str | None, str | None]
 
 PURGE_CHUNK = 5000
 # Past [querylog] max_rows the oldest rows go in one sweep that makes this much room (a share of the cap,
@@ -53,9 +56,25 @@ def qname_text(wire: bytes) -> str:
         return wire.hex()
 
 
-def to_record(row: Row, masker: ClientMasker, client_name: Callable[[str], str | None] | None) -> Record:
-    """The stored record of ``row``: the client masked, the name text, the decision spelled out, and the
-    client's name from ``client_name`` (None: the log keeps no names)."""
+def spell(decision: Decision) -> Spelled:
+    """What the log keeps of ``decision``."""
+    selector = vendor = category = None
+    rule = decision.rule
+    if rule is not None:
+        selector = rule.selector
+        if rule.vendor is not None:
+            vendor, category = rule.vendor.id, rule.vendor.category
+        else:
+            category = rule.category
+    return (decision.reason, decision.entry, selector, vendor, category)
+
+
+def to_record(
+    row: Row | tuple[Any, ...], masker: ClientMasker, client_name: Callable[[str], str | None] | None
+) -> Record:
+    """The stored record of ``row`` (its decision a Decision, or already :func:`spell`-ed): the client
+    masked, the name text, the decision spelled out, and the client's name from ``client_name`` (None: the
+    log keeps no names)."""
     (
         ts,
         client,
@@ -72,16 +91,10 @@ def to_record(row: Row, masker: ClientMasker, client_name: Callable[[str], str |
     ) = row
     entry = selector = vendor = category = None
     if decision is not None:
+        spelled = decision if type(decision) is tuple else spell(decision)
+        decision_reason, entry, selector, vendor, category = spelled
         if reason is None:
-            reason = decision.reason
-        entry = decision.entry
-        rule = decision.rule
-        if rule is not None:
-            selector = rule.selector
-            if rule.vendor is not None:
-                vendor, category = rule.vendor.id, rule.vendor.category
-            else:
-                category = rule.category
+            reason = decision_reason
     return (
         ts,
         masker.mask(client),
