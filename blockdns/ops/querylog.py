@@ -1,4 +1,5 @@
-"""The query log: the server offers one :class:`Row` per query to a deque; a writer thread takes them in
+"""The query log: the server offers one row per query (a :class:`Row`'s
+fields as a plain tuple) to a deque; a writer thread takes them in
 batches. For SQLite (:class:`QueryLog`) the thread hands each batch to a writer process
 (:mod:`blockdns.ops.querylog_store`), which owns the database, so the SQLite work runs outside the server's
 interpreter lock; for PostgreSQL (:class:`~blockdns.ops.querylog_pg.PostgresQueryLog`) the thread stores them
@@ -39,6 +40,7 @@ from blockdns.ops.querylog_rows import (
     TRIM_ROOM_SHARE,
     Record,
     Row,
+    RowValues,
     Spelled,
     qname_text,
     spell,
@@ -60,6 +62,7 @@ __all__ = [
     "QueryLogWriter",
     "Record",
     "Row",
+    "RowValues",
     "qname_text",
 ]
 
@@ -94,7 +97,7 @@ class QueryLogWriter(Generic[Conn]):
         self.settings = settings
         self.stats = stats
         self.capacity = settings.queue_size
-        self.queue: deque[Row] = deque()
+        self.queue: deque[RowValues] = deque()
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.purge_interval = purge_interval
@@ -173,7 +176,7 @@ class QueryLogWriter(Generic[Conn]):
 
     # ------------------------------------------------------------------------------------------- writing
 
-    def offer(self, row: Row) -> None:
+    def offer(self, row: RowValues) -> None:
         """Queue ``row`` for the writer; when the queue is full, drop it and count the drop."""
         if len(self.queue) < self.capacity:
             self.queue.append(row)
@@ -225,7 +228,7 @@ class QueryLogWriter(Generic[Conn]):
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write(self, conn: Conn, batch: list[Row]) -> None:
+    def _write(self, conn: Conn, batch: list[RowValues]) -> None:
         try:
             records = [self._record(row) for row in batch]
         except Exception as err:  # a malformed row is a server bug: lose the batch, keep the writer alive
@@ -256,7 +259,7 @@ class QueryLogWriter(Generic[Conn]):
         if removed:
             log.info("query log: purged %d rows older than %d days", removed, self.settings.retention_days)
 
-    def _record(self, row: Row) -> Record:
+    def _record(self, row: RowValues) -> Record:
         assert self._masker is not None
         names = self.client_names if self.settings.clients == "full" else None
         return to_record(row, self._masker, names)
@@ -366,7 +369,7 @@ class QueryLog(QueryLogWriter[WriterProcess]):
         self._restart_delay = RESTART_FIRST
         return True
 
-    def _write(self, process: WriterProcess, batch: list[Row]) -> None:
+    def _write(self, process: WriterProcess, batch: list[RowValues]) -> None:
         try:
             report = process.request(("rows", self._compact(batch), self._client_names(batch)))
         except WriterGone as err:
@@ -379,10 +382,11 @@ class QueryLog(QueryLogWriter[WriterProcess]):
             return
         self._take(report)
 
-    def _compact(self, batch: list[Row]) -> list[tuple[object, ...]]:
-        """The batch as the writer process gets it: plain tuples (a named tuple pickles through a Python-level
-        ``__getnewargs__``, about 0.7 µs a row), decisions spelled out (a Decision's object graph costs
-        microseconds to pickle), each distinct decision once (they are the policy's memoised objects)."""
+    def _compact(self, batch: list[RowValues]) -> list[tuple[object, ...]]:
+        """The batch as the writer process gets it: plain tuples (a Row, as tests offer, pickles through a
+        Python-level ``__getnewargs__``, about 0.7 µs a row; ``tuple()`` of a plain tuple is that tuple),
+        decisions spelled out (a Decision's object graph costs microseconds to pickle), each distinct decision
+        once (they are the policy's memoised objects)."""
         spelled = self._spelled
         if len(spelled) > MAX_SPELLED:
             spelled.clear()
@@ -399,7 +403,7 @@ class QueryLog(QueryLogWriter[WriterProcess]):
             append((*row[:8], known[1], *row[9:]))
         return compact
 
-    def _client_names(self, batch: list[Row]) -> dict[str, str | None]:
+    def _client_names(self, batch: list[RowValues]) -> dict[str, str | None]:
         """The names of the batch's clients, looked up here, where the server's name table is."""
         names = self.client_names
         if names is None or self.settings.clients != "full":

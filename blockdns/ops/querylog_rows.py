@@ -31,6 +31,9 @@ class Row(NamedTuple):
     transport: str
 
 
+# What the server offers per query: a Row's fields as a plain tuple, which costs the hot path less to build
+# than a Row and the writer thread less to pickle (a named tuple pickles through a Python-level method).
+RowValues = tuple[float, str, str, bytes, int, str, int, str | None, Decision | None, str | None, float, str]
 Record = tuple[object, ...]
 # What the log keeps of a decision: (reason, entry, selector, vendor, category). A row sent to the writer
 # process carries this in place of the Decision, whose object graph is slow to pickle.
@@ -70,7 +73,7 @@ def spell(decision: Decision) -> Spelled:
 
 
 def to_record(
-    row: Row | tuple[Any, ...], masker: ClientMasker, client_name: Callable[[str], str | None] | None
+    row: RowValues | tuple[Any, ...], masker: ClientMasker, client_name: Callable[[str], str | None] | None
 ) -> Record:
     """The stored record of ``row`` (its decision a Decision, or already :func:`spell`-ed): the client
     masked, the name text, the decision spelled out, and the client's name from ``client_name`` (None: the

@@ -1,6 +1,6 @@
 """The SQLite query log's writer process: it owns the database, and the server sends it batches of rows.
 
-The server's writer thread (:class:`~blockdns.ops.querylog.QueryLog`) sends each batch of :class:`Row` tuples,
+The server's writer thread (:class:`~blockdns.ops.querylog.QueryLog`) sends each batch of rows (plain tuples),
 pickled, over a socket pair, with the names of the batch's clients; this process turns them into records
 (client addresses masked, wire names to text, decisions spelled out), commits each batch with one
 ``executemany``, trims past ``[querylog] max_rows`` and purges past ``retention_days`` when asked. So the
@@ -34,7 +34,7 @@ from blockdns.ops.querylog_rows import (
     TRIM_ROOM_MAX,
     TRIM_ROOM_SHARE,
     Record,
-    Row,
+    RowValues,
     to_record,
 )
 
@@ -67,7 +67,7 @@ class SQLiteStore:
     def close(self) -> None:
         self.conn.close()
 
-    def write(self, batch: list[Row], names: dict[str, str | None]) -> None:
+    def write(self, batch: list[RowValues], names: dict[str, str | None]) -> None:
         """Store ``batch`` (``names``: client address -> name, when the log keeps full addresses)."""
         lookup = names.get if self.settings.clients == "full" else None
         try:
