@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from blockdns.config import QueryLogSettings
+from blockdns.ops.clientid import QueryLogError
 from blockdns.ops.querylog import QueryLog
 from blockdns.ops.querylog_process import WriterProcess
 from blockdns.ops.stats import ServerStats
@@ -211,3 +212,34 @@ def test_client_names_are_looked_up_in_the_server(querylog: QueryLog) -> None:
         names = [r[0] for r in conn.execute("SELECT client_name FROM queries ORDER BY id")]
     assert names == ["laptop.home.arpa", "laptop.home.arpa", None]
     assert sorted(asked) == ["192.0.2.7", "192.0.2.8"]  # once per client and batch
+
+
+def test_a_writer_that_cannot_be_started_again_keeps_the_rows_queued_and_says_so_once(
+    querylog: QueryLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    querylog.start()
+    real_start = querylog.process.start
+    attempts: list[float] = []
+
+    def failing_start() -> None:  # the disk is gone for the first three attempts
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise QueryLogError("q.sqlite: cannot open the query log: No space left on device")
+        real_start()
+
+    querylog.process.start = failing_start  # type: ignore[method-assign]
+    pid = querylog.process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert gone(pid)
+    with caplog.at_level(logging.INFO, logger="blockdns.querylog"):
+        for index in range(300):
+            querylog.offer(row(f"n{index}.example"))
+        assert querylog.flush(15)
+    assert querylog.written == 300 and querylog.write_errors == 0 and querylog.restarts == 1
+    assert len(attempts) == 4
+    assert attempts[3] - attempts[0] >= 0.25 + 0.5 + 1.0 - 0.05  # a doubling delay between attempts
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot start the writer process again" in m for m in messages) == 1, messages
+    assert sum("writer process started again" in m for m in messages) == 1, messages
+    assert count(querylog.path) == 300
