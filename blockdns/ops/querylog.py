@@ -199,28 +199,34 @@ class QueryLogWriter(Generic[Conn]):
 
     # ------------------------------------------------------------------------------------- writer thread
 
-    def _idle(self) -> None:
-        """Wait up to ``flush_interval``; stop early for a full batch, a flush, a purge or a stop.
+    def _idle(self) -> bool:
+        """Wait up to ``flush_interval``; stop early for a full batch, a flush, a purge or a stop. False when
+        it stopped for a full batch (store full batches only: the rest may be a batch being filled), True
+        otherwise (store everything queued).
 
         The hot path never signals (that would cost it a lock), so a full batch is noticed by polling the
         queue's length every ``POLL_INTERVAL``.
         """
         deadline = time.monotonic() + self.flush_interval
-        while not self._stop.is_set() and not self._purge_requested and len(self.queue) < self.batch_size:
+        while not self._stop.is_set() and not self._purge_requested:
+            if len(self.queue) >= self.batch_size:
+                return False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return True
             if self._wake.wait(min(remaining, POLL_INTERVAL)):
                 self._wake.clear()
-                return
+                return True
+        return True
 
-    def _drain(self, conn: Conn) -> None:
-        queue, popleft = self.queue, self.queue.popleft
-        while queue and self._usable(conn):
+    def _drain(self, conn: Conn, everything: bool = True) -> None:
+        """Store the queue in batches: all of it, or (``everything`` False) its full batches."""
+        queue, popleft, size = self.queue, self.queue.popleft, self.batch_size
+        while queue and (everything or len(queue) >= size) and self._usable(conn):
             with self._cond:
                 self._busy = True
             try:
-                batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
+                batch = [popleft() for _ in range(min(size, len(queue)))]
                 self._write(conn, batch)
                 self._trim(conn)
             finally:
@@ -321,8 +327,7 @@ class QueryLog(QueryLogWriter[WriterProcess]):
             self._purge(process)
             next_purge = time.monotonic() + self.purge_interval
             while True:
-                self._idle()
-                self._drain(process)
+                self._drain(process, self._idle())
                 now = time.monotonic()
                 if now >= next_purge or self._purge_requested:
                     self._purge(process)
