@@ -229,7 +229,8 @@ class ServerCollector(Collector):
                 "blockdns_querylog_written", "Query log rows stored", value=querylog.written
             )
             yield CounterMetricFamily(
-                "blockdns_querylog_write_errors", "Query log rows lost to database errors",
+                "blockdns_querylog_write_errors",
+                "Query log rows lost to database errors or a dead writer process",
                 value=querylog.write_errors,
             )  # fmt: skip
             removed = CounterMetricFamily(

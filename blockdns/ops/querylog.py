@@ -1,15 +1,19 @@
-"""The query log: the server offers one :class:`Row` per query to a deque; a writer thread stores them in
-SQLite (:class:`QueryLog`) or PostgreSQL (:class:`~blockdns.ops.querylog_pg.PostgresQueryLog`); both share
-:class:`QueryLogWriter`, the queue and the writer thread's rhythm.
+"""The query log: the server offers one row per query (a :class:`Row`'s
+fields as a plain tuple) to a deque; a writer thread takes them in
+batches. For SQLite (:class:`QueryLog`) the thread hands each batch to a writer process
+(:mod:`blockdns.ops.querylog_store`), which owns the database, so the SQLite work runs outside the server's
+interpreter lock; for PostgreSQL (:class:`~blockdns.ops.querylog_pg.PostgresQueryLog`) the thread stores them
+itself. Both share :class:`QueryLogWriter`: the queue and the writer thread's rhythm.
 
-:meth:`QueryLog.offer` costs one ``len`` and one ``append`` (both atomic under the GIL), or a dropped row
-counted when the writer has fallen behind, so DNS never waits for the disk.
+:meth:`QueryLogWriter.offer` costs one ``len`` and one ``append`` (both atomic under the GIL), or a dropped
+row counted when the writer has fallen behind, so DNS never waits for the disk.
 
 The writer thread wakes every ``flush_interval`` seconds, or sooner when a batch is full (it looks every
-50 ms), turns rows into records (wire names to text, client addresses masked per ``[querylog] clients``,
-the client's name added when the log keeps full addresses, decisions to vendor/category/selector) and
-commits each batch with one ``executemany``. It also purges rows older than ``retention_days`` at start
-and then every ``purge_interval`` seconds (``retention_days = 0`` keeps everything).
+50 ms). A batch's rows become records (wire names to text, client addresses masked per ``[querylog]
+clients``, the client's name added when the log keeps full addresses, decisions to vendor/category/selector)
+and are committed with one ``executemany`` (SQLite) or ``COPY`` (PostgreSQL). Rows older than
+``retention_days`` are purged at start and then every ``purge_interval`` seconds (``retention_days = 0``
+keeps everything); past ``max_rows`` the oldest go after each batch.
 
 Reading goes through :class:`~blockdns.ops.querylog_read.QueryLogReader`, which opens its own read-only
 connection, so the API and ``blockdns log`` work while the server writes.
@@ -19,66 +23,56 @@ from __future__ import annotations
 
 import functools
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from blockdns.dnsname import text_key
 from blockdns.ops.clientid import ClientMasker, QueryLogError
-from blockdns.ops.querylog_db import INSERT, open_writer
+from blockdns.ops.querylog_process import WriterGone, WriterProcess
 from blockdns.ops.querylog_read import QueryLogReader
-from blockdns.policy import Decision
+from blockdns.ops.querylog_rows import (
+    PURGE_CHUNK,
+    ROW_ID_RANGE,
+    TRIM_ROOM_MAX,
+    TRIM_ROOM_SHARE,
+    Record,
+    Row,
+    RowValues,
+    Spelled,
+    qname_text,
+    spell,
+    to_record,
+)
 
 if TYPE_CHECKING:
     from blockdns.config import QueryLogSettings
+    from blockdns.ops.querylog_store import Report
     from blockdns.ops.stats import ServerStats
+    from blockdns.policy import Decision
+
+__all__ = [
+    "PURGE_CHUNK",
+    "ROW_ID_RANGE",
+    "TRIM_ROOM_MAX",
+    "TRIM_ROOM_SHARE",
+    "QueryLog",
+    "QueryLogWriter",
+    "Record",
+    "Row",
+    "RowValues",
+    "qname_text",
+]
 
 log = logging.getLogger("blockdns.querylog")
 
-
-class Row(NamedTuple):
-    """One answered query as the server hands it over; the writer thread turns it into a stored record."""
-
-    ts: float  # time.time() of the answer
-    client: str  # the client's address (masked by the writer as ``[querylog] clients`` says)
-    group: str
-    qname_wire: bytes
-    qtype: int
-    outcome: str  # an Outcome value: resolved, cached, stale, blocked, local, refused, error
-    rcode: int
-    reason: str | None
-    decision: Decision | None
-    upstream: str | None
-    duration_ms: float
-    transport: str
-
-
-Record = tuple[object, ...]
-
-PURGE_CHUNK = 5000
-# Past [querylog] max_rows the oldest rows go in one sweep that makes this much room (a share of the cap,
-# at most TRIM_ROOM_MAX rows), so the delete runs once per many batches instead of after every one.
-TRIM_ROOM_SHARE = 0.02
-TRIM_ROOM_MAX = 50_000
-# The lowest and highest row id: one seek each. (``SELECT min(id), max(id)`` in one select reads the whole
-# table: SQLite's min/max shortcut applies only to a select of one of them.)
-ROW_ID_RANGE = "SELECT (SELECT min(id) FROM queries), (SELECT max(id) FROM queries)"
 POLL_INTERVAL = 0.05
 ERROR_LOG_INTERVAL = 60.0
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def qname_text(wire: bytes) -> str:
-    """The presentation name of a lowercase wire name; the root is ``.``. Memoised: a log is mostly the
-    same few thousand names, and the writer thread's CPU is taken from the server's."""
-    try:
-        return text_key(wire) or "."
-    except IndexError:
-        return wire.hex()
+RESTART_FIRST = 0.25  # seconds before a failed writer-process start is tried again; doubles up to RESTART_MAX
+RESTART_MAX = 10.0
+MAX_SPELLED = 65_536  # decisions remembered spelled out; cleared when full
 
 
 Conn = TypeVar("Conn")
@@ -103,7 +97,7 @@ class QueryLogWriter(Generic[Conn]):
         self.settings = settings
         self.stats = stats
         self.capacity = settings.queue_size
-        self.queue: deque[Row] = deque()
+        self.queue: deque[RowValues] = deque()
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.purge_interval = purge_interval
@@ -182,7 +176,7 @@ class QueryLogWriter(Generic[Conn]):
 
     # ------------------------------------------------------------------------------------------- writing
 
-    def offer(self, row: Row) -> None:
+    def offer(self, row: RowValues) -> None:
         """Queue ``row`` for the writer; when the queue is full, drop it and count the drop."""
         if len(self.queue) < self.capacity:
             self.queue.append(row)
@@ -205,28 +199,34 @@ class QueryLogWriter(Generic[Conn]):
 
     # ------------------------------------------------------------------------------------- writer thread
 
-    def _idle(self) -> None:
-        """Wait up to ``flush_interval``; stop early for a full batch, a flush, a purge or a stop.
+    def _idle(self) -> bool:
+        """Wait up to ``flush_interval``; stop early for a full batch, a flush, a purge or a stop. False when
+        it stopped for a full batch (store full batches only: the rest may be a batch being filled), True
+        otherwise (store everything queued).
 
         The hot path never signals (that would cost it a lock), so a full batch is noticed by polling the
         queue's length every ``POLL_INTERVAL``.
         """
         deadline = time.monotonic() + self.flush_interval
-        while not self._stop.is_set() and not self._purge_requested and len(self.queue) < self.batch_size:
+        while not self._stop.is_set() and not self._purge_requested:
+            if len(self.queue) >= self.batch_size:
+                return False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return True
             if self._wake.wait(min(remaining, POLL_INTERVAL)):
                 self._wake.clear()
-                return
+                return True
+        return True
 
-    def _drain(self, conn: Conn) -> None:
-        queue, popleft = self.queue, self.queue.popleft
-        while queue and self._usable(conn):
+    def _drain(self, conn: Conn, everything: bool = True) -> None:
+        """Store the queue in batches: all of it, or (``everything`` False) its full batches."""
+        queue, popleft, size = self.queue, self.queue.popleft, self.batch_size
+        while queue and (everything or len(queue) >= size) and self._usable(conn):
             with self._cond:
                 self._busy = True
             try:
-                batch = [popleft() for _ in range(min(self.batch_size, len(queue)))]
+                batch = [popleft() for _ in range(min(size, len(queue)))]
                 self._write(conn, batch)
                 self._trim(conn)
             finally:
@@ -234,7 +234,7 @@ class QueryLogWriter(Generic[Conn]):
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write(self, conn: Conn, batch: list[Row]) -> None:
+    def _write(self, conn: Conn, batch: list[RowValues]) -> None:
         try:
             records = [self._record(row) for row in batch]
         except Exception as err:  # a malformed row is a server bug: lose the batch, keep the writer alive
@@ -265,52 +265,10 @@ class QueryLogWriter(Generic[Conn]):
         if removed:
             log.info("query log: purged %d rows older than %d days", removed, self.settings.retention_days)
 
-    def _record(self, row: Row) -> Record:
-        (
-            ts,
-            client,
-            group,
-            qname_wire,
-            qtype,
-            outcome,
-            rcode,
-            reason,
-            decision,
-            upstream,
-            duration_ms,
-            transport,
-        ) = row
+    def _record(self, row: RowValues) -> Record:
         assert self._masker is not None
-        names = self.client_names
-        client_name = names(client) if names is not None and self.settings.clients == "full" else None
-        entry = selector = vendor = category = None
-        if decision is not None:
-            entry = decision.entry
-            rule = decision.rule
-            if rule is not None:
-                selector = rule.selector
-                if rule.vendor is not None:
-                    vendor, category = rule.vendor.id, rule.vendor.category
-                else:
-                    category = rule.category
-        return (
-            ts,
-            self._masker.mask(client),
-            group,
-            qname_text(qname_wire),
-            qtype,
-            outcome,
-            rcode,
-            reason,
-            entry,
-            selector,
-            vendor,
-            category,
-            upstream,
-            duration_ms,
-            transport,
-            client_name,
-        )
+        names = self.client_names if self.settings.clients == "full" else None
+        return to_record(row, self._masker, names)
 
     def _log_error(self, message: str, *args: object) -> None:
         now = time.monotonic()
@@ -319,8 +277,13 @@ class QueryLogWriter(Generic[Conn]):
             log.error(message, *args)
 
 
-class QueryLog(QueryLogWriter[sqlite3.Connection]):
-    """The query log in a SQLite file."""
+class QueryLog(QueryLogWriter[WriterProcess]):
+    """The query log in a SQLite file, written by a writer process that this writer thread feeds.
+
+    A writer process that dies is started again for the next batch; the batch it was storing is counted in
+    ``write_errors`` and the death logged (one line). While it cannot be started, rows wait in the queue
+    (past ``queue_size`` they are dropped and counted) and a new start is tried with a doubling delay.
+    """
 
     def __init__(
         self,
@@ -342,93 +305,137 @@ class QueryLog(QueryLogWriter[sqlite3.Connection]):
         self.path = Path(path)
         self.location = str(self.path)
         self.reader = QueryLogReader(self.path, settings.clients)
+        self.process = WriterProcess(settings, self.path)
+        self.restarts = 0  # writer processes started again after one died
+        self._restart_at = 0.0
+        self._restart_delay = RESTART_FIRST
+        self._restart_failing = False
+        # id(decision) -> (decision, what the log keeps of it); the decision is held so its id stays its own
+        self._spelled: dict[int, tuple[Decision, Spelled]] = {}
 
     def start(self) -> None:
-        """Open the database (a bad path fails here, with one line) and start the writer thread."""
+        """Start the writer process (a bad path fails here, with one line) and the writer thread."""
         if self._thread is not None:
             return
-        try:
-            conn = open_writer(self.path)
-            self._masker = ClientMasker.for_database(self.settings.clients, self.path, create=True)
-        except (sqlite3.Error, OSError) as err:
-            reason = getattr(err, "strerror", None) or str(err)
-            raise QueryLogError(f"{self.path}: cannot open the query log: {reason}") from None
-        self._start_thread(functools.partial(self._run, conn))
+        self.process.start()
+        self._start_thread(functools.partial(self._run, self.process))
 
-    def _run(self, conn: sqlite3.Connection) -> None:
+    def _run(self, process: WriterProcess) -> None:
         # The start-up purge runs before any row is written, so it only ever removes rows of earlier runs:
         # rows queued meanwhile wait for it, and a purge asked for later starts after it.
         try:
-            self._purge(conn)
+            self._purge(process)
             next_purge = time.monotonic() + self.purge_interval
             while True:
-                self._idle()
-                self._drain(conn)
+                self._drain(process, self._idle())
                 now = time.monotonic()
                 if now >= next_purge or self._purge_requested:
-                    self._purge(conn)
+                    self._purge(process)
                     next_purge = now + self.purge_interval
-                if self._stop.is_set() and not self.queue:
+                if self._stop.is_set() and (not self.queue or not process.alive):
                     break
         finally:
-            conn.close()
+            report = process.stop()
+            if report is not None:
+                self._take(report)
+            unwritten = len(self.queue)
+            if unwritten:  # only when no writer process could be started
+                self.queue.clear()
+                self.write_errors += unwritten
+                log.warning("query log: no writer process at shutdown; %d rows not written", unwritten)
             with self._cond:
                 self._cond.notify_all()
 
-    def _store(self, conn: sqlite3.Connection, records: list[Record]) -> bool:
-        try:
-            with conn:
-                conn.execute("BEGIN")
-                conn.executemany(INSERT, records)
-        except sqlite3.Error as err:
-            self.write_errors += len(records)
-            self._log_error("query log write failed, %d rows lost: %s", len(records), err)
+    def _usable(self, process: WriterProcess) -> bool:
+        """True when the writer process runs, or has been started again after it died."""
+        if process.alive:
+            return True
+        now = time.monotonic()
+        if now < self._restart_at:
             return False
+        try:
+            process.start()
+        except QueryLogError as err:
+            self._restart_at = now + self._restart_delay
+            self._restart_delay = min(self._restart_delay * 2, RESTART_MAX)
+            if not self._restart_failing:
+                self._restart_failing = True
+                log.error(
+                    "query log: cannot start the writer process again (%s); rows wait in the queue (at most"
+                    " %d, then dropped and counted) while it retries",
+                    err,
+                    self.capacity,
+                )
+            return False
+        self.restarts += 1
+        if self._restart_failing:
+            self._restart_failing = False
+            log.warning("query log: writer process started again (pid %s)", process.pid)
+        self._restart_delay = RESTART_FIRST
         return True
 
-    def _trim(self, conn: sqlite3.Connection) -> None:
-        """Keep at most ``max_rows`` rows: past the cap, the oldest go, with some room made for what follows.
-
-        Rows are only ever removed from the oldest end (here and by retention), so the ids of the rows kept
-        are consecutive and their count is ``max(id) - min(id) + 1``: two lookups on the primary key.
-        """
-        cap = self.settings.max_rows
-        if not cap:
-            return
+    def _write(self, process: WriterProcess, batch: list[RowValues]) -> None:
         try:
-            low, high = conn.execute(ROW_ID_RANGE).fetchone()
-            if low is None or high - low + 1 <= cap:
-                return
-            room = min(int(cap * TRIM_ROOM_SHARE), TRIM_ROOM_MAX)
-            keep_from = high - (cap - room) + 1  # the oldest id kept
-            removed = _delete_oldest(conn, "id < ?", keep_from)
-        except sqlite3.Error as err:
-            self._log_error("query log: removing rows past max_rows failed: %s", err)
+            report = process.request(("rows", self._compact(batch), self._client_names(batch)))
+        except WriterGone as err:
+            self.write_errors += len(batch)
+            log.error("query log: the writer process %s; %d rows lost; starting another", err, len(batch))
             return
-        if not self.trimmed:
-            log.info("query log: reached max_rows = %d; the oldest rows now make room for new ones", cap)
-        self.trimmed += removed
+        except Exception as err:  # a row that cannot be sent is a server bug: lose the batch, not the writer
+            self.write_errors += len(batch)
+            self._log_error("query log: cannot store a row, %d rows lost: %r", len(batch), err)
+            return
+        self._take(report)
 
-    def _purge(self, conn: sqlite3.Connection) -> None:
+    def _compact(self, batch: list[RowValues]) -> list[tuple[object, ...]]:
+        """The batch as the writer process gets it: plain tuples (a Row, as tests offer, pickles through a
+        Python-level ``__getnewargs__``, about 0.7 µs a row; ``tuple()`` of a plain tuple is that tuple),
+        decisions spelled out (a Decision's object graph costs microseconds to pickle), each distinct decision
+        once (they are the policy's memoised objects)."""
+        spelled = self._spelled
+        if len(spelled) > MAX_SPELLED:
+            spelled.clear()
+        compact: list[tuple[object, ...]] = []
+        append = compact.append
+        for row in batch:
+            decision = row[8]
+            if decision is None:
+                append(tuple(row))
+                continue
+            known = spelled.get(id(decision))
+            if known is None or known[0] is not decision:
+                known = spelled[id(decision)] = (decision, spell(decision))
+            append((*row[:8], known[1], *row[9:]))
+        return compact
+
+    def _client_names(self, batch: list[RowValues]) -> dict[str, str | None]:
+        """The names of the batch's clients, looked up here, where the server's name table is."""
+        names = self.client_names
+        if names is None or self.settings.clients != "full":
+            return {}
+        try:
+            return {address: names(address) for address in {row[1] for row in batch}}
+        except Exception:  # a malformed row: the writer process counts it
+            return {}
+
+    def _take(self, report: Report) -> int:
+        """Count what a report says was done; the rows it purged."""
+        written, errors, trimmed, purged, lines = report
+        self.written += written
+        self.write_errors += errors
+        self.trimmed += trimmed
+        for level, line in lines:
+            log.log(level, "%s", line)
+        return purged
+
+    def _trim(self, process: WriterProcess) -> None:
+        """The writer process trims after every batch it stores."""
+
+    def _purge(self, process: WriterProcess) -> None:
         removed = 0
-        days = self.settings.retention_days
-        try:
-            if days > 0:
-                removed = _delete_oldest(conn, "ts < ?", time.time() - days * 86400)
-                if removed:
-                    conn.execute("PRAGMA incremental_vacuum")
-        except sqlite3.Error as err:
-            self._log_error("query log retention purge failed: %s", err)
+        if self._usable(process):
+            try:
+                removed = self._take(process.request(("purge",)))
+            except WriterGone as err:
+                log.error("query log: the writer process %s during a retention purge; starting another", err)
         self._purges_finished(removed)
-
-
-def _delete_oldest(conn: sqlite3.Connection, condition: str, bound: float) -> int:
-    """Delete the rows matching ``condition`` (one ``?`` for ``bound``) in chunks of ``PURGE_CHUNK``, each its
-    own statement, so the writer never holds one huge delete; the number of rows deleted."""
-    statement = f"DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE {condition} LIMIT ?)"
-    removed = 0
-    while True:
-        count = conn.execute(statement, (bound, PURGE_CHUNK)).rowcount
-        removed += count
-        if count < PURGE_CHUNK:
-            return removed

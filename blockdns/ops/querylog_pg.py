@@ -91,8 +91,7 @@ class PostgresQueryLog(QueryLogWriter[Connection]):
                     delay = RETRY_FIRST
                     self._purge(conn)  # as with SQLite: before this connection writes a row
                     next_purge = time.monotonic() + self.purge_interval
-                self._idle()
-                self._drain(conn)
+                self._drain(conn, self._idle())
                 if conn.closed:  # lost while draining: the rows left wait for the next connection
                     conn = None
                     continue
