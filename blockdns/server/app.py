@@ -502,17 +502,16 @@ def load_replacement(path: Path) -> Settings:
     return config_module.from_dict(raw, source=path)
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed. With ``[server]
-    workers`` above 1, a supervisor runs that many worker processes (:mod:`blockdns.server.workers`)."""
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run(settings: Settings) -> None:
+    """Serve in this process until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed.
+    (``[server] workers`` above 1 runs :func:`blockdns.server.workers.run` instead.)"""
+    configure_logging()
     policy = build_policy(settings)  # a bad config or catalogue fails here, before anything is bound
     local = load_local(settings)
-    if settings.server.worker_count() > 1:
-        from blockdns.server.workers import supervise
-
-        supervise(settings, policy, local)
-        return
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_serve(settings, policy, local))
 

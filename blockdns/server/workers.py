@@ -50,7 +50,7 @@ from blockdns.ops.control import ReloadResult
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Policy
 from blockdns.runtime import build_policy, load_local
-from blockdns.server.app import Server, load_replacement, loop_factory
+from blockdns.server.app import Server, configure_logging, load_replacement, loop_factory
 from blockdns.server.workerlink import ChannelSink, Link, LinkClosed, WorkerInit
 
 log = logging.getLogger("blockdns.workers")
@@ -64,6 +64,14 @@ STABLE_LIFE = 10.0  # a worker that lived this long is replaced at once; a short
 RESTART_SOON, RESTART_FIRST, RESTART_MAX = 0.2, 0.5, 30.0
 _PR_SET_PDEATHSIG = 1
 _UNAVAILABLE_ERRNOS = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
+
+
+def run(settings: Settings) -> None:
+    """Serve with ``[server] workers`` processes until SIGINT or SIGTERM."""
+    configure_logging()
+    policy = build_policy(settings)  # a bad config or catalogue fails here, once, before any fork
+    local = load_local(settings)
+    supervise(settings, policy, local)
 
 
 def supervise(settings: Settings, policy: Policy, local: LocalData) -> None:
