@@ -37,7 +37,7 @@ SERVING = re.compile(r"serving on 127\.0\.0\.1:(\d+) \(udp\+tcp\) with 2 worker 
 MAX_QUERIES = 2000  # a bound on every loop that sends queries until both workers have answered
 
 
-def write_config(path: Path, upstream: FakeDNS, api_port: int, block: str) -> None:
+def write_config(path: Path, upstream: FakeDNS, api_port: int, block: str, querylog: str = "") -> None:
     path.write_text(
         f"""
 [server]
@@ -49,7 +49,7 @@ upstreams = ["{upstream.url}"]
 [policy]
 block = [{block}]
 {TEST_LISTS_TOML}[querylog]
-path = ""
+path = "{querylog}"
 [api]
 listen = "127.0.0.1:{api_port}"
 token = "{TOKEN}"
@@ -170,9 +170,9 @@ def upstream() -> Iterator[FakeDNS]:
 def serve(tmp_path: Path, upstream: FakeDNS) -> Iterator[Callable[[str], Served]]:
     started: list[tuple[Served, set[int]]] = []
 
-    def start(block: str = '"vendor:deepseek"') -> Served:
+    def start(block: str = '"vendor:deepseek"', querylog: str = "") -> Served:
         api_port = free_port()
-        write_config(tmp_path / "blockdns.toml", upstream, api_port, block)
+        write_config(tmp_path / "blockdns.toml", upstream, api_port, block, querylog)
         process = subprocess.Popen(
             [sys.executable, "-m", "blockdns", "serve", "--config", str(tmp_path / "blockdns.toml")],
             stdout=subprocess.PIPE,
@@ -273,6 +273,30 @@ def _reloads(served: Served) -> int:
     metrics = http("GET", f"{served.api}/metrics", timeout=10).text
     match = re.search(r"^blockdns_config_reloads_total (\S+)$", metrics, re.M)
     return int(float(match.group(1))) if match else -1
+
+
+def test_every_worker_s_rows_reach_the_one_query_log(serve, tmp_path):
+    log_path = tmp_path / "querylog.sqlite"
+    served = serve(querylog=str(log_path))
+    asked = served.answer_until_both_served("chat.deepseek.com", dns.rcode.NXDOMAIN)
+
+    def logged() -> int:
+        reply = http("GET", f"{served.api}/api/querylog?limit=1000", timeout=10)
+        return len(json.loads(reply.text)["rows"])
+
+    assert wait_until(lambda: logged() == asked), (logged(), asked)
+    writers = [
+        pid for pid in descendants(served.process.pid) | {served.process.pid} if _opened(pid, log_path)
+    ]
+    worker_pids = {worker["pid"] for worker in served.workers()}
+    assert len(writers) == 1 and writers[0] not in worker_pids  # one writer; no worker opens the database
+
+
+def _opened(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
 
 
 def test_sigterm_stops_every_process(serve):

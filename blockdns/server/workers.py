@@ -378,7 +378,14 @@ async def _work(
 
 
 async def _obey(link: Link, server: Server, stopping: asyncio.Event) -> None:  # pragma: no cover - a worker
-    """Carry out the supervisor's messages until the link closes (the supervisor is gone: stop)."""
+    """Carry out the supervisor's messages until the link closes (the supervisor is gone: stop). A reload
+    runs beside them, so counters and the pause switch are not held up by a compile."""
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload(kind: str, seq: int) -> None:
+        result = await (server._reload() if kind == "reload" else server.reload_local())
+        link.send(("reloaded", seq, result.ok, result.message))
+
     try:
         while True:
             message = await link.receive()
@@ -388,8 +395,9 @@ async def _obey(link: Link, server: Server, stopping: asyncio.Event) -> None:  #
             elif kind == "pause":
                 server.pause_switch.until = message[1]
             elif kind in ("reload", "reload_local"):
-                result = await (server._reload() if kind == "reload" else server.reload_local())
-                link.send(("reloaded", message[1], result.ok, result.message))
+                task = asyncio.get_running_loop().create_task(reload(kind, message[1]))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
     except LinkClosed:
         log.error("worker %d: the supervisor is gone; stopping", os.getpid())
         stopping.set()
