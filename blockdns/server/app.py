@@ -271,8 +271,10 @@ class Server:
         self.client_names.configure(self.generation.local, self.generation.router)
 
     async def start_admin(self) -> None:
-        """The query log, the cluster link, the admin API, the file watcher and the feed refresh."""
-        await self._start_querylog()
+        """The query log (unless :meth:`start_querylog` started it), the cluster link, the admin API, the
+        file watcher and the feed refresh."""
+        if self.querylog is None:
+            await self.start_querylog()
         self._start_cluster()
         await self._start_api()
         self._snapshot_watched()
@@ -316,7 +318,7 @@ class Server:
             return Listener(address, udp, tcp)
         raise BlockdnsError(f"cannot find a free port for {address}")
 
-    async def _start_querylog(self) -> None:
+    async def start_querylog(self) -> None:
         settings = self._settings.querylog
         querylog: QueryLogWriter[Any]
         if settings.is_postgres():

@@ -102,6 +102,7 @@ async def _supervise(
     loop.add_signal_handler(signal.SIGINT, supervisor.finish)
     loop.add_signal_handler(signal.SIGTERM, supervisor.finish)
     try:
+        await supervisor.start_querylog()  # before the workers: they are told whether to send rows
         await supervisor.start_workers(settings.server.worker_count())
         for probe in probes:
             probe.close()
