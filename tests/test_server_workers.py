@@ -25,6 +25,7 @@ import pytest
 
 from blockdns import config
 from blockdns.errors import ConfigError
+from blockdns.server import workers
 
 from conftest import TEST_LISTS_TOML
 from fakedns import FakeDNS
@@ -352,3 +353,11 @@ def test_a_port_the_workers_cannot_bind_fails_the_start_with_one_line(tmp_path, 
     assert f"cannot listen on udp 127.0.0.1:{port}" in process.stderr + process.stdout
     assert "the worker processes did not start" in process.stderr
     assert "Traceback" not in process.stderr + process.stdout
+
+
+def test_a_crash_loop_is_slowed_down_and_a_long_life_restarts_soon():
+    delays = [0.0]
+    for _ in range(10):  # a worker that dies at once, again and again
+        delays.append(workers.restart_delay(delays[-1], lived=0.1))
+    assert delays[1:7] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0] and delays[7:] == [30.0] * 4
+    assert workers.restart_delay(30.0, lived=workers.STABLE_LIFE) == workers.RESTART_SOON < 0.5

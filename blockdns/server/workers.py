@@ -159,6 +159,15 @@ def set_death_signal(signum: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
+def restart_delay(previous: float, lived: float) -> float:
+    """Seconds before a worker that died after ``lived`` seconds is replaced, ``previous`` being the delay
+    before it started. Soon after a long life (the shortest delay lets a SIGTERM sent to the whole process
+    group reach the supervisor first); after a short one, double the last delay, from 0.5 s up to 30 s."""
+    if lived >= STABLE_LIFE:
+        return RESTART_SOON
+    return min(max(2 * previous, RESTART_FIRST), RESTART_MAX)
+
+
 def _alive(slot: WorkerSlot) -> bool:
     """Still running: the zygote has not reported its exit, and (should the zygote be gone) it exists."""
     if not slot.running:
@@ -535,10 +544,7 @@ class Supervisor(Server):
         if self.stopping:
             return
         lived = time.monotonic() - slot.started
-        # The shortest delay lets a SIGTERM sent to the whole process group reach the supervisor first.
-        slot.delay = (
-            RESTART_SOON if lived >= STABLE_LIFE else min(max(2 * slot.delay, RESTART_FIRST), RESTART_MAX)
-        )
+        slot.delay = restart_delay(slot.delay, lived)
         log.error(
             "worker %d (pid %d) %s after %.1f s; starting another in %.1f s",
             slot.index, pid, describe_exit(status), lived, slot.delay,
