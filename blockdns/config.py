@@ -8,6 +8,7 @@ working directory when the built-in defaults apply).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -112,6 +113,8 @@ class ServerSettings(Section):
     tcp_max_connections: int = Field(256, ge=1)
     tcp_max_per_client: int = Field(16, ge=1)  # open TCP connections per client address
     max_inflight: int = Field(4096, ge=1)  # slow-path queries being resolved at once; more are dropped
+    # Processes sharing the listening sockets (SO_REUSEPORT) under a supervisor; "auto": one per usable core.
+    workers: int | Literal["auto"] = 1
 
     @field_validator("listen")
     @classmethod
@@ -125,6 +128,21 @@ class ServerSettings(Section):
     def _check_clients(cls, values: list[str]) -> list[str]:
         _networks(values)
         return values
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: object) -> object:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError('a whole number of processes, at least 1, or "auto"')
+
+    def worker_count(self) -> int:
+        """How many worker processes to run (1: the single-process server, no supervisor)."""
+        if self.workers == "auto":
+            if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (taskset, cgroups)
+                return max(1, len(os.sched_getaffinity(0)))
+            return os.cpu_count() or 1
+        return self.workers
 
     def listen_addresses(self) -> list[ListenAddress]:
         return [ListenAddress(host=h, port=p) for h, p in (parse_host_port(v, 53) for v in self.listen)]

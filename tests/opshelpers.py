@@ -85,6 +85,12 @@ class FakeControl:
     def check(self, name: str, client: str | None) -> Decision:
         return self._policy.group_for(client).decide(normalise(name))
 
+    async def refresh_stats(self) -> None:
+        pass
+
+    def worker_states(self) -> list[dict[str, object]]:
+        return []
+
     def cache_size(self) -> int:
         return self.cache_entries
 

@@ -325,6 +325,7 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
     seconds = _since_seconds(request, DEFAULT_STATS_SINCE)
     assert seconds is not None
     querylog = request.app[QUERYLOG]
+    await request.app[CONTROL].refresh_stats()
     snapshot = take_snapshot(request.app[CONTROL], querylog)
     summary: dict[str, object] | None = None
     problem: str | None = None
@@ -405,6 +406,7 @@ async def post_reload(request: web.Request) -> web.StreamResponse:
 
 
 async def get_metrics(request: web.Request) -> web.StreamResponse:
+    await request.app[CONTROL].refresh_stats()
     snapshot = take_snapshot(request.app[CONTROL], request.app[QUERYLOG])
     text = await asyncio.to_thread(metrics.render, snapshot, request.app[MANIFEST])
     response = web.Response(body=text)

@@ -43,3 +43,9 @@ class ServerControl(Protocol):
     def check(self, name: str, client: str | None) -> Decision: ...
 
     def cache_size(self) -> int: ...
+
+    async def refresh_stats(self) -> None:
+        """Bring :attr:`stats` up to date before a read (a supervisor asks its worker processes)."""
+
+    def worker_states(self) -> list[dict[str, object]]:
+        """One entry per worker process (index, pid, queries answered, restarts); empty: one process."""

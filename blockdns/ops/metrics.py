@@ -102,6 +102,10 @@ def _timestamp(value: object) -> float | None:
     return None
 
 
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 class FeedManifest:
     """The feed store's manifest, through its one reader (:func:`~blockdns.feeds.manifest.read_manifest`),
     re-read only when the file changes. Renders run in worker threads, so one at a time reads it."""
@@ -254,6 +258,8 @@ class ServerCollector(Collector):
                 "1 while this replica is connected to the cluster's Redis ([cluster] redis)",
                 value=1 if snapshot.cluster_connected else 0,
             )
+        if snapshot.workers:
+            yield from self._workers()
         policy = snapshot.policy
         yield GaugeMetricFamily(
             "blockdns_policy_entries", "Domain entries across all groups", value=policy.size
@@ -264,6 +270,26 @@ class ServerCollector(Collector):
         for name, group_policy in sorted(policy.groups.items()):
             group_entries.add_metric([name], len(group_policy.domains))
         yield group_entries
+
+    def _workers(self) -> Iterator[Metric]:
+        """Per worker process ([server] workers > 1); the families above are the sums over all of them."""
+        workers = self.snapshot.workers
+        yield GaugeMetricFamily(
+            "blockdns_workers", "Worker processes running",
+            value=sum(1 for worker in workers if worker["running"]),
+        )  # fmt: skip
+        queries = CounterMetricFamily(
+            "blockdns_worker_queries", "Queries answered by each worker process since it started",
+            labels=["worker"],
+        )  # fmt: skip
+        restarts = CounterMetricFamily(
+            "blockdns_worker_restarts", "Worker processes started again after one died", labels=["worker"]
+        )
+        for worker in workers:
+            queries.add_metric([str(worker["index"])], _number(worker["queries"]))
+            restarts.add_metric([str(worker["index"])], _number(worker["restarts"]))
+        yield queries
+        yield restarts
 
     def _latency(self) -> HistogramMetricFamily:
         stats = self.snapshot.stats

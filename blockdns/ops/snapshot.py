@@ -51,6 +51,7 @@ class Snapshot:
     policy: Policy
     querylog: QueryLogState | None  # None: the query log is off
     cluster_connected: bool | None  # None: no [cluster] redis
+    workers: list[dict[str, object]]  # one entry per worker process; empty: the single-process server
 
 
 def paused_until(control: ServerControl, now: float | None = None) -> float | None:
@@ -87,6 +88,7 @@ def take_snapshot(control: ServerControl, querylog: QueryLogWriter[Any] | None) 
         policy=control.policy,
         querylog=state,
         cluster_connected=control.cluster.connected if control.cluster is not None else None,
+        workers=control.worker_states(),
     )
 
 
@@ -163,6 +165,7 @@ def stats_body(snapshot: Snapshot) -> dict[str, object]:
             "groups": {name: len(group.domains) for name, group in policy.groups.items()},
         },
         "querylog": _querylog_state(snapshot.querylog),
+        "workers": snapshot.workers,
     }
 
 

@@ -75,5 +75,25 @@ class ServerStats:
                 changes[item.name] = replace(value)
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    def add(self, other: ServerStats) -> None:
+        """Add ``other``'s counters to these (a supervisor summing its workers); ``started`` stays."""
+        _add_fields(self, other, skip=("started",))
+
     def total_queries(self) -> int:
         return sum(self.queries.values())
+
+
+def _add_fields(total: object, part: object, skip: tuple[str, ...] = ()) -> None:
+    for item in fields(total):  # type: ignore[arg-type]
+        if item.name in skip:
+            continue
+        mine, theirs = getattr(total, item.name), getattr(part, item.name)
+        if isinstance(mine, Counter):
+            mine.update(theirs)
+        elif isinstance(mine, list):
+            for index, value in enumerate(theirs):
+                mine[index] += value
+        elif is_dataclass(mine):
+            _add_fields(mine, theirs)
+        else:
+            setattr(total, item.name, mine + theirs)

@@ -4,10 +4,9 @@ leave the same trace in the metrics and the query log."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from blockdns.ops.labels import COUNTED_QTYPES, OTHER_QTYPE
-from blockdns.ops.querylog import QueryLogWriter
+from blockdns.ops.rowsink import RowSink
 from blockdns.ops.stats import ServerStats
 from blockdns.resolve.base import Answer, Outcome, Query
 
@@ -17,7 +16,7 @@ CACHED, BLOCKED, REFUSED, STALE = Outcome.CACHED, Outcome.BLOCKED, Outcome.REFUS
 class Accounting:
     def __init__(self, stats: ServerStats) -> None:
         self.stats = stats
-        self.querylog: QueryLogWriter[Any] | None = None  # set once the query log is open
+        self.querylog: RowSink | None = None  # set once the query log is open
 
     def record(self, query: Query, answer: Answer, duration_ms: float) -> None:
         stats = self.stats

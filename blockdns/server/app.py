@@ -16,7 +16,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +161,12 @@ class Server:
     def cache_size(self) -> int:
         return len(self.engine.generation.cache)
 
+    async def refresh_stats(self) -> None:
+        """Nothing to gather: this process's counters are :attr:`stats` (a supervisor's are its workers')."""
+
+    def worker_states(self) -> list[dict[str, object]]:
+        return []
+
     async def reload(self) -> ReloadResult:
         """Re-read the config file and every list; swap them in only if all of it is valid. Asked for by
         someone (the API, SIGHUP): with ``[cluster] redis``, a reload that succeeds is announced, and the
@@ -180,12 +186,12 @@ class Server:
                 policy = await asyncio.to_thread(build_policy, settings)
                 local = await asyncio.to_thread(load_local, settings)
             except BlockdnsError as err:
-                self.stats.reloads_refused += 1
+                self.shared.stats.reloads_refused += 1
                 log.error("reload refused, the last good configuration keeps serving: %s", err)
                 return ReloadResult(False, str(err))
             self._apply(settings, policy, local)
             self._settle()
-            self.stats.reloads += 1
+            self.shared.stats.reloads += 1
             self._snapshot_watched()
             message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
             log.info(message)
@@ -198,7 +204,7 @@ class Server:
             try:
                 local = await asyncio.to_thread(load_local, self._settings)
             except BlockdnsError as err:
-                self.stats.reloads_refused += 1
+                self.shared.stats.reloads_refused += 1
                 log.error("hosts files not reloaded, the old local names keep serving: %s", err)
                 return ReloadResult(False, str(err))
             self._apply(self._settings, self.policy, local)
@@ -252,19 +258,33 @@ class Server:
     # ------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        for address in self._settings.server.listen_addresses():
-            listener = await self._bind(address)
+        await self.start_dns(self._settings.server.listen_addresses())
+        await self.start_admin()
+
+    async def start_dns(self, addresses: list[ListenAddress], *, reuse_port: bool = False) -> None:
+        """Bind the listeners (``reuse_port``: join the SO_REUSEPORT group of the other worker processes) and
+        start the upstreams."""
+        for address in addresses:
+            listener = await self._bind(address, reuse_port)
             if listener is not None:
                 self.listeners.append(listener)
         if not self.listeners:
             raise BlockdnsError("no listen address could be bound")
-        self._start_background(self.upstream.start())
+        self.start_upstreams()
         if rxdrops.SUPPORTED:
             udp_sockets = [listener.udp.get_extra_info("socket") for listener in self.listeners]
             self._start_background(rxdrops.sample_receive_drops(self.stats, udp_sockets))
+
+    def start_upstreams(self) -> None:
+        self._start_background(self.upstream.start())
         self._start_background(self.generation.router.start())
         self.client_names.configure(self.generation.local, self.generation.router)
-        await self._start_querylog()
+
+    async def start_admin(self) -> None:
+        """The query log (unless :meth:`start_querylog` started it), the cluster link, the admin API, the
+        file watcher and the feed refresh."""
+        if self.querylog is None:
+            await self.start_querylog()
         self._start_cluster()
         await self._start_api()
         self._snapshot_watched()
@@ -272,7 +292,7 @@ class Server:
         if self._settings.lists.refresh_seconds() > 0:
             self._start_background(self._refresh_feeds())
 
-    async def _bind(self, address: ListenAddress) -> Listener | None:
+    async def _bind(self, address: ListenAddress, reuse_port: bool = False) -> Listener | None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         # Port 0 (tests): take the port the kernel gives UDP, then bind TCP to the same one.
@@ -282,6 +302,7 @@ class Server:
                     lambda: UdpProtocol(self.engine),
                     local_addr=(address.host, address.port),
                     family=family,
+                    reuse_port=reuse_port or None,
                 )
             except OSError as err:
                 if err.errno in _UNAVAILABLE_ERRNOS:
@@ -291,7 +312,13 @@ class Server:
             port = udp.get_extra_info("sockname")[1]
             try:
                 tcp = await asyncio.start_server(
-                    self.tcp.handle, address.host, port, family=family, reuse_address=True, backlog=256
+                    self.tcp.handle,
+                    address.host,
+                    port,
+                    family=family,
+                    reuse_address=True,
+                    reuse_port=reuse_port or None,
+                    backlog=256,
                 )
             except OSError as err:
                 udp.close()
@@ -301,18 +328,18 @@ class Server:
             return Listener(address, udp, tcp)
         raise BlockdnsError(f"cannot find a free port for {address}")
 
-    async def _start_querylog(self) -> None:
+    async def start_querylog(self) -> None:
         settings = self._settings.querylog
         querylog: QueryLogWriter[Any]
         if settings.is_postgres():
             from blockdns.ops.querylog_pg import PostgresQueryLog  # psycopg is loaded only when it is used
 
-            querylog = PostgresQueryLog(settings, self.stats)
+            querylog = PostgresQueryLog(settings, self.shared.stats)
         else:
             path = self._settings.querylog_path()
             if path is None:
                 return
-            querylog = QueryLog(settings, path, self.stats)
+            querylog = QueryLog(settings, path, self.shared.stats)
         querylog.client_names = self.client_names.name
         querylog.start()
         self.querylog = querylog
@@ -487,21 +514,28 @@ def load_replacement(path: Path) -> Settings:
     return config_module.from_dict(raw, source=path)
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed."""
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run(settings: Settings) -> None:
+    """Serve in this process until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed.
+    (``[server] workers`` above 1 runs :func:`blockdns.server.workers.run` instead.)"""
+    configure_logging()
     policy = build_policy(settings)  # a bad config or catalogue fails here, before anything is bound
     local = load_local(settings)
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover
-        loop_factory = None
     serving = _serve(settings, policy, local)
     del policy, local  # held by the coroutine until it drops them: a reload can free the first policy
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serving)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return None
+    return uvloop.new_event_loop
 
 
 async def _serve(settings: Settings, policy: Policy, local: LocalData) -> None:
