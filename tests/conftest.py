@@ -13,8 +13,12 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from blockdns import config
+from blockdns.ops.metrics import FeedManifest
+from blockdns.ops.metrics import render as render_metrics
+from blockdns.ops.snapshot import take_snapshot
 from blockdns.resolve.recursive.machine import Result
 from blockdns.resolve.recursive.response import parsed_response
 from blockdns.resolve.upstream import UpstreamResult
@@ -89,6 +93,20 @@ class RunningServer:
         send = dns.query.tcp if tcp else dns.query.udp
         kwargs = {"source": source} if source else {}
         return send(message, "127.0.0.1", port=self.port, timeout=timeout, **kwargs)
+
+
+def server_metrics(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's Prometheus exposition as (name, sorted labels) -> value, rendered on its loop as a scrape
+    renders it."""
+
+    async def scrape() -> bytes:
+        return render_metrics(take_snapshot(server.server, None), FeedManifest())
+
+    samples = {}
+    for family in text_string_to_metric_families(server.call(scrape()).decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
 
 
 def response_wire(

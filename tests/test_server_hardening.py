@@ -14,14 +14,11 @@ import dns.message
 import dns.rcode
 import pytest
 from dnslib import RR, DNSRecord
-from prometheus_client.parser import text_string_to_metric_families
 
-from blockdns.ops.metrics import FeedManifest, render
-from blockdns.ops.snapshot import take_snapshot
 from blockdns.resolve.forward import INITIAL_RTO
 from blockdns.resolve.rtt import MIN_RTO, RttEstimate
 
-from conftest import RunningServer, base_config, ede_of
+from conftest import RunningServer, base_config, ede_of, server_metrics
 from fakedns import FakeDNS
 from waiting import wait_until
 
@@ -31,19 +28,6 @@ def upstream() -> Iterator[FakeDNS]:
     fake = FakeDNS("127.0.0.2").answer("example.com", "A", "192.0.2.1").start()
     yield fake
     fake.stop()
-
-
-def metrics(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The server's Prometheus exposition, read on its loop as a scrape is."""
-
-    async def scrape() -> bytes:
-        return render(take_snapshot(server.server, None), FeedManifest())
-
-    samples = {}
-    for family in text_string_to_metric_families(server.call(scrape()).decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 def frame(name: str) -> bytes:
@@ -107,7 +91,9 @@ def test_a_refused_client_holds_no_tcp_slot(start_server, upstream):
         assert wait_until(lambda: stats.tcp_open == 0)
         held[0].settimeout(2)
         assert closed_by_server(held[0])
-        refused = metrics(server)[("blockdns_tcp_connections_refused_total", (("reason", "not_allowed"),))]
+        refused = server_metrics(server)[
+            ("blockdns_tcp_connections_refused_total", (("reason", "not_allowed"),))
+        ]
         assert refused == 400
     finally:
         for sock in held:
@@ -158,7 +144,7 @@ def test_the_longest_idle_connection_makes_room_when_every_slot_is_taken(start_s
     assert time.monotonic() - started < 1.5  # admitted at once, not after a slow answer freed a slot
     assert closed_by_server(idle)
     assert stats.tcp_evicted == 1 and stats.tcp_refused_full == 0
-    assert metrics(server)[("blockdns_tcp_connections_evicted_total", ())] == 1
+    assert server_metrics(server)[("blockdns_tcp_connections_evicted_total", ())] == 1
     for index, sock in enumerate(busy):
         assert read_frame(sock).answer[0][0].address == f"192.0.2.{10 + index}"
         sock.close()
@@ -225,7 +211,7 @@ def test_a_lost_packet_to_the_only_upstream_is_sent_again_well_inside_the_timeou
     assert seconds < 1.5  # not the 2 s timeout (nor a SERVFAIL after it)
     assert upstream.count("lossy.example") == 2
     assert server.server.stats.upstream.retransmits == 1
-    assert metrics(server)[("blockdns_upstream_retransmits_total", ())] == 1
+    assert server_metrics(server)[("blockdns_upstream_retransmits_total", ())] == 1
 
 
 def test_the_retransmission_timeout_follows_the_round_trip_time():
@@ -342,7 +328,7 @@ def test_a_flooding_client_cannot_take_every_slow_path_slot(start_server, upstre
             response = server.query(name, source="127.0.0.3", timeout=2)
             assert response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
     assert stats.dropped_overload == 0
-    assert metrics(server)[("blockdns_dropped_client_share_total", ())] >= 38
+    assert server_metrics(server)[("blockdns_dropped_client_share_total", ())] >= 38
 
 
 def test_the_kernels_receive_drops_are_counted(start_server, upstream):
@@ -351,7 +337,7 @@ def test_the_kernels_receive_drops_are_counted(start_server, upstream):
     server = start_server(base_config(upstream, policy={"block": []}))
     sock = server.server.listeners[0].udp.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # raised to the kernel's minimum: a few packets
-    assert metrics(server)[("blockdns_udp_receive_drops_total", ())] == 0
+    assert server_metrics(server)[("blockdns_udp_receive_drops_total", ())] == 0
     stalled, resume = threading.Event(), threading.Event()
 
     def stall() -> None:
@@ -369,5 +355,5 @@ def test_the_kernels_receive_drops_are_counted(start_server, upstream):
         resume.set()
     stats = server.server.stats
     assert wait_until(lambda: stats.udp_receive_drops >= 150)
-    assert metrics(server)[("blockdns_udp_receive_drops_total", ())] >= 150
+    assert server_metrics(server)[("blockdns_udp_receive_drops_total", ())] >= 150
     assert server.query("example.com").answer[0][0].address == "192.0.2.1"

@@ -16,16 +16,14 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from blockdns import config
 from blockdns.config import RateLimitSettings
 from blockdns.errors import ConfigError
-from blockdns.ops.metrics import FeedManifest, render
 from blockdns.ops.snapshot import stats_body, take_snapshot
 from blockdns.server.ratelimit import RateLimiter
 
-from conftest import TEST_LISTS_TOML, RunningServer, base_config
+from conftest import TEST_LISTS_TOML, RunningServer, base_config, server_metrics
 from fakedns import FakeDNS
 from waiting import wait_until
 
@@ -43,17 +41,6 @@ def upstream() -> Iterator[FakeDNS]:
 
 def limited_config(upstream: FakeDNS, **limits: Any) -> dict[str, Any]:
     return base_config(upstream, policy={"block": []}, ratelimit=limits)
-
-
-def metrics(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async def scrape() -> bytes:
-        return render(take_snapshot(server.server, None), FeedManifest())
-
-    samples = {}
-    for family in text_string_to_metric_families(server.call(scrape()).decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 class Burst:
@@ -226,7 +213,7 @@ def test_a_burst_is_limited_exactly_and_a_client_in_another_prefix_is_not(start_
     neighbour = Burst(server, NEIGHBOUR, 2).replies(1)
     assert len(neighbour) == 1 and neighbour[0].flags & dns.flags.TC  # slip, drop: the flooder's bucket
     assert server.query(NAME, source=OTHER, timeout=2).answer[0][0].address == "192.0.2.1"
-    samples = metrics(server)
+    samples = server_metrics(server)
     assert samples[("blockdns_ratelimited_total", (("action", "slip"),))] == 8
     assert samples[("blockdns_ratelimited_total", (("action", "drop"),))] == 9
     # limited queries are not answered queries: the warm-up, the flooder's 5 and the other client's 4
