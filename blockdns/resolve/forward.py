@@ -23,7 +23,7 @@ import asyncio
 import math
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError, WireError
@@ -108,6 +108,14 @@ class Forwarder:
         return _Resolution(self, qname, qtype, qclass, do=do, cd=cd).run()
 
 
+class _Pending(Protocol):
+    """A query in flight as the resolution reads it: a TCP query's task, or a pooled UDP query."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> bytes: ...
+
+
 @dataclass(slots=True)
 class _Flight:
     """One query of a resolution in flight: to whom, when, until when, and over what."""
@@ -121,10 +129,11 @@ class _Flight:
 class _Resolution:
     """One question's queries to the upstreams, as the module docstring tells.
 
-    UDP queries wait for their replies without a task each (:class:`PooledQuery`, on a socket of the
-    upstream's pool, :mod:`blockdns.resolve.udppool`); the resolution sleeps on one
-    future, woken by whichever comes first: a reply, an upstream's time being up, or the retransmission
-    timer. So the common case, a reply before the timer, costs what a single query costs."""
+    UDP queries wait for their replies without a task or a future each (:class:`PooledQuery`, on a socket
+    of the upstream's pool, :mod:`blockdns.resolve.udppool`, which calls :meth:`_wake` when the reply
+    comes); the resolution sleeps on one future, woken by whichever comes first: a reply, an upstream's
+    time being up, or the retransmission timer. So the common case, a reply before the timer, costs what a
+    single query costs."""
 
     def __init__(
         self, forwarder: Forwarder, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
@@ -137,7 +146,7 @@ class _Resolution:
         self.deadline = now + forwarder.total_timeout
         self.waiting = forwarder._ordered(now)  # not asked yet, best first
         self.time_up: dict[_Upstream, float] = {}  # asked, in order: when its time to answer is up
-        self.flights: dict[asyncio.Future[bytes], _Flight] = {}
+        self.flights: dict[_Pending, _Flight] = {}
         self.last: _Upstream | None = None  # asked most recently: the retransmission timer is its
         self.waited = 0.0  # the retransmission timeout that timer was set to
         self.repeats = 0
@@ -196,22 +205,21 @@ class _Resolution:
         """Query ``upstream``; when to ask again if no reply has come (None: the query could not go out)."""
         forwarder = self.forwarder
         time_up = self.time_up.setdefault(upstream, min(now + forwarder.timeout, self.deadline))
-        future: asyncio.Future[bytes]
+        pending: _Pending
         udp = None
         if upstream.over_udp and not tcp:
             try:
-                udp = upstream.udp_pool(self.stats).query(self._outgoing)
+                pending = udp = upstream.udp_pool(self.stats).query(self._outgoing, self._wake)
             except UpstreamError as err:
                 self._failed(upstream, err, now)
                 return None
-            future = udp.reply
         else:
             timeout = max(time_up - now, forwarder.timeout / 2) if tcp else time_up - now
-            future = self.loop.create_task(
+            pending = task = self.loop.create_task(
                 tcp_query(upstream.host, upstream.port, self._outgoing(None), timeout, self.stats)
             )
-        future.add_done_callback(self._wake)
-        self.flights[future] = _Flight(upstream, now, time_up, udp)
+            task.add_done_callback(self._wake)
+        self.flights[pending] = _Flight(upstream, now, time_up, udp)
         self.last, self.waited = upstream, upstream.rtt.rto
         return now + self.waited
 
@@ -257,13 +265,13 @@ class _Resolution:
         upstream.failed_at = now
         self.errors.append(error)
 
-    def _expired(self, future: asyncio.Future[bytes], flight: _Flight, now: float) -> None:
+    def _expired(self, future: _Pending, flight: _Flight, now: float) -> None:
         del self.flights[future]
         assert flight.udp is not None
         self._failed(flight.upstream, flight.udp.timed_out(), now)
         flight.udp.close()
 
-    def _landed(self, future: asyncio.Future[bytes], flight: _Flight, now: float) -> UpstreamResult | None:
+    def _landed(self, future: _Pending, flight: _Flight, now: float) -> UpstreamResult | None:
         """A query is done: the result if it is the answer, else None (and the failure noted)."""
         del self.flights[future]
         if flight.udp is not None:
@@ -310,15 +318,16 @@ class _Resolution:
         raise UpstreamError(message, code, client_text=client_text)
 
 
-def _abandon(future: asyncio.Future[bytes], flight: _Flight) -> None:
+def _abandon(future: _Pending, flight: _Flight) -> None:
     """Stop a query the resolution no longer needs."""
     if flight.udp is not None:
         flight.udp.close()
-    elif not future.done():
-        future.cancel()
-        future.add_done_callback(_settle)
-    else:
-        _settle(future)
+    elif isinstance(future, asyncio.Future):  # over TCP: a task
+        if future.done():
+            _settle(future)
+        else:
+            future.cancel()
+            future.add_done_callback(_settle)
 
 
 def _settle(future: asyncio.Future[bytes]) -> None:
