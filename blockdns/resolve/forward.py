@@ -96,8 +96,10 @@ class Forwarder:
                 upstream.pool.close()
 
     def _ordered(self, now: float) -> list[_Upstream]:
-        healthy = [u for u in self._upstreams if not u.held(now)]
-        return healthy + [u for u in self._upstreams if u.held(now)]
+        held = [u for u in self._upstreams if u.held(now)]
+        if not held:  # the common case: the configured order
+            return self._upstreams.copy()
+        return [u for u in self._upstreams if u not in held] + held
 
     def retransmission_timeout(self, config: UpstreamConfig) -> float:
         return next(u.rtt.rto for u in self._upstreams if u.config == config)
@@ -135,6 +137,27 @@ class _Resolution:
     time being up, or the retransmission timer. So the common case, a reply before the timer, costs what a
     single query costs."""
 
+    __slots__ = (
+        "_waker",
+        "cd",
+        "deadline",
+        "do",
+        "errors",
+        "fallback",
+        "flights",
+        "forwarder",
+        "last",
+        "loop",
+        "qclass",
+        "qname",
+        "qtype",
+        "repeats",
+        "stats",
+        "time_up",
+        "waited",
+        "waiting",
+    )
+
     def __init__(
         self, forwarder: Forwarder, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
     ) -> None:
@@ -159,8 +182,17 @@ class _Resolution:
         try:
             retransmit_at = self._ask_next(loop.time())
             while flights:
-                if not any(future.done() for future in flights):
-                    await self._sleep(retransmit_at)
+                for future in flights:
+                    if future.done():
+                        break
+                else:
+                    waker, timer = self._arm(retransmit_at)
+                    try:
+                        await waker
+                    finally:
+                        self._waker = None
+                        if timer is not None:
+                            timer.cancel()
                 now = loop.time()
                 for future, flight in list(flights.items()):
                     if future.done():
@@ -185,19 +217,16 @@ class _Resolution:
         if waker is not None and not waker.done():
             waker.set_result(None)
 
-    async def _sleep(self, retransmit_at: float | None) -> None:
-        """Until a flight lands, a UDP query's time is up, or ``retransmit_at``."""
-        wake_at = min([f.time_up for f in self.flights.values() if f.udp is not None], default=math.inf)
-        if retransmit_at is not None:
-            wake_at = min(wake_at, retransmit_at)
-        self._waker = self.loop.create_future()
-        timer = self.loop.call_at(wake_at, self._wake) if wake_at < math.inf else None
-        try:
-            await self._waker
-        finally:
-            self._waker = None
-            if timer is not None:
-                timer.cancel()
+    def _arm(self, retransmit_at: float | None) -> tuple[asyncio.Future[None], asyncio.TimerHandle | None]:
+        """The future to sleep on until a flight lands, a UDP query's time is up, or ``retransmit_at``, and
+        the timer that wakes it at the earliest of those times (to be cancelled after the sleep). Not a
+        coroutine of its own: a frame less for every resolution."""
+        wake_at = math.inf if retransmit_at is None else retransmit_at
+        for flight in self.flights.values():
+            if flight.udp is not None and flight.time_up < wake_at:
+                wake_at = flight.time_up
+        waker = self._waker = self.loop.create_future()
+        return waker, self.loop.call_at(wake_at, self._wake) if wake_at < math.inf else None
 
     # ------------------------------------------------------------------------------------ sending
 
