@@ -109,7 +109,9 @@ def main() -> int:
             makers.append(lambda: unbound_server(OUT, upstream_port, LAYOUT))
     if args.before is not None:
         before = args.before.resolve()
-        makers.append(lambda: blockdns_server(OUT, inputs, upstream_port, LAYOUT, querylog=False, source=before))
+        makers.append(
+            lambda: blockdns_server(OUT, inputs, upstream_port, LAYOUT, querylog=False, source=before)
+        )
     makers.append(lambda: blockdns_server(OUT, inputs, upstream_port, LAYOUT, querylog=False))
     results: dict[str, dict[str, Figures]] = {}
     try:
