@@ -144,7 +144,7 @@ class PooledQuery:
         self, pooled: PooledSocket, query: Outgoing, pool: UdpPool, wake: Callable[[], None]
     ) -> None:
         self._socket: PooledSocket | None = pooled
-        self._wake = wake
+        self._wake: Callable[[], None] | None = wake  # dropped once called: the socket keeps its queries
         self.query, self.stats, self.server = query, pool.stats, pool.server
         self.data = b""
         self.error: UpstreamError | None = None
@@ -153,7 +153,9 @@ class PooledQuery:
     def settle(self, data: bytes, error: UpstreamError | None) -> None:
         """The reply (or the error that ends the wait) has come: keep it and wake the waiter."""
         self.data, self.error, self.finished = data, error, True
-        self._wake()
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake()
 
     def done(self) -> bool:
         return self.finished
@@ -174,6 +176,7 @@ class PooledQuery:
         if pooled is not None:
             self._socket = None
             self.finished = True
+            self._wake = None  # the waiter, which the socket must not keep alive after it is done
             pooled.released()
 
 
