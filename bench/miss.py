@@ -34,12 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # bench/run.py's servers and inputs: the same list and settings
     BLOCKLIST_SIZE,
     HERE,
-    LOAD_CORE,
     OUT,
     PYTHON,
+    Layout,
     Server,
     blockdns_server,
     blocked_name,
+    cpu_seconds,
     dnsmasq_server,
     dnsperf,
     free_port,
@@ -48,6 +49,9 @@ from run import (  # bench/run.py's servers and inputs: the same list and settin
 )
 
 NAMES = 400_000  # more than any server answers in one run: no name is asked twice
+LAYOUT = Layout(server_cores="0", load_cores="1")
+LOAD_CORE = LAYOUT.load_cores
+START_TIMEOUT = 120.0
 
 
 def write_loads(out: Path) -> dict[str, Path]:
@@ -69,9 +73,10 @@ class Figures:
 
 
 def drive(server: Server, queries: Path, seconds: float, in_flight: int) -> tuple[float, float, float]:
-    cpu_before = server.cpu_seconds()
-    output = dnsperf(server.port, queries, seconds, "-c", "4", "-q", str(in_flight))
-    cpu = server.cpu_seconds() - cpu_before
+    pids = server.pids()
+    cpu_before = cpu_seconds(pids)
+    output = dnsperf(server.port, queries, seconds, LOAD_CORE, "-c", "4", "-q", str(in_flight)).output
+    cpu = cpu_seconds(pids) - cpu_before
     completed = int(re.search(r"Queries completed:\s+(\d+)", output).group(1))
     qps = float(re.search(r"Queries per second:\s+([\d.]+)", output).group(1))
     lost = float(re.search(r"Queries lost:\s+\d+ \(([\d.]+)%\)", output).group(1))
@@ -99,13 +104,15 @@ def main() -> int:
     makers = []
     if not args.no_others:
         if shutil.which("dnsmasq"):
-            makers.append(lambda: dnsmasq_server(OUT, upstream_port))
+            makers.append(lambda: dnsmasq_server(OUT, upstream_port, LAYOUT))
         if shutil.which("unbound"):
-            makers.append(lambda: unbound_server(OUT, upstream_port))
+            makers.append(lambda: unbound_server(OUT, upstream_port, LAYOUT))
     if args.before is not None:
         before = args.before.resolve()
-        makers.append(lambda: blockdns_server(OUT, inputs, upstream_port, False, source=before))
-    makers.append(lambda: blockdns_server(OUT, inputs, upstream_port, querylog=False))
+        makers.append(
+            lambda: blockdns_server(OUT, inputs, upstream_port, LAYOUT, querylog=False, source=before)
+        )
+    makers.append(lambda: blockdns_server(OUT, inputs, upstream_port, LAYOUT, querylog=False))
     results: dict[str, dict[str, Figures]] = {}
     try:
         time.sleep(0.5)
@@ -114,7 +121,7 @@ def main() -> int:
                 server = make()
                 print(f"bench: round {round_number + 1}: {server.name} ...", file=sys.stderr, flush=True)
                 loads = write_loads(OUT)
-                server.start()
+                server.start(START_TIMEOUT)
                 try:
                     for load, queries in loads.items():
                         qps, cpu_us, lost = drive(server, queries, args.seconds, args.in_flight)

@@ -9,6 +9,7 @@ layers' own types, handed to them when a generation is built.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 
@@ -52,13 +53,8 @@ class ServerStats:
     upstream_latency_count: int = 0
 
     def observe_upstream_latency(self, seconds: float) -> None:
-        index = 0
-        for index, bound in enumerate(LATENCY_BUCKETS):  # noqa: B007 - the index is the result
-            if seconds <= bound:
-                break
-        else:
-            index = len(LATENCY_BUCKETS)
-        self.upstream_latency_buckets[index] += 1
+        # The first bucket whose bound is at or above ``seconds`` (past the last: the +Inf bucket).
+        self.upstream_latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.upstream_latency_sum += seconds
         self.upstream_latency_count += 1
 

@@ -23,7 +23,7 @@ import asyncio
 import math
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError, WireError
@@ -96,8 +96,10 @@ class Forwarder:
                 upstream.pool.close()
 
     def _ordered(self, now: float) -> list[_Upstream]:
-        healthy = [u for u in self._upstreams if not u.held(now)]
-        return healthy + [u for u in self._upstreams if u.held(now)]
+        held = [u for u in self._upstreams if u.held(now)]
+        if not held:  # the common case: the configured order
+            return self._upstreams.copy()
+        return [u for u in self._upstreams if u not in held] + held
 
     def retransmission_timeout(self, config: UpstreamConfig) -> float:
         return next(u.rtt.rto for u in self._upstreams if u.config == config)
@@ -106,6 +108,14 @@ class Forwarder:
         self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
     ) -> Coroutine[Any, Any, UpstreamResult]:
         return _Resolution(self, qname, qtype, qclass, do=do, cd=cd).run()
+
+
+class _Pending(Protocol):
+    """A query in flight as the resolution reads it: a TCP query's task, or a pooled UDP query."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -121,10 +131,32 @@ class _Flight:
 class _Resolution:
     """One question's queries to the upstreams, as the module docstring tells.
 
-    UDP queries wait for their replies without a task each (:class:`PooledQuery`, on a socket of the
-    upstream's pool, :mod:`blockdns.resolve.udppool`); the resolution sleeps on one
-    future, woken by whichever comes first: a reply, an upstream's time being up, or the retransmission
-    timer. So the common case, a reply before the timer, costs what a single query costs."""
+    UDP queries wait for their replies without a task or a future each (:class:`PooledQuery`, on a socket
+    of the upstream's pool, :mod:`blockdns.resolve.udppool`, which calls :meth:`_wake` when the reply
+    comes); the resolution sleeps on one future, woken by whichever comes first: a reply, an upstream's
+    time being up, or the retransmission timer. So the common case, a reply before the timer, costs what a
+    single query costs."""
+
+    __slots__ = (
+        "_waker",
+        "cd",
+        "deadline",
+        "do",
+        "errors",
+        "fallback",
+        "flights",
+        "forwarder",
+        "last",
+        "loop",
+        "qclass",
+        "qname",
+        "qtype",
+        "repeats",
+        "stats",
+        "time_up",
+        "waited",
+        "waiting",
+    )
 
     def __init__(
         self, forwarder: Forwarder, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool
@@ -137,7 +169,7 @@ class _Resolution:
         self.deadline = now + forwarder.total_timeout
         self.waiting = forwarder._ordered(now)  # not asked yet, best first
         self.time_up: dict[_Upstream, float] = {}  # asked, in order: when its time to answer is up
-        self.flights: dict[asyncio.Future[bytes], _Flight] = {}
+        self.flights: dict[_Pending, _Flight] = {}
         self.last: _Upstream | None = None  # asked most recently: the retransmission timer is its
         self.waited = 0.0  # the retransmission timeout that timer was set to
         self.repeats = 0
@@ -150,8 +182,17 @@ class _Resolution:
         try:
             retransmit_at = self._ask_next(loop.time())
             while flights:
-                if not any(future.done() for future in flights):
-                    await self._sleep(retransmit_at)
+                for future in flights:
+                    if future.done():
+                        break
+                else:
+                    waker, timer = self._arm(retransmit_at)
+                    try:
+                        await waker
+                    finally:
+                        self._waker = None
+                        if timer is not None:
+                            timer.cancel()
                 now = loop.time()
                 for future, flight in list(flights.items()):
                     if future.done():
@@ -176,19 +217,16 @@ class _Resolution:
         if waker is not None and not waker.done():
             waker.set_result(None)
 
-    async def _sleep(self, retransmit_at: float | None) -> None:
-        """Until a flight lands, a UDP query's time is up, or ``retransmit_at``."""
-        wake_at = min([f.time_up for f in self.flights.values() if f.udp is not None], default=math.inf)
-        if retransmit_at is not None:
-            wake_at = min(wake_at, retransmit_at)
-        self._waker = self.loop.create_future()
-        timer = self.loop.call_at(wake_at, self._wake) if wake_at < math.inf else None
-        try:
-            await self._waker
-        finally:
-            self._waker = None
-            if timer is not None:
-                timer.cancel()
+    def _arm(self, retransmit_at: float | None) -> tuple[asyncio.Future[None], asyncio.TimerHandle | None]:
+        """The future to sleep on until a flight lands, a UDP query's time is up, or ``retransmit_at``, and
+        the timer that wakes it at the earliest of those times (to be cancelled after the sleep). Not a
+        coroutine of its own: a frame less for every resolution."""
+        wake_at = math.inf if retransmit_at is None else retransmit_at
+        for flight in self.flights.values():
+            if flight.udp is not None and flight.time_up < wake_at:
+                wake_at = flight.time_up
+        waker = self._waker = self.loop.create_future()
+        return waker, self.loop.call_at(wake_at, self._wake) if wake_at < math.inf else None
 
     # ------------------------------------------------------------------------------------ sending
 
@@ -196,22 +234,21 @@ class _Resolution:
         """Query ``upstream``; when to ask again if no reply has come (None: the query could not go out)."""
         forwarder = self.forwarder
         time_up = self.time_up.setdefault(upstream, min(now + forwarder.timeout, self.deadline))
-        future: asyncio.Future[bytes]
+        pending: _Pending
         udp = None
         if upstream.over_udp and not tcp:
             try:
-                udp = upstream.udp_pool(self.stats).query(self._outgoing)
+                pending = udp = upstream.udp_pool(self.stats).query(self._outgoing, self._wake)
             except UpstreamError as err:
                 self._failed(upstream, err, now)
                 return None
-            future = udp.reply
         else:
             timeout = max(time_up - now, forwarder.timeout / 2) if tcp else time_up - now
-            future = self.loop.create_task(
+            pending = task = self.loop.create_task(
                 tcp_query(upstream.host, upstream.port, self._outgoing(None), timeout, self.stats)
             )
-        future.add_done_callback(self._wake)
-        self.flights[future] = _Flight(upstream, now, time_up, udp)
+            task.add_done_callback(self._wake)
+        self.flights[pending] = _Flight(upstream, now, time_up, udp)
         self.last, self.waited = upstream, upstream.rtt.rto
         return now + self.waited
 
@@ -257,13 +294,13 @@ class _Resolution:
         upstream.failed_at = now
         self.errors.append(error)
 
-    def _expired(self, future: asyncio.Future[bytes], flight: _Flight, now: float) -> None:
+    def _expired(self, future: _Pending, flight: _Flight, now: float) -> None:
         del self.flights[future]
         assert flight.udp is not None
         self._failed(flight.upstream, flight.udp.timed_out(), now)
         flight.udp.close()
 
-    def _landed(self, future: asyncio.Future[bytes], flight: _Flight, now: float) -> UpstreamResult | None:
+    def _landed(self, future: _Pending, flight: _Flight, now: float) -> UpstreamResult | None:
         """A query is done: the result if it is the answer, else None (and the failure noted)."""
         del self.flights[future]
         if flight.udp is not None:
@@ -310,15 +347,16 @@ class _Resolution:
         raise UpstreamError(message, code, client_text=client_text)
 
 
-def _abandon(future: asyncio.Future[bytes], flight: _Flight) -> None:
+def _abandon(future: _Pending, flight: _Flight) -> None:
     """Stop a query the resolution no longer needs."""
     if flight.udp is not None:
         flight.udp.close()
-    elif not future.done():
-        future.cancel()
-        future.add_done_callback(_settle)
-    else:
-        _settle(future)
+    elif isinstance(future, asyncio.Future):  # over TCP: a task
+        if future.done():
+            _settle(future)
+        else:
+            future.cancel()
+            future.add_done_callback(_settle)
 
 
 def _settle(future: asyncio.Future[bytes]) -> None:

@@ -101,19 +101,19 @@ class PooledSocket:
             query = queries.get(int.from_bytes(data[:2])) if len(data) >= 12 else None
             if query is None or not query.query.answered_by(data):
                 stats.mismatched += 1
-            elif query.reply.done():
+            elif query.finished:
                 stats.late += 1
             else:
                 stats.replies += 1
-                query.reply.set_result(data)
+                query.settle(data, None)
 
     def fail(self, err: OSError) -> None:
         """A network error on the socket: every query still waiting on it fails with it; it is retired."""
         stats, server = self._pool.stats, self._pool.server
         for query in self.queries.values():
-            if not query.reply.done():
+            if not query.finished:
                 stats.errors += 1
-                query.reply.set_exception(network_error(server, err))
+                query.settle(b"", network_error(server, err))
         self._pool.retire(self)
 
     def released(self) -> None:
@@ -130,18 +130,41 @@ class PooledSocket:
 
 
 class PooledQuery:
-    """One query on a pooled socket, waiting for its reply without a task of its own.
+    """One query on a pooled socket, waiting for its reply without a task or a future of its own.
 
-    ``reply`` is a future: the first datagram that carries our ID and question, or the network error that
-    ended the wait. There is no timer here: whoever waits decides when it is too late, calls
-    :meth:`timed_out`, and :meth:`close` in any case."""
+    Its outcome is the first datagram that carries our ID and question, or the network error that ended the
+    wait; ``wake`` (the waiter's) is called once, when it comes. :meth:`done` and :meth:`result` read it as
+    a future's would. (No future: a resolution already sleeps on one, and a future per query cost a
+    callback through the event loop per reply only to wake that one.) There is no timer here: whoever waits
+    decides when it is too late, calls :meth:`timed_out`, and :meth:`close` in any case."""
 
-    __slots__ = ("_socket", "query", "reply", "server", "stats")
+    __slots__ = ("_socket", "_wake", "data", "error", "finished", "query", "server", "stats")
 
-    def __init__(self, pooled: PooledSocket, query: Outgoing, pool: UdpPool) -> None:
+    def __init__(
+        self, pooled: PooledSocket, query: Outgoing, pool: UdpPool, wake: Callable[[], None]
+    ) -> None:
         self._socket: PooledSocket | None = pooled
+        self._wake: Callable[[], None] | None = wake  # dropped once called: the socket keeps its queries
         self.query, self.stats, self.server = query, pool.stats, pool.server
-        self.reply: asyncio.Future[bytes] = pool.loop.create_future()
+        self.data = b""
+        self.error: UpstreamError | None = None
+        self.finished = False  # a reply or an error came, or the waiter closed it: later replies are late
+
+    def settle(self, data: bytes, error: UpstreamError | None) -> None:
+        """The reply (or the error that ends the wait) has come: keep it and wake the waiter."""
+        self.data, self.error, self.finished = data, error, True
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake()
+
+    def done(self) -> bool:
+        return self.finished
+
+    def result(self) -> bytes:
+        """The reply; raises the error that ended the wait instead."""
+        if self.error is not None:
+            raise self.error
+        return self.data
 
     def timed_out(self) -> UpstreamError:
         """Count a wait that ended without a reply; the error to raise or report."""
@@ -152,8 +175,8 @@ class PooledQuery:
         pooled = self._socket
         if pooled is not None:
             self._socket = None
-            if not self.reply.done():
-                self.reply.cancel()
+            self.finished = True
+            self._wake = None  # the waiter, which the socket must not keep alive after it is done
             pooled.released()
 
 
@@ -169,9 +192,9 @@ class UdpPool:
         self.sockets: list[PooledSocket] = []  # taking new queries
         self._next = 0
 
-    def query(self, build: Callable[[int], Outgoing]) -> PooledQuery:
-        """Send the message ``build(qid)`` makes for an ID unique on the socket it goes out on; raises
-        :class:`UpstreamError` when it cannot be sent."""
+    def query(self, build: Callable[[int], Outgoing], wake: Callable[[], None]) -> PooledQuery:
+        """Send the message ``build(qid)`` makes for an ID unique on the socket it goes out on; ``wake`` is
+        called when its reply or an error comes. Raises :class:`UpstreamError` when it cannot be sent."""
         self.stats.queries += 1
         try:
             pooled = self._socket()
@@ -179,13 +202,13 @@ class UdpPool:
             self.stats.errors += 1
             raise network_error(self.server, err) from None
         query = build(pooled.new_id())
-        pooled.queries[query.qid] = waiter = PooledQuery(pooled, query, self)
+        pooled.queries[query.qid] = waiter = PooledQuery(pooled, query, self, wake)
         pooled.pending += 1
         try:
             pooled.sock.send(query.message)
         except (BlockingIOError, InterruptedError) as err:  # the send buffer is full: as lost on the path
-            waiter.reply.set_exception(network_error(self.server, err))
             self.stats.errors += 1
+            waiter.settle(b"", network_error(self.server, err))
         except OSError as err:  # a pending ICMP error, an unreachable network: this socket is done
             self.stats.errors += 1
             waiter.close()
