@@ -8,8 +8,10 @@ from pathlib import Path
 from unittest import mock
 
 from blockdns.ops import querylog_read
-from blockdns.ops.querylog_db import INSERT, SCHEMA_VERSION, open_writer
+from blockdns.ops.clientid import ClientMasker
+from blockdns.ops.querylog_db import INSERT, NO_TEXT, SCHEMA_VERSION, open_writer
 from blockdns.ops.querylog_read import QueryLogReader
+from blockdns.ops.querylog_rows import to_record
 
 NOW = 1_790_000_000.0
 
@@ -105,3 +107,23 @@ def test_top_clients_count_the_period_and_name_each_by_its_most_recent_name(tmp_
     whole = answers(path)[0]
     assert isinstance(whole, dict)
     assert whole["top_clients"][0] == {"client": "10.0.0.7", "name": "laptop-2", "queries": 4, "blocked": 3}
+
+
+def test_the_writer_stores_empty_text_as_null_and_keeps_every_real_value(tmp_path: Path) -> None:
+    """The writer's records carry NO_TEXT (the integer 0) for an empty text field, and the insert turns it
+    into NULL: the text "0", an empty text and an integer-looking name must come through as they were."""
+    masker = ClientMasker("full")
+    spelled = ("vendor", "0", "", "acme", None)  # reason, entry, selector, vendor, category
+    values = (NOW, "0", "default", b"\x01a\x00", 1, "blocked", 3, None, spelled, "0", 1.5, "udp")
+    bare = (NOW + 1, "10.0.0.1", "default", b"\x01b\x00", 1, "cached", 0, None, None, None, 0.5, "udp")
+    names = {"0": "0", "10.0.0.1": None}.get
+    conn = open_writer(tmp_path / "q.sqlite")
+    conn.executemany(
+        INSERT, [to_record(values, masker, names, NO_TEXT), to_record(bare, masker, names, NO_TEXT)]
+    )
+    stored = conn.execute(
+        "SELECT client, reason, rule, selector, vendor, category, upstream, client_name"
+        " FROM queries ORDER BY id"
+    ).fetchall()
+    conn.close()
+    assert stored == [("0", "vendor", "0", "", "acme", None, "0", "0"), ("10.0.0.1", *[None] * 7)]
