@@ -4,7 +4,7 @@
 ``executemany`` per 1000-row batch) into a log already holding ``--prefill`` rows, for 1 and 200 clients.
 
 ``readers --rows N``: builds (once) an N-row log spread over the last day, 200 clients plus one rare one,
-5 % blocked, then times what ``blocked log`` and ``blockdns stats`` / the API run on it, best of
+5 % blocked, then times what ``blockdns log`` and ``blockdns stats`` / the API run on it, best of
 ``--repeat``; ``--dump FILE`` writes every answer (the clock pinned) so two checkouts' answers can be
 compared byte for byte.
 """
