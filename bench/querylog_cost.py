@@ -28,9 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import HERE, LOAD_CORE, OUT, PYTHON, Server, blockdns_server, dnsperf, free_port, write_inputs
+from run import HERE, OUT, PYTHON, Layout, Server, blockdns_server, dnsperf, free_port, write_inputs
 
 TICK = os.sysconf("SC_CLK_TCK")
+# As make bench's one-core runs: the server on core 0, the load (dnsperf, the fake upstream) on core 1.
+ONE_CORE = Layout("0", "1")
 
 
 def _stat_cpu(path: Path) -> float:
@@ -110,7 +112,7 @@ def throughput(measured: Measured, queries: Path, seconds: float) -> None:
     assert server.process is not None
     pid = server.process.pid
     before = cpu(pid)
-    output = dnsperf(server.port, queries, seconds, "-c", "8", "-q", "400")
+    output = dnsperf(server.port, queries, seconds, ONE_CORE.load_cores, "-c", "8", "-q", "400").output
     settle(pid)
     used = cpu(pid) - before
     completed = int(re.search(r"Queries completed:\s+(\d+)", output).group(1))  # type: ignore[union-attr]
@@ -135,23 +137,26 @@ def main() -> int:
     inputs = write_inputs(OUT)
     upstream_port = free_port()
     upstream = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
+        ["taskset", "-c", ONE_CORE.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
         stdout=subprocess.DEVNULL,
     )
     measured: list[Measured] = []
     checkouts: list[Path | None] = [args.before.resolve(), None] if args.before else [None]
     for source in checkouts:
         for querylog in (False, True):
-            measured.append(Measured(blockdns_server(OUT, inputs, upstream_port, querylog, source)))
+            server = blockdns_server(OUT, inputs, upstream_port, ONE_CORE, querylog=querylog, source=source)
+            measured.append(Measured(server))
     try:
         for entry in measured:
-            entry.server.start()
+            entry.server.start(60.0)
             assert entry.server.process is not None
             if args.writer_core is not None:
                 for child in children(entry.server.process.pid):
                     subprocess.run(["taskset", "-p", "-c", args.writer_core, str(child)], check=True,
                                    capture_output=True)  # fmt: skip
-            dnsperf(entry.server.port, inputs["queries"], 2, "-n", "1")  # warm the cache and the memos
+            dnsperf(
+                entry.server.port, inputs["queries"], 2, ONE_CORE.load_cores, "-n", "1"
+            )  # warm the cache and the memos
         for round_number in range(args.runs):
             print(f"bench: round {round_number + 1} of {args.runs} ...", file=sys.stderr, flush=True)
             for entry in measured:

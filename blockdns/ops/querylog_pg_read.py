@@ -38,10 +38,12 @@ class PostgresQueryLogReader(QueryLogReader):
         f"SELECT client, count(*) AS n {_BLOCKED_ROWS} AND client IS NOT NULL GROUP BY client"
         ' ORDER BY n DESC, client COLLATE "C" LIMIT %s'
     )
-    SQL_CLIENT_QUERIES = f"SELECT count(*) FROM {TABLE} WHERE client = %s AND ts >= %s"
-    SQL_CLIENT_NAME = (
-        f"SELECT client_name FROM {TABLE} WHERE client = %s AND ts >= %s AND client_name IS NOT NULL"
-        " ORDER BY ts DESC LIMIT 1"
+    SQL_CLIENTS_QUERIES = (
+        f"SELECT client, count(*) FROM {TABLE} WHERE ts >= %s AND client IN ({{marks}}) GROUP BY client"
+    )
+    SQL_CLIENTS_NAMES = (
+        f"SELECT DISTINCT ON (client) client, client_name FROM {TABLE}"
+        " WHERE ts >= %s AND client IN ({marks}) AND client_name IS NOT NULL ORDER BY client, ts DESC"
     )
 
     def __init__(self, url: str, clients: ClientMode = "full") -> None:
@@ -70,6 +72,9 @@ class PostgresQueryLogReader(QueryLogReader):
 
     def _columns(self, conn: Any) -> str:
         return COLUMNS
+
+    def _buckets_sql(self, conn: Any) -> str:
+        return self.SQL_BUCKETS
 
     def _fetch(self, conn: Any, sql: str, params: tuple[object, ...]) -> list[tuple]:
         try:

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from blockdns.config import QueryLogSettings
     from blockdns.ops.querylog_store import Report
 
-START_TIMEOUT = 30.0  # seconds for a new process to open the database (an import on a slow disk, a lock)
+# Seconds for a new process to open the database: an import on a slow disk, a lock, or the one-time upgrade
+# of a schema-2 log (about 1.4 s per million rows here, so some 15 s at the default max_rows; a process killed
+# mid-upgrade leaves the old schema, and the next start would be cut short the same way).
+START_TIMEOUT = 120.0
 # The blockdns package this server runs, first on the child's path: the child runs the same code.
 PACKAGE_ROOT = str(Path(blockdns.__file__).resolve().parent.parent)
 

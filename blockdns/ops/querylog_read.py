@@ -59,7 +59,7 @@ class QueryLogReader:
     SQL_FIRST_TS = "SELECT MIN(ts) FROM queries"
     SQL_BUCKETS = (
         "SELECT CAST(ts / ? AS INTEGER) AS b, outcome, COUNT(*) FROM queries"
-        " INDEXED BY queries_ts_outcome WHERE ts >= ? GROUP BY b, outcome"
+        " INDEXED BY {ts_index} WHERE ts >= ? GROUP BY b, outcome"
     )
     _BLOCKED_ROWS = "FROM queries INDEXED BY queries_blocked_ts WHERE outcome = 'blocked' AND ts >= ?"
     SQL_TOP_VENDORS = (
@@ -73,10 +73,15 @@ class QueryLogReader:
         f"SELECT client, COUNT(*) AS n {_BLOCKED_ROWS} AND client IS NOT NULL GROUP BY client"
         " ORDER BY n DESC, client LIMIT ?"
     )
-    SQL_CLIENT_QUERIES = "SELECT COUNT(*) FROM queries WHERE client = ? AND ts >= ?"
-    SQL_CLIENT_NAME = (
-        "SELECT client_name FROM queries WHERE client = ? AND ts >= ? AND client_name IS NOT NULL"
-        " ORDER BY ts DESC LIMIT 1"
+    # The top clients' queries and names, {marks} one MARK per client. Each is one pass over the period in
+    # the index by time, which holds client and client_name.
+    SQL_CLIENTS_QUERIES = (
+        "SELECT client, COUNT(*) FROM queries WHERE ts >= ? AND client IN ({marks}) GROUP BY client"
+    )
+    # The most recent name of each: with max(), SQLite takes the other columns from the row holding the max.
+    SQL_CLIENTS_NAMES = (
+        "SELECT client, client_name, MAX(ts) FROM queries"
+        " WHERE ts >= ? AND client IN ({marks}) AND client_name IS NOT NULL GROUP BY client"
     )
 
     def __init__(self, path: Path, clients: ClientMode = "full") -> None:
@@ -88,7 +93,16 @@ class QueryLogReader:
         return open_reader(self.path)
 
     def _columns(self, conn: Any) -> str:
-        return COLUMNS if conn.execute("PRAGMA user_version").fetchone()[0] >= 2 else COLUMNS_V1
+        return COLUMNS if self._version(conn) >= 2 else COLUMNS_V1
+
+    def _version(self, conn: Any) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _buckets_sql(self, conn: Any) -> str:
+        """SQL_BUCKETS on the index by time that covers outcome: a log an older server wrote and has not
+        upgraded yet has the one schema 2 had."""
+        index = "queries_by_ts" if self._version(conn) >= 3 else "queries_ts_outcome"
+        return self.SQL_BUCKETS.format(ts_index=index)
 
     def _hash_masker(self) -> ClientMasker:
         """The masker with the log's client hash key; QueryLogError when the key cannot be read."""
@@ -169,16 +183,16 @@ class QueryLogReader:
             else:
                 start = since
             width = bucket_width(max(now - start, 1.0), points)
-            buckets = self._fetch(conn, self.SQL_BUCKETS, (width, start))
+            buckets = self._fetch(conn, self._buckets_sql(conn), (width, start))
             vendors = self._fetch(conn, self.SQL_TOP_VENDORS, (start, top))
             domains = self._fetch(conn, self.SQL_TOP_DOMAINS, (start, top))
             clients = self._fetch(conn, self.SQL_TOP_CLIENTS, (start, top))
-            named = self._columns(conn) is COLUMNS
+            queries, names = self._clients(conn, [client for client, _ in clients], start)
             top_clients = [
                 {
                     "client": client,
-                    "name": self._client_name(conn, client, start) if named else None,
-                    "queries": self._fetch(conn, self.SQL_CLIENT_QUERIES, (client, start))[0][0],
+                    "name": names.get(client),
+                    "queries": queries.get(client, 0),
                     "blocked": blocked,
                 }
                 for client, blocked in clients
@@ -206,10 +220,20 @@ class QueryLogReader:
             "series": _series(buckets, width, start, now),
         }
 
-    def _client_name(self, conn: Any, client: str, since: float) -> str | None:
-        """The client's most recent name in the period, if any row has one."""
-        rows = self._fetch(conn, self.SQL_CLIENT_NAME, (client, since))
-        return rows[0][0] if rows else None
+    def _clients(
+        self, conn: Any, clients: list[str], since: float
+    ) -> tuple[dict[str, int], dict[str, str | None]]:
+        """Each client's queries in the period, and its most recent name there when a row has one."""
+        if not clients:
+            return {}, {}
+        marks = ", ".join(self.MARK for _ in clients)
+        params = (since, *clients)
+        queries = dict(self._fetch(conn, self.SQL_CLIENTS_QUERIES.format(marks=marks), params))
+        names: dict[str, str | None] = {}
+        if self._columns(conn) is COLUMNS:
+            rows = self._fetch(conn, self.SQL_CLIENTS_NAMES.format(marks=marks), params)
+            names = {row[0]: row[1] for row in rows}
+        return queries, names
 
 
 def _series(rows: list[tuple], width: int, start: float, now: float) -> dict[str, object]:

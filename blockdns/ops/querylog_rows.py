@@ -73,11 +73,14 @@ def spell(decision: Decision) -> Spelled:
 
 
 def to_record(
-    row: RowValues | tuple[Any, ...], masker: ClientMasker, client_name: Callable[[str], str | None] | None
+    row: RowValues | tuple[Any, ...],
+    masker: ClientMasker,
+    client_name: Callable[[str], str | None] | None,
+    none: object = None,
 ) -> Record:
     """The stored record of ``row`` (its decision a Decision, or already :func:`spell`-ed): the client
     masked, the name text, the decision spelled out, and the client's name from ``client_name`` (None: the
-    log keeps no names)."""
+    log keeps no names). An empty text field is ``none`` (the SQLite writer's :data:`NO_TEXT`)."""
     (
         ts,
         client,
@@ -98,21 +101,23 @@ def to_record(
         decision_reason, entry, selector, vendor, category = spelled
         if reason is None:
             reason = decision_reason
+    masked = masker.mask(client)
+    name = client_name(client) if client_name is not None else None
     return (
         ts,
-        masker.mask(client),
+        none if masked is None else masked,
         group,
         qname_text(qname_wire),
         qtype,
         outcome,
         rcode,
-        reason,
-        entry,
-        selector,
-        vendor,
-        category,
-        upstream,
+        none if reason is None else reason,
+        none if entry is None else entry,
+        none if selector is None else selector,
+        none if vendor is None else vendor,
+        none if category is None else category,
+        none if upstream is None else upstream,
         duration_ms,
         transport,
-        client_name(client) if client_name is not None else None,
+        none if name is None else name,
     )

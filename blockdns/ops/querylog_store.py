@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blockdns.ops.clientid import ClientMasker, QueryLogError
-from blockdns.ops.querylog_db import INSERT, open_writer
+from blockdns.ops.querylog_db import INSERT, NO_TEXT, open_writer
 from blockdns.ops.querylog_rows import (
     PURGE_CHUNK,
     ROW_ID_RANGE,
@@ -71,7 +71,7 @@ class SQLiteStore:
         """Store ``batch`` (``names``: client address -> name, when the log keeps full addresses)."""
         lookup = names.get if self.settings.clients == "full" else None
         try:
-            records = [to_record(row, self.masker, lookup) for row in batch]
+            records = [to_record(row, self.masker, lookup, NO_TEXT) for row in batch]
         except Exception as err:  # a malformed row is a server bug: lose the batch, keep the writer alive
             self.write_errors += len(batch)
             self._log_error("query log: cannot store a row, %d rows lost: %r", len(batch), err)
