@@ -191,11 +191,12 @@ class Server:
                 return ReloadResult(False, str(err))
             self._apply(settings, policy, local)
             self._settle()
-            self.shared.stats.reloads += 1
-            self._snapshot_watched()
             message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
-            log.info(message)
-            return ReloadResult(True, message)
+            result = await self._swapped_in(ReloadResult(True, message), "reload")
+            self.shared.stats.reloads += 1  # counted once every process serving for this one has it
+            self._snapshot_watched()
+            log.info(result.message)
+            return result
 
     async def reload_local(self) -> ReloadResult:
         """Re-read the hosts files (the local records with them) and swap in a generation with the new local
@@ -211,8 +212,14 @@ class Server:
             self._settle()
             self._snapshot_watched()
             message = f"reloaded the hosts files: {len(local)} local names"
-            log.info(message)
-            return ReloadResult(True, message)
+            result = await self._swapped_in(ReloadResult(True, message), "reload_local")
+            log.info(result.message)
+            return result
+
+    async def _swapped_in(self, result: ReloadResult, kind: str) -> ReloadResult:
+        """A reload has swapped its generation in here; a supervisor relays it to its workers (``kind`` names
+        the reload) and says how that went. A single process has nothing more to do."""
+        return result
 
     def _apply(self, settings: Settings, policy: Policy, local: LocalData) -> None:
         old = self._settings

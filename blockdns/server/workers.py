@@ -639,17 +639,9 @@ class Supervisor(Server):
 
     # ------------------------------------------------------------------------- reloads and the pause
 
-    async def _reload(self) -> ReloadResult:
-        result = await super()._reload()  # a bad configuration is refused here, once
-        return await self._relay(result, "reload")
-
-    async def reload_local(self) -> ReloadResult:
-        result = await super().reload_local()
-        return await self._relay(result, "reload_local")
-
-    async def _relay(self, result: ReloadResult, kind: str) -> ReloadResult:
-        if not result.ok:
-            return result
+    async def _swapped_in(self, result: ReloadResult, kind: str) -> ReloadResult:
+        """Relay a reload the supervisor has swapped in (a bad configuration was refused there, once) to every
+        worker, inside the reload lock, so the reload counts only once they have it too."""
         self.changed = True
         problems: list[str] = []
         answers = await self._ask_all(kind, RELOAD_TIMEOUT)
