@@ -167,6 +167,20 @@ def fake_upstream() -> Iterator[FakeDNS]:
 
 
 @pytest.fixture
+def vendor_upstream() -> Iterator[FakeDNS]:
+    """A fake upstream that knows one DeepSeek and one OpenAI name, for tests whose policy switches between
+    the two vendors."""
+    upstream = (
+        FakeDNS("127.0.0.2")
+        .answer("chat.deepseek.com", "A", "192.0.2.1")
+        .answer("chat.openai.com", "A", "192.0.2.2")
+        .start()
+    )
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """``start_server(raw_config_dict)`` -> a RunningServer; relative paths resolve inside tmp_path."""
     running: list[RunningServer] = []

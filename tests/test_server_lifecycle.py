@@ -22,14 +22,14 @@ from ports import free_port
 from waiting import wait_until
 
 
-def write_config(path: Path, port: int, upstream: FakeDNS, block: str, extra: str = "") -> None:
+def write_config(path: Path, port: int, vendor_upstream: FakeDNS, block: str, extra: str = "") -> None:
     path.write_text(
         f"""
 [server]
 listen = ["127.0.0.1:{port}"]
 [resolver]
 mode = "forward"
-upstreams = ["{upstream.url}"]
+upstreams = ["{vendor_upstream.url}"]
 [policy]
 block = [{block}]
 {TEST_LISTS_TOML}[querylog]
@@ -70,18 +70,6 @@ def wait_until_serving(process: subprocess.Popen[str], port: int, name: str, exp
 
 
 @pytest.fixture
-def upstream():
-    fake = (
-        FakeDNS("127.0.0.2")
-        .answer("chat.deepseek.com", "A", "192.0.2.1")
-        .answer("chat.openai.com", "A", "192.0.2.2")
-    )
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def serve(tmp_path):
     processes = []
 
@@ -103,15 +91,15 @@ def serve(tmp_path):
             process.wait(5)
 
 
-def test_sighup_reloads_and_a_bad_config_is_refused(tmp_path, upstream, serve):
+def test_sighup_reloads_and_a_bad_config_is_refused(tmp_path, vendor_upstream, serve):
     port = free_port()
     config = tmp_path / "blockdns.toml"
-    write_config(config, port, upstream, '"vendor:deepseek"')
+    write_config(config, port, vendor_upstream, '"vendor:deepseek"')
     process = serve(config)
     wait_until_serving(process, port, "chat.deepseek.com", dns.rcode.NXDOMAIN)
     assert rcode(port, "chat.openai.com") == dns.rcode.NOERROR
 
-    write_config(config, port, upstream, '"vendor:openai"')
+    write_config(config, port, vendor_upstream, '"vendor:openai"')
     process.send_signal(signal.SIGHUP)
     assert wait_until(lambda: rcode(port, "chat.openai.com") == dns.rcode.NXDOMAIN)
     assert rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR
@@ -129,10 +117,10 @@ def test_sighup_reloads_and_a_bad_config_is_refused(tmp_path, upstream, serve):
     assert "Traceback" not in output
 
 
-def test_sighup_refuses_an_empty_config_and_counts_it(tmp_path, upstream, serve):
+def test_sighup_refuses_an_empty_config_and_counts_it(tmp_path, vendor_upstream, serve):
     port, api_port = free_port(), free_port()
     config = tmp_path / "blockdns.toml"
-    write_config(config, port, upstream, '"vendor:openai"')
+    write_config(config, port, vendor_upstream, '"vendor:openai"')
     config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{api_port}"'))
     process = serve(config)
     wait_until_serving(process, port, "chat.openai.com", dns.rcode.NXDOMAIN)
@@ -151,14 +139,14 @@ def test_sighup_refuses_an_empty_config_and_counts_it(tmp_path, upstream, serve)
     assert "Traceback" not in output
 
 
-def test_a_changed_config_file_reloads_without_a_signal(tmp_path, upstream, serve):
+def test_a_changed_config_file_reloads_without_a_signal(tmp_path, vendor_upstream, serve):
     port = free_port()
     config = tmp_path / "blockdns.toml"
-    write_config(config, port, upstream, '"vendor:deepseek"')
+    write_config(config, port, vendor_upstream, '"vendor:deepseek"')
     process = serve(config)
     wait_until_serving(process, port, "chat.deepseek.com", dns.rcode.NXDOMAIN)
     time.sleep(0.05)
-    write_config(config, port, upstream, "")
+    write_config(config, port, vendor_upstream, "")
     os.utime(config, (time.time() + 5, time.time() + 5))  # a distinct mtime even on coarse clocks
     assert wait_until(lambda: rcode(port, "chat.deepseek.com") == dns.rcode.NOERROR)
 

@@ -38,7 +38,7 @@ SERVING = re.compile(r"serving on 127\.0\.0\.1:(\d+) \(udp\+tcp\) with 2 worker 
 MAX_QUERIES = 2000  # a bound on every loop that sends queries until both workers have answered
 
 
-def write_config(path: Path, upstream: FakeDNS, api_port: int, block: str, querylog: str = "") -> None:
+def write_config(path: Path, vendor_upstream: FakeDNS, api_port: int, block: str, querylog: str = "") -> None:
     path.write_text(
         f"""
 [server]
@@ -46,7 +46,7 @@ listen = ["127.0.0.1:0"]
 workers = 2
 [resolver]
 mode = "forward"
-upstreams = ["{upstream.url}"]
+upstreams = ["{vendor_upstream.url}"]
 [policy]
 block = [{block}]
 {TEST_LISTS_TOML}[querylog]
@@ -156,24 +156,12 @@ class Served:
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeDNS]:
-    fake = (
-        FakeDNS("127.0.0.2")
-        .answer("chat.deepseek.com", "A", "192.0.2.1")
-        .answer("chat.openai.com", "A", "192.0.2.2")
-    )
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def serve(tmp_path: Path, upstream: FakeDNS) -> Iterator[Callable[[str], Served]]:
+def serve(tmp_path: Path, vendor_upstream: FakeDNS) -> Iterator[Callable[[str], Served]]:
     started: list[tuple[Served, set[int]]] = []
 
     def start(block: str = '"vendor:deepseek"', querylog: str = "") -> Served:
         api_port = free_port()
-        write_config(tmp_path / "blockdns.toml", upstream, api_port, block, querylog)
+        write_config(tmp_path / "blockdns.toml", vendor_upstream, api_port, block, querylog)
         process = subprocess.Popen(
             [sys.executable, "-m", "blockdns", "serve", "--config", str(tmp_path / "blockdns.toml")],
             stdout=subprocess.PIPE,
@@ -248,18 +236,18 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_answering(serve):
     assert f"worker {victim['index']} (pid {victim['pid']}) was killed by SIGKILL" in served.output()
 
 
-def test_reloads_and_pause_reach_every_worker(serve, tmp_path, upstream):
+def test_reloads_and_pause_reach_every_worker(serve, tmp_path, vendor_upstream):
     served = serve('"vendor:deepseek"')
     config_path = tmp_path / "blockdns.toml"
     api_port = int(served.api.rsplit(":", 1)[1])
 
-    write_config(config_path, upstream, api_port, '"vendor:openai"')
+    write_config(config_path, vendor_upstream, api_port, '"vendor:openai"')
     served.process.send_signal(signal.SIGHUP)
     assert wait_until(lambda: _reloads(served) == 1)
     served.answer_until_both_served("chat.openai.com", dns.rcode.NXDOMAIN)
     served.answer_until_both_served("chat.deepseek.com", dns.rcode.NOERROR)
 
-    write_config(config_path, upstream, api_port, '"vendor:deepseek"')
+    write_config(config_path, vendor_upstream, api_port, '"vendor:deepseek"')
     result = served.post("/api/lists/reload")  # answers once every worker has swapped the new policy in
     assert result["ok"] and "(in 2 workers)" in str(result["message"])
     served.answer_until_both_served("chat.deepseek.com", dns.rcode.NXDOMAIN)
@@ -335,12 +323,12 @@ def test_auto_is_one_worker_per_usable_core(tmp_path):
     assert config.load(path).server.worker_count() == 3
 
 
-def test_a_port_the_workers_cannot_bind_fails_the_start_with_one_line(tmp_path, upstream):
+def test_a_port_the_workers_cannot_bind_fails_the_start_with_one_line(tmp_path, vendor_upstream):
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEPORT: the workers cannot join it
     taken.bind(("127.0.0.1", 0))
     port = taken.getsockname()[1]
     path = tmp_path / "blockdns.toml"
-    write_config(path, upstream, free_port(), '"vendor:deepseek"')
+    write_config(path, vendor_upstream, free_port(), '"vendor:deepseek"')
     path.write_text(path.read_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
     try:
         process = subprocess.run(
