@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from blockdns.config import QueryLogSettings
-from blockdns.ops import querylog_store
 from blockdns.ops.clientid import QueryLogError
 from blockdns.ops.querylog import QueryLog
 from blockdns.ops.querylog_process import WriterProcess
@@ -70,17 +69,6 @@ def test_the_rows_are_stored_by_another_process(querylog: QueryLog) -> None:
     querylog.offer(row("a.example"))
     assert querylog.flush()
     assert count(querylog.path) == 1
-
-
-def test_the_writer_runs_below_the_server(querylog: QueryLog) -> None:
-    """A batch's SQLite work must not preempt DNS on a shared core: lower priority, batch scheduling."""
-    querylog.start()
-    pid = querylog.process.pid
-    assert pid is not None
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + querylog_store.WRITER_NICE, 19)
-    assert os.sched_getscheduler(pid) == os.SCHED_BATCH
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the server itself keeps its priority
 
 
 def test_a_writer_killed_while_storing_loses_that_batch_only_and_is_started_again(

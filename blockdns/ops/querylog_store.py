@@ -15,7 +15,6 @@ says so, after its last batch, or when the server is gone (end of file on the so
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("blockdns.querylog")
 
 ERROR_LOG_INTERVAL = 60.0
-WRITER_NICE = 10  # the writer process's niceness: a tenth of the server's CPU share when both want a core
 # (written, write_errors, trimmed, purged, [(level, message), ...]) since the last report
 Report = tuple[int, int, int, int, list[tuple[int, str]]]
 
@@ -197,22 +195,10 @@ def serve(conn: Connection) -> None:
         store.close()
 
 
-def yield_to_dns() -> None:
-    """Run below the server: nice ``WRITER_NICE`` and ``SCHED_BATCH`` (a batch policy never preempts a task
-    that wakes up). On a core the server shares with this process, an answer then waits for the server only,
-    not for a batch's SQLite work (a 1000-row batch is about 3.5 ms of CPU); the queue in front takes the
-    delay, and rows past its bound are dropped and counted, never DNS."""
-    with contextlib.suppress(OSError):
-        os.nice(WRITER_NICE)
-    with contextlib.suppress(OSError, AttributeError):  # SCHED_BATCH: Linux only
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-
-
 def main() -> None:
     """``python -m blockdns.ops.querylog_store FD``: serve the server on the socket FD."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    yield_to_dns()
     conn = Connection(int(sys.argv[1]))
     try:
         serve(conn)
