@@ -37,6 +37,7 @@ end, whatever happened.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -45,6 +46,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -238,6 +240,8 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     start_seconds: float = 0.0  # from launch to the first answer: loading the blocklist, mostly
     failure: str = ""
+    querylog: Path | None = None  # blockdns's SQLite query log, when it keeps one
+    answered: int = 0  # queries dnsperf saw answered, over every run against it
 
     def start(self, timeout: float) -> None:
         """Launch pinned to the layout's server cores and wait until it answers; raise if it never does."""
@@ -411,7 +415,9 @@ def blockdns_server(
     if source is not None:
         name = name.replace("blockdns", f"blockdns@{source.name}", 1)
     command, env = blockdns_command(conf, source)
-    return Server(name, command, port, layout, out / f"blockdns-{label}.stderr", env)
+    server = Server(name, command, port, layout, out / f"blockdns-{label}.stderr", env)
+    server.querylog = log_path if querylog else None
+    return server
 
 
 def refusal(server: Server) -> str:
@@ -499,6 +505,7 @@ def throughput(server: Server, queries: Path, seconds: float, upstream: int, onc
     cpu = cpu_seconds(pids) - cpu_before
     upstream_cpu = cpu_seconds([upstream]) - upstream_before
     answered = max(figure(r"Queries completed:\s+(\d+)", run.output), 1)
+    server.answered += int(answered)
     busy = cpu / run.wall
     load_busy = (run.cpu + upstream_cpu) / run.wall
     return Run(
@@ -518,6 +525,7 @@ def latency(server: Server, queries: Path, rate: int, seconds: float, once: bool
     output = dnsperf(
         server.port, queries, seconds, server.layout.load_cores, "-Q", str(rate), "-v", *extra
     ).output
+    server.answered += int(figure(r"Queries completed:\s+(\d+)", output))
     samples = sorted(float(m) for m in re.findall(r"^> \w+ \S+ \S+ ([\d.]+)$", output, re.MULTILINE))
     if not samples:
         return 0.0, 0.0
@@ -597,7 +605,8 @@ def started(servers: list[Server], queries: Path, timeout: float) -> Iterator[li
                 server.failure = str(err)
                 print(f"bench: {err}", file=sys.stderr)
                 continue
-            dnsperf(server.port, queries, 2, server.layout.load_cores, "-n", "1")  # warm cache and memos
+            warm = dnsperf(server.port, queries, 2, server.layout.load_cores, "-n", "1")  # cache and memos
+            server.answered += int(figure(r"Queries completed:\s+(\d+)", warm.output))
         yield servers
     finally:
         for server in servers:
@@ -902,9 +911,29 @@ def compare_servers(
     (OUT / "miss-queries.txt").unlink(missing_ok=True)  # tens of MB, of no use after the run
     for mix, results in tables:
         report(mix, list(results.values()), args, one, two)
+    for server in needed:
+        if server.querylog is not None and not server.failure:
+            print(querylog_kept(server))
     for line in skipped:
         print(line)
     return any(server.failure for server in needed)
+
+
+def querylog_kept(server: Server) -> str:
+    """How many of ``server``'s answers to dnsperf its query log stored, counted after its stop (which writes
+    the queue out): a log that drops rows at full load would make its CPU per answer look cheaper than
+    logging is."""
+    assert server.querylog is not None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{server.querylog}?mode=ro", uri=True)) as conn:
+            rows = int(conn.execute("SELECT count(*) FROM queries").fetchone()[0])
+    except sqlite3.Error as err:
+        return f"query log of {server.name}: cannot count its rows: {err}"
+    share = rows / max(server.answered, 1)
+    return (
+        f"query log of {server.name}: {rows:,} rows stored for {server.answered:,} answers to dnsperf "
+        f"({share:.1%}; the start's probes add a few rows)"
+    )
 
 
 # -------------------------------------------------------------------------------------------- report
