@@ -3,8 +3,8 @@
     sudo .venv/bin/python bench/recursion_compare.py [--repeat 5] [--unbound /usr/sbin/unbound]
 
 Starts the hierarchy of fake authoritative servers the tests use (``tests/fakeauth.py``: root, test.,
-example. and second-level zones on port 53 of 127.53.0.0/16 — root is needed to bind port 53), then
-resolves each name cold, ``--repeat`` times, with:
+example. and second-level zones on port 53 of a 127.0.0.0/8 network it picks — root is needed to bind
+port 53), then resolves each name cold, ``--repeat`` times, with:
 
 * blockdns: a fresh ``RecursiveResolver`` (primed), timed around ``resolve()`` in-process;
 * Unbound: a fresh ``unbound`` process (iterator only, ``qname-minimisation: yes``,

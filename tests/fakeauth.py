@@ -12,13 +12,16 @@ non-terminals, NXDOMAIN with the SOA, REFUSED for zones it does not serve, TC ov
 not fit. ``extra_*`` records are added to every answer, to play a server that tries to poison caches.
 
 :func:`build_test_hierarchy` builds the hierarchy that the recursive-resolver tests and
-``bench/recursion_compare.py`` share. Servers listen on port 53 of addresses in 127.53.0.0/16 (NS glue
-cannot carry a port); port 0 also works for a server reached only through configured root hints.
+``bench/recursion_compare.py`` share. Servers listen on port 53 (NS glue cannot carry a port) of addresses in
+a /16 of 127.0.0.0/8 picked per process (``NET``; ``BLOCKDNS_TEST_NET=127.53`` pins one); port 0 also works
+for a server reached only through configured root hints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import socket
 import threading
 import time
@@ -441,16 +444,38 @@ class FakeHierarchy:
 
 # ---------------------------------------------------------------------------------- the test hierarchy
 
-ROOT_SERVERS = ["127.53.0.1", "127.53.0.2"]
-TEST_SERVERS = ["127.53.1.1", "127.53.1.2"]
-EXAMPLE_SERVER = "127.53.2.1"
-GLUE_SERVERS = ["127.53.10.1", "127.53.10.2"]
-LAME_SERVER = "127.53.11.1"  # listed in lame.test's NS set, serves nothing
-LAME_ZONE_SERVER = "127.53.11.2"
-EVIL_SERVER = "127.53.13.1"  # serves evil.test and sprinkles records for glue.test into its replies
-EVIL_SUB_SERVER = "127.53.13.2"
-HOSTING_SERVERS = ["127.53.20.1", "127.53.20.2"]  # hosting.example, and glueless.test through it
-TARGET_SERVER = "127.53.21.1"
+
+def _hierarchy_net() -> str:
+    """The /16 of 127.0.0.0/8 this process's test hierarchy listens in: ``BLOCKDNS_TEST_NET`` when set, else
+    one picked at random whose port 53 is free (two test runs on one machine must not share the fixed ports
+    of one network: the second one's servers could not bind)."""
+    chosen = os.environ.get("BLOCKDNS_TEST_NET")
+    if chosen:
+        return chosen
+    candidates = random.sample(range(54, 254), 20)
+    for second in candidates:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((f"127.{second}.0.1", 53))
+        except OSError:  # in use, or no right to bind port 53 (then any of them does as well)
+            continue
+        finally:
+            probe.close()
+        return f"127.{second}"
+    return f"127.{candidates[0]}"
+
+
+NET = _hierarchy_net()
+ROOT_SERVERS = [f"{NET}.0.1", f"{NET}.0.2"]
+TEST_SERVERS = [f"{NET}.1.1", f"{NET}.1.2"]
+EXAMPLE_SERVER = f"{NET}.2.1"
+GLUE_SERVERS = [f"{NET}.10.1", f"{NET}.10.2"]
+LAME_SERVER = f"{NET}.11.1"  # listed in lame.test's NS set, serves nothing
+LAME_ZONE_SERVER = f"{NET}.11.2"
+EVIL_SERVER = f"{NET}.13.1"  # serves evil.test and sprinkles records for glue.test into its replies
+EVIL_SUB_SERVER = f"{NET}.13.2"
+HOSTING_SERVERS = [f"{NET}.20.1", f"{NET}.20.2"]  # hosting.example, and glueless.test through it
+TARGET_SERVER = f"{NET}.21.1"
 
 BIG_TXT_STRINGS = 24  # 24 strings of 200 bytes: an answer near 5 kB, more than any UDP reply may carry
 

@@ -1,5 +1,6 @@
 """The recursive resolver against a fake DNS hierarchy of real authoritative servers on loopback:
-root → test./example. → second-level zones, on port 53 of addresses in 127.53.0.0/16 (see fakeauth)."""
+root → test./example. → second-level zones, on port 53 of addresses in a network of 127.0.0.0/8 picked
+per run (see fakeauth)."""
 
 from __future__ import annotations
 
