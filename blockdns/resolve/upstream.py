@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from blockdns.errors import UpstreamError
 from blockdns.wire import ParsedResponse
 
 
@@ -23,6 +24,16 @@ class Security(enum.Enum):
     INSECURE = "insecure"  # proven to sit below an unsigned delegation
     BOGUS = "bogus"  # should be signed, and the signatures do not check out
     INDETERMINATE = "indeterminate"  # not validated (validation off, or no trust anchor covers it)
+
+
+class BogusAnswer(UpstreamError):
+    """DNSSEC validation found the answer bogus: SERVFAIL with the most specific EDE (RFC 8914: 6 DNSSEC
+    Bogus, 7 Signature Expired, 8 Signature Not Yet Valid, 9 DNSKEY Missing, 10 RRSIGs Missing, 12 NSEC
+    Missing). The verdict is held briefly (:data:`BOGUS_HOLD`), so one broken zone costs one validation
+    per name a minute, not one per query."""
+
+
+BOGUS_HOLD = 60  # seconds a bogus verdict is cached
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,11 @@ Everything else in the reply is ignored, never cached.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blockdns import dnsname
 from blockdns.resolve.recursive.message import Message
-from blockdns.resolve.recursive.rrset import TYPE_RRSIG, RRset, group, synthesized_cname
+from blockdns.resolve.recursive.rrset import TYPE_RRSIG, RRset, expanded, group, synthesized_cname
 from blockdns.wire import (
     NOERROR,
     NXDOMAIN,
@@ -113,6 +113,10 @@ def classify(message: Message, question: Question) -> Classified:
     authority = [rrset for rrset in group(message.authority) if _fits(rrset, zone, question.qclass)]
 
     chain, final, end, synthesized, redirections = _follow(answer, question)
+    if any(expanded(rrset) for rrset in (*chain, *final)):
+        wildcard_proof = tuple(rrset for rrset in authority if rrset.rtype in (TYPE_NSEC, TYPE_NSEC3))
+        chain = [replace(rrset, proof=wildcard_proof) if expanded(rrset) else rrset for rrset in chain]
+        final = [replace(rrset, proof=wildcard_proof) if expanded(rrset) else rrset for rrset in final]
     if final:
         glue = _glue(final[0], message, zone) if question.qtype == TYPE_NS else ()
         return Answer(tuple(chain), tuple(final), None, synthesized, glue, redirections)

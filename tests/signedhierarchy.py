@@ -1,0 +1,304 @@
+"""A DNSSEC-signed hierarchy on loopback, made at test time: zones signed with BIND's ``dnssec-keygen`` and
+``dnssec-signzone``, served by NSD (a real authoritative server, so RRSIGs, NSEC/NSEC3 proofs, wildcards
+and DS at delegations are answered as the RFCs say, independently of the resolver under test).
+
+    root .            127.57.0.1   ECDSA P-256, NSEC
+    test.             127.57.1.1   ECDSA P-256, NSEC
+    *.test. children  127.57.2.1   one NSD serving every zone below test. (see CASES for what each holds)
+
+Servers listen on port 53 (NS glue cannot carry a port). The resolver is pointed at the root with
+``root_hints = ["127.57.0.1"]`` and ``trust_anchors`` = :attr:`SignedHierarchy.anchor` (the root's DS).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.dnssec
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
+ROOT_SERVER = "127.57.0.1"
+TLD_SERVER = "127.57.1.1"
+ZONES_SERVER = "127.57.2.1"
+TOOLS = ("nsd", "dnssec-keygen", "dnssec-signzone", "dnssec-dsfromkey")
+KEYTRAP_FAKE_KEYS = 64  # DNSKEYs sharing the signing key's tag in keytrap.test.
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+@dataclass
+class Zone:
+    origin: str  # "secure.test."
+    records: str  # zone-file lines, names relative to the origin
+    server: str
+    algorithm: str | None = "ECDSAP256SHA256"  # None: unsigned
+    sign_args: tuple[str, ...] = ()  # extra dnssec-signzone arguments (NSEC3, dates)
+    nameserver: str = "ns2.test."
+    children: list[Zone] = field(default_factory=list)
+    ds_override: str | None = None  # a DS line to publish in the parent instead of the real one
+    after_signing: object = None  # callable(text) -> text, applied to the signed zone file
+
+
+SECURE = """
+www 300 IN A 192.0.2.1
+www 300 IN TXT "secure"
+*.wild 300 IN A 192.0.2.2
+alias 300 IN CNAME www.insecure.test.
+inalias 300 IN CNAME www
+dn 300 IN DNAME target
+a.target 300 IN A 192.0.2.3
+"""
+
+NSEC3 = """
+www 300 IN A 192.0.2.10
+*.wild 300 IN A 192.0.2.11
+unsigned 300 IN NS ns2.test.
+"""
+
+PLAIN = """
+www 300 IN A 192.0.2.20
+"""
+
+KEYTRAP = """
+www 300 IN A 192.0.2.20
+*.w 300 IN A 192.0.2.30
+"""
+
+
+def _alter_www(text: str) -> str:
+    return text.replace("192.0.2.20", "192.0.2.99")
+
+
+def _break_www_signature(text: str) -> str:
+    """Flip a byte of every RRSIG over the A record at www (keytrap.test: all signatures broken)."""
+    lines = text.splitlines()
+    out = []
+    for line in lines:
+        parts = line.split()
+        owner = parts[0] if parts else ""
+        if len(parts) > 5 and owner.startswith(("www.", "*.w.")) and parts[3] == "RRSIG" and parts[4] == "A":
+            signature = parts[-1]
+            flipped = "A" if signature[0] != "A" else "B"
+            parts[-1] = flipped + signature[1:]
+            line = " ".join(parts)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def children() -> list[Zone]:
+    return [
+        Zone("secure.test.", SECURE, ZONES_SERVER),
+        Zone(
+            "nsec3.test.",
+            NSEC3,
+            ZONES_SERVER,
+            "RSASHA256",
+            ("-3", "-", "-H", "0", "-A"),
+            children=[Zone("unsigned.nsec3.test.", PLAIN, ZONES_SERVER, None)],
+        ),
+        Zone("insecure.test.", PLAIN, ZONES_SERVER, None),
+        Zone("bogus.test.", PLAIN, ZONES_SERVER, after_signing=_alter_www),
+        Zone("expired.test.", PLAIN, ZONES_SERVER, sign_args=("-s", "now-864000", "-e", "now-86400")),
+        Zone("future.test.", PLAIN, ZONES_SERVER, sign_args=("-s", "now+86400", "-e", "now+864000")),
+        Zone("nokey.test.", PLAIN, ZONES_SERVER, ds_override="other"),
+        Zone("plain3.test.", PLAIN, ZONES_SERVER, sign_args=("-3", "-", "-H", "0")),
+        Zone("iter.test.", PLAIN, ZONES_SERVER, sign_args=("-3", "ab", "-H", "100")),
+        Zone("ed.test.", PLAIN, ZONES_SERVER, "ED25519"),
+        Zone("ed448.test.", PLAIN, ZONES_SERVER, "ED448"),
+        Zone("p384.test.", PLAIN, ZONES_SERVER, "ECDSAP384SHA384"),
+        Zone("rsa512.test.", PLAIN, ZONES_SERVER, "RSASHA512"),
+        Zone("sha1.test.", PLAIN, ZONES_SERVER, "RSASHA1"),  # unsupported algorithm: insecure
+        Zone("keytrap.test.", KEYTRAP, ZONES_SERVER, "RSASHA256", after_signing=_break_www_signature),
+    ]
+
+
+def _run(*args: str, cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _key_tag_fill(rdata: dns.rdata.Rdata, tag: int, seed: int) -> str:
+    """A DNSKEY with ``rdata``'s flags and algorithm whose key tag is ``tag`` (RFC 4034 Appendix B): the
+    key material with four bytes set from ``seed`` and two bytes chosen to make the checksum come out."""
+    key = bytearray(rdata.key)  # type: ignore[attr-defined]
+    key[-8:-4] = struct.pack(">I", seed)  # the last byte stays: an RSA modulus stays odd
+    key[-4:-2] = b"\0\0"
+    wire = struct.pack(">HBB", rdata.flags, 3, rdata.algorithm) + bytes(key)  # type: ignore[attr-defined]
+    base = sum(byte << 8 if index % 2 == 0 else byte for index, byte in enumerate(wire))
+    fill_at = len(wire) - 4
+    for value in range(65536):
+        total = base + value
+        if (total + ((total >> 16) & 0xFFFF)) & 0xFFFF == tag:
+            high, low = value >> 8, value & 0xFF
+            key[-4:-2] = bytes((high, low)) if fill_at % 2 == 0 else bytes((low, high))
+            text = base64.b64encode(bytes(key)).decode()
+            return f"{rdata.flags} 3 {rdata.algorithm} {text}"  # type: ignore[attr-defined]
+    raise RuntimeError("no key tag fill found")
+
+
+class SignedHierarchy:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.anchor = ""  # the root's DS, presentation format
+        self.zone_files: dict[str, dict[str, Path]] = {ROOT_SERVER: {}, TLD_SERVER: {}, ZONES_SERVER: {}}
+
+    # -------------------------------------------------------------------------------------- building
+
+    def build(self) -> SignedHierarchy:
+        tld = Zone(
+            "test.",
+            "ns2 300 IN A 127.57.2.1\n",
+            TLD_SERVER,
+            nameserver="ns.test.",
+            children=children(),
+        )
+        root = Zone(
+            ".",
+            "ns.test. 300 IN A 127.57.1.1\n",
+            ROOT_SERVER,
+            nameserver="a.root-servers.test.",
+            children=[tld],
+        )
+        root.records += "a.root-servers.test. 300 IN A 127.57.0.1\n"
+        ds = self._build(root)
+        self.anchor = ds.splitlines()[0]
+        return self
+
+    def _build(self, zone: Zone) -> str:
+        """Write and sign ``zone`` and its children; return the DS lines for its parent ("" unsigned)."""
+        name = zone.origin.rstrip(".") or "root"
+        work = self.dir / name
+        work.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"$ORIGIN {zone.origin}",
+            f"@ 300 IN SOA {zone.nameserver} hostmaster.test. 1 1800 900 604800 300",
+            f"@ 300 IN NS {zone.nameserver}",
+            zone.records,
+        ]
+        if zone.nameserver == "ns.test." and zone.origin == "test.":
+            lines.append("ns 300 IN A 127.57.1.1")
+        for child in zone.children:
+            lines.append(f"{child.origin} 300 IN NS {child.nameserver}")
+            ds = self._build(child)
+            lines.extend(f"{line}" for line in ds.splitlines() if line)
+        unsigned = work / "zone"
+        key_name = None
+        if zone.algorithm is not None:
+            args = ["dnssec-keygen", "-q", "-K", str(work), "-a", zone.algorithm, "-f", "KSK"]
+            if zone.algorithm.startswith("RSA"):
+                args += ["-b", "1024" if zone.algorithm == "RSASHA1" else "2048"]
+            key_name = _run(*args, zone.origin, cwd=work).strip()
+            if zone.origin == "keytrap.test.":
+                lines.extend(self._keytrap_keys(work / f"{key_name}.key"))
+        unsigned.write_text("\n".join(lines) + "\n")
+        if zone.algorithm is None:
+            self.zone_files[zone.server][zone.origin] = unsigned
+            return ""
+        signed = work / "zone.signed"
+        _run(
+            "dnssec-signzone", "-q", "-P", "-S", "-z", "-K", str(work), "-o", zone.origin, "-f", str(signed),
+            "-O", "full", *zone.sign_args, str(unsigned), cwd=work,
+        )  # fmt: skip
+        if zone.after_signing is not None:
+            signed.write_text(zone.after_signing(signed.read_text()))  # type: ignore[operator]
+        self.zone_files[zone.server][zone.origin] = signed
+        if zone.ds_override is not None:
+            (work / "other").mkdir(exist_ok=True)
+            other = _run(
+                "dnssec-keygen", "-q", "-K", str(work / "other"), "-a", zone.algorithm, zone.origin, cwd=work
+            )
+            return _run("dnssec-dsfromkey", "-2", str(work / "other" / f"{other.strip()}.key"), cwd=work)
+        return _run("dnssec-dsfromkey", "-2", str(work / f"{key_name}.key"), cwd=work)
+
+    @staticmethod
+    def _keytrap_keys(key_file: Path) -> list[str]:
+        text = key_file.read_text().split("IN DNSKEY", 1)[1].strip()
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.DNSKEY, text)
+        tag = dns.dnssec.key_id(rdata)  # type: ignore[arg-type]
+        fakes = [f"@ 300 IN DNSKEY {_key_tag_fill(rdata, tag, seed)}" for seed in range(KEYTRAP_FAKE_KEYS)]
+        return [f"@ 300 IN DNSKEY {text}", *fakes]  # the real key too: signzone would take a fake for it
+
+    # ------------------------------------------------------------------------------------- serving
+
+    def start(self) -> SignedHierarchy:
+        try:
+            for server, zones in self.zone_files.items():
+                self._start_nsd(server, zones)
+            for server, zones in self.zone_files.items():
+                self._wait_ready(server, next(iter(zones)))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_nsd(self, server: str, zones: dict[str, Path]) -> None:
+        work = self.dir / f"nsd-{server}"
+        (work / "db").mkdir(parents=True, exist_ok=True)
+        zone_lines = "".join(
+            f'zone:\n    name: "{origin}"\n    zonefile: "{path}"\n' for origin, path in zones.items()
+        )
+        conf = work / "nsd.conf"
+        conf.write_text(
+            "server:\n"
+            f"    ip-address: {server}@53\n"
+            '    username: ""\n'
+            '    chroot: ""\n'
+            f'    zonesdir: "{work}"\n'
+            f'    pidfile: "{work}/nsd.pid"\n'
+            '    database: ""\n'
+            f'    zonelistfile: "{work}/zone.list"\n'
+            f'    xfrdfile: "{work}/xfrd.state"\n'
+            f'    xfrdir: "{work}"\n'
+            f'    logfile: "{work}/nsd.log"\n'
+            "    server-count: 1\n"
+            "    verbosity: 1\n"
+            "    ip-transparent: no\n"
+            "    reuseport: no\n"
+            "remote-control:\n    control-enable: no\n" + zone_lines
+        )
+        self.processes.append(
+            subprocess.Popen(
+                ["nsd", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+
+    def _wait_ready(self, server: str, origin: str) -> None:
+        deadline = time.monotonic() + 20
+        query = dns.message.make_query(origin, "SOA")
+        while True:
+            try:
+                reply = dns.query.udp(query, server, timeout=0.5)
+                if reply.rcode() == dns.rcode.NOERROR and reply.answer:
+                    return
+            except (OSError, dns.exception.Timeout):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"NSD on {server} did not start serving {origin}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.processes.clear()

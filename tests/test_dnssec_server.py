@@ -1,0 +1,223 @@
+"""DNSSEC validation end to end: a dnspython client asks the real server, which resolves and validates
+through a signed hierarchy served by NSD on loopback (see signedhierarchy)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+from signedhierarchy import ROOT_SERVER, SignedHierarchy, missing_tools
+
+from conftest import RunningServer, base_config, ede_of
+
+pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())}")
+
+
+@pytest.fixture(scope="module")
+def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedHierarchy]:
+    signed = SignedHierarchy(tmp_path_factory.mktemp("signed")).build().start()
+    yield signed
+    signed.stop()
+
+
+def resolver(hierarchy: SignedHierarchy, **extra: Any) -> dict[str, Any]:
+    settings = {
+        "mode": "recursive",
+        "root_hints": [ROOT_SERVER],
+        "ipv6": False,
+        "timeout": 1.0,
+        "trust_anchors": [hierarchy.anchor],
+    }
+    settings.update(extra)
+    return settings
+
+
+@pytest.fixture
+def server(
+    hierarchy: SignedHierarchy, start_server: Callable[[dict[str, Any]], RunningServer]
+) -> RunningServer:
+    return start_server(base_config(resolver=resolver(hierarchy)))
+
+
+def ask(
+    server: RunningServer,
+    name: str,
+    rdtype: str = "A",
+    *,
+    do: bool = False,
+    ad: bool = True,
+    cd: bool = False,
+    tcp: bool = False,
+) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232, want_dnssec=do)
+    query.flags = (query.flags | (dns.flags.AD if ad else 0) | (dns.flags.CD if cd else 0)) & ~(
+        0 if ad else dns.flags.AD
+    )
+    send = dns.query.tcp if tcp else dns.query.udp
+    return send(query, "127.0.0.1", port=server.port, timeout=10)
+
+
+def authenticated(response: dns.message.Message) -> bool:
+    return bool(response.flags & dns.flags.AD)
+
+
+SECURE_CASES = [
+    ("www.secure.test", "A", dns.rcode.NOERROR),
+    ("x.wild.secure.test", "A", dns.rcode.NOERROR),  # NSEC wildcard expansion
+    ("nope.secure.test", "A", dns.rcode.NXDOMAIN),  # NSEC NXDOMAIN
+    ("www.secure.test", "MX", dns.rcode.NOERROR),  # NSEC NODATA
+    ("inalias.secure.test", "A", dns.rcode.NOERROR),  # CNAME inside the zone
+    ("a.dn.secure.test", "A", dns.rcode.NOERROR),  # DNAME, and the CNAME the resolver makes from it
+    ("www.nsec3.test", "A", dns.rcode.NOERROR),  # RSASHA256
+    ("nope.plain3.test", "A", dns.rcode.NXDOMAIN),  # NSEC3 NXDOMAIN
+    ("www.nsec3.test", "MX", dns.rcode.NOERROR),  # NSEC3 NODATA (opt-out does not matter here)
+    ("www.plain3.test", "MX", dns.rcode.NOERROR),  # NSEC3 NODATA
+    ("x.wild.nsec3.test", "A", dns.rcode.NOERROR),  # NSEC3 wildcard expansion
+    ("www.ed.test", "A", dns.rcode.NOERROR),  # ED25519
+    ("www.ed448.test", "A", dns.rcode.NOERROR),  # ED448
+    ("www.p384.test", "A", dns.rcode.NOERROR),  # ECDSA P-384
+    ("www.rsa512.test", "A", dns.rcode.NOERROR),  # RSASHA512
+]
+
+INSECURE_CASES = [
+    ("www.insecure.test", "A", dns.rcode.NOERROR, None),  # a signed parent, an unsigned child
+    ("alias.secure.test", "A", dns.rcode.NOERROR, None),  # a secure CNAME into an insecure zone
+    ("www.unsigned.nsec3.test", "A", dns.rcode.NOERROR, None),  # NSEC3 opt-out unsigned delegation
+    ("nope.nsec3.test", "A", dns.rcode.NXDOMAIN, None),  # next closer name in an opt-out span (as Unbound)
+    ("www.sha1.test", "A", dns.rcode.NOERROR, None),  # signed only with an algorithm not implemented
+    ("nope.iter.test", "A", dns.rcode.NXDOMAIN, 27),  # NSEC3 iterations 100 > 50 (RFC 9276)
+]
+
+BOGUS_CASES = [
+    ("www.bogus.test", "A", 6),  # data altered after signing
+    ("www.expired.test", "A", 7),
+    ("www.future.test", "A", 8),
+    ("www.nokey.test", "A", 9),  # the DS in the parent matches no key
+    ("www.keytrap.test", "A", 6),  # 64 keys share the key tag, the signature is broken
+]
+
+
+@pytest.mark.parametrize(("name", "rdtype", "rcode"), SECURE_CASES)
+def test_secure_answers_are_authenticated(server: RunningServer, name: str, rdtype: str, rcode: int) -> None:
+    response = ask(server, name, rdtype)
+    assert response.rcode() == rcode
+    assert authenticated(response)
+    assert ede_of(response) == []
+
+
+@pytest.mark.parametrize(("name", "rdtype", "rcode", "ede"), INSECURE_CASES)
+def test_insecure_answers_are_answered_without_ad(
+    server: RunningServer, name: str, rdtype: str, rcode: int, ede: int | None
+) -> None:
+    response = ask(server, name, rdtype, do=True)
+    assert response.rcode() == rcode
+    assert not authenticated(response)
+    assert [code for code, _ in ede_of(response)] == ([ede] if ede is not None else [])
+
+
+@pytest.mark.parametrize(("name", "rdtype", "ede"), BOGUS_CASES)
+def test_bogus_answers_are_servfail_with_the_most_specific_ede(
+    server: RunningServer, name: str, rdtype: str, ede: int
+) -> None:
+    response = ask(server, name, rdtype)
+    assert response.rcode() == dns.rcode.SERVFAIL
+    assert [code for code, _ in ede_of(response)] == [ede]
+    assert not response.answer
+
+
+def test_ad_only_for_a_client_that_set_ad_or_do_and_rrsigs_only_with_do(server: RunningServer) -> None:
+    plain = ask(server, "www.secure.test", ad=False)
+    assert not authenticated(plain) and plain.answer
+    with_do = ask(server, "www.secure.test", ad=False, do=True)
+    assert authenticated(with_do)
+    assert {rrset.rdtype for rrset in with_do.answer} == {dns.rdatatype.A, dns.rdatatype.RRSIG}
+    assert {rrset.rdtype for rrset in ask(server, "www.secure.test").answer} == {dns.rdatatype.A}
+    wildcard = ask(server, "y.wild.nsec3.test", do=True)
+    assert authenticated(wildcard)
+    assert any(rrset.rdtype == dns.rdatatype.NSEC3 for rrset in wildcard.authority)
+
+
+def test_cd_gets_the_unvalidated_data(server: RunningServer) -> None:
+    response = ask(server, "www.bogus.test", cd=True)
+    assert response.rcode() == dns.rcode.NOERROR and not authenticated(response)
+    assert response.answer[0][0].address == "192.0.2.99"
+    assert ask(server, "www.bogus.test").rcode() == dns.rcode.SERVFAIL
+
+
+def test_a_bogus_verdict_is_cached_briefly_and_logged_with_its_reason(server: RunningServer) -> None:
+    first = ask(server, "www.expired.test")
+    assert server.server is not None
+    upstream = server.server.generation.upstream
+    lookups = upstream.default.stats.queries if hasattr(upstream, "default") else None
+    again = ask(server, "www.expired.test")
+    assert again.rcode() == dns.rcode.SERVFAIL and ede_of(again) == ede_of(first)
+    if lookups is not None:
+        assert upstream.default.stats.queries == lookups
+    assert "expired" in ede_of(first)[0][1]
+
+
+def test_a_blocked_name_is_never_authenticated(
+    hierarchy: SignedHierarchy, start_server: Callable[[dict[str, Any]], RunningServer]
+) -> None:
+    server = start_server(
+        base_config(
+            resolver=resolver(hierarchy),
+            policy={"block": ["domain:www.secure.test"]},
+            blocking={"response": "null"},
+        )
+    )
+    response = ask(server, "www.secure.test", do=True)
+    assert response.answer and not authenticated(response)
+
+
+def test_negative_trust_anchor_turns_validation_off_below_it(
+    hierarchy: SignedHierarchy, start_server: Callable[[dict[str, Any]], RunningServer]
+) -> None:
+    server = start_server(base_config(resolver=resolver(hierarchy, negative_trust_anchors=["bogus.test"])))
+    response = ask(server, "www.bogus.test")
+    assert response.rcode() == dns.rcode.NOERROR and not authenticated(response)
+    assert authenticated(ask(server, "www.secure.test"))
+    assert ask(server, "www.expired.test").rcode() == dns.rcode.SERVFAIL
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"dnssec": "off"}, {"trust_anchors": []}],
+    ids=["dnssec-off", "custom-root-without-anchors"],
+)
+def test_validation_off(
+    hierarchy: SignedHierarchy,
+    start_server: Callable[[dict[str, Any]], RunningServer],
+    extra: dict[str, Any],
+) -> None:
+    server = start_server(base_config(resolver=resolver(hierarchy, **extra)))
+    response = ask(server, "www.bogus.test", do=True)
+    assert response.rcode() == dns.rcode.NOERROR and not authenticated(response)
+    assert not authenticated(ask(server, "www.secure.test", do=True))
+
+
+def test_many_colliding_keys_stay_bounded_and_others_are_answered_promptly(server: RunningServer) -> None:
+    assert authenticated(ask(server, "www.secure.test"))  # warm: the secure name is cached
+    names = [f"n{index}.w.keytrap.test" for index in range(40)]  # each a new wildcard expansion
+    slowest = 0.0
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        attacks = [pool.submit(ask, server, name) for name in names]
+        while not all(attack.done() for attack in attacks) and time.monotonic() - started < 30:
+            before = time.monotonic()
+            response = ask(server, "www.secure.test")
+            slowest = max(slowest, time.monotonic() - before)
+            assert authenticated(response)
+        results = [attack.result(timeout=30) for attack in attacks]
+    for response in results:
+        assert response.rcode() == dns.rcode.SERVFAIL
+        assert [code for code, _ in ede_of(response)] == [6]
+    assert slowest < 0.5
