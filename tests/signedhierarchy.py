@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.dnssec
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -32,6 +33,7 @@ ROOT_SERVER = "127.57.0.1"
 TLD_SERVER = "127.57.1.1"
 ZONES_SERVER = "127.57.2.1"
 TOOLS = ("nsd", "dnssec-keygen", "dnssec-signzone", "dnssec-dsfromkey")
+UNBOUND_TOOLS = ("unbound", "unbound-checkconf")
 KEYTRAP_FAKE_KEYS = 64  # DNSKEYs sharing the signing key's tag in keytrap.test.
 
 
@@ -70,6 +72,11 @@ unsigned 300 IN NS ns2.test.
 
 PLAIN = """
 www 300 IN A 192.0.2.20
+"""
+
+PLAIN3 = """
+www 300 IN A 192.0.2.20
+*.wild 300 IN A 192.0.2.21
 """
 
 KEYTRAP = """
@@ -114,7 +121,7 @@ def children() -> list[Zone]:
         Zone("expired.test.", PLAIN, ZONES_SERVER, sign_args=("-s", "now-864000", "-e", "now-86400")),
         Zone("future.test.", PLAIN, ZONES_SERVER, sign_args=("-s", "now+86400", "-e", "now+864000")),
         Zone("nokey.test.", PLAIN, ZONES_SERVER, ds_override="other"),
-        Zone("plain3.test.", PLAIN, ZONES_SERVER, sign_args=("-3", "-", "-H", "0")),
+        Zone("plain3.test.", PLAIN3, ZONES_SERVER, sign_args=("-3", "-", "-H", "0")),
         Zone("iter.test.", PLAIN, ZONES_SERVER, sign_args=("-3", "ab", "-H", "100")),
         Zone("ed.test.", PLAIN, ZONES_SERVER, "ED25519"),
         Zone("ed448.test.", PLAIN, ZONES_SERVER, "ED448"),
@@ -302,3 +309,73 @@ class SignedHierarchy:
                 process.kill()
                 process.wait(timeout=5)
         self.processes.clear()
+
+
+class Unbound:
+    """Unbound resolving from the signed hierarchy's root on loopback: validating with the root's DS as its
+    trust anchor (``validate=True``), or a plain iterator (a non-validating upstream for forward mode)."""
+
+    def __init__(
+        self, directory: Path, hierarchy: SignedHierarchy, address: str, port: int, *, validate: bool
+    ):
+        self.dir = directory
+        self.address, self.port = address, port
+        self.hierarchy = hierarchy
+        self.validate = validate
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Unbound:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        hints = self.dir / "root.hints"
+        hints.write_text(". 3600 IN NS a.root-servers.test.\na.root-servers.test. 3600 IN A 127.57.0.1\n")
+        modules = "validator iterator" if self.validate else "iterator"
+        conf = self.dir / "unbound.conf"
+        conf.write_text(
+            "server:\n"
+            f"    interface: {self.address}@{self.port}\n"
+            "    do-daemonize: no\n"
+            '    username: ""\n'
+            '    chroot: ""\n'
+            f'    directory: "{self.dir}"\n'
+            f'    pidfile: "{self.dir}/unbound.pid"\n'
+            "    use-syslog: no\n"
+            f'    logfile: "{self.dir}/unbound.log"\n'
+            "    verbosity: 1\n"
+            "    val-log-level: 2\n"
+            "    do-ip6: no\n"
+            "    do-not-query-localhost: no\n"
+            f'    root-hints: "{hints}"\n'
+            f'    module-config: "{modules}"\n'
+            f'    trust-anchor: "{self.hierarchy.anchor}"\n'
+            "    access-control: 127.0.0.0/8 allow\n"
+            '    local-zone: "test." nodefault\n'  # RFC 6761 reserves test.; here it is our TLD
+            "    num-threads: 1\n"
+            "    so-reuseport: no\n"
+            "    prefetch: no\n"
+            "remote-control:\n    control-enable: no\n"
+        )
+        _run("unbound-checkconf", str(conf), cwd=self.dir)
+        self.process = subprocess.Popen(
+            ["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        query = dns.message.make_query("test.", "SOA")
+        while True:
+            try:
+                dns.query.udp(query, self.address, port=self.port, timeout=0.5)
+                return self
+            except (OSError, dns.exception.Timeout):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"unbound did not start (see {self.dir}/unbound.log)") from None
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+            self.process = None

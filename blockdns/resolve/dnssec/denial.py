@@ -320,4 +320,6 @@ def nsec3_wildcard(
     covering = records.covering(next_closer(qname, encloser))
     if covering is None:
         return _failed(f"no NSEC3 proves that {qname} does not exist, as its wildcard answer implies")
+    if covering.rdata.flags & _OPT_OUT:  # an unsigned delegation may hide there (Unbound: insecure too)
+        return Proof(Outcome.OPT_OUT, f"{qname} falls in an NSEC3 opt-out span")
     return Proof(Outcome.PROVEN)

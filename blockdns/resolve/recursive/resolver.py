@@ -143,9 +143,9 @@ class RecursiveResolver:
                 "IANA key); set resolver.trust_anchors to validate"
             )
             return None
-        return Validator(self._fetch, parse_anchors(lines), settings.negative_trust_anchors)
+        return Validator(self.validation_fetch, parse_anchors(lines), settings.negative_trust_anchors)
 
-    async def _fetch(self, name: bytes, qtype: int) -> Result:
+    async def validation_fetch(self, name: bytes, qtype: int) -> Result:
         """A DS or DNSKEY lookup for the validator, through the cache and the flights."""
         self.stats.validation_lookups += 1
         return await self.resolve_result(name, qtype, CLASS_IN, do=True)
