@@ -52,6 +52,7 @@ class Zone:
     children: list[Zone] = field(default_factory=list)
     ds_override: str | None = None  # a DS line to publish in the parent instead of the real one
     after_signing: object = None  # callable(text) -> text, applied to the signed zone file
+    serve_unsigned: bool = False  # publish the DS, serve the zone without its signatures (stripped)
 
 
 SECURE = """
@@ -128,6 +129,7 @@ def children() -> list[Zone]:
         Zone("p384.test.", PLAIN, ZONES_SERVER, "ECDSAP384SHA384"),
         Zone("rsa512.test.", PLAIN, ZONES_SERVER, "RSASHA512"),
         Zone("sha1.test.", PLAIN, ZONES_SERVER, "RSASHA1"),  # unsupported algorithm: insecure
+        Zone("stripped.test.", PLAIN, ZONES_SERVER, serve_unsigned=True),
         Zone("keytrap.test.", KEYTRAP, ZONES_SERVER, "RSASHA256", after_signing=_break_www_signature),
     ]
 
@@ -224,7 +226,7 @@ class SignedHierarchy:
         )  # fmt: skip
         if zone.after_signing is not None:
             signed.write_text(zone.after_signing(signed.read_text()))  # type: ignore[operator]
-        self.zone_files[zone.server][zone.origin] = signed
+        self.zone_files[zone.server][zone.origin] = unsigned if zone.serve_unsigned else signed
         if zone.ds_override is not None:
             (work / "other").mkdir(exist_ok=True)
             other = _run(

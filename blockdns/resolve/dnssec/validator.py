@@ -248,6 +248,10 @@ class Validator:
         for count in range(dnsname.label_count(anchor) + 1, last + 1):
             step = dnsname.ancestor(name, count)
             delegation = await self._delegation(step, work)
+            if delegation.verdict.bogus and delegation.verdict.ede in (EDE_NSEC_MISSING, EDE_RRSIGS_MISSING):
+                # Below a signed delegation the DS lookup too came back unsigned: the data's own missing
+                # RRSIGs are the telling reason.
+                return bogus(f"{reason} ({delegation.verdict.reason})", EDE_RRSIGS_MISSING)
             if not delegation.verdict.secure:
                 return delegation.verdict
             if not delegation.exists:
