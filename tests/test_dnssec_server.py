@@ -17,7 +17,10 @@ import dns.rdatatype
 import pytest
 from signedhierarchy import ROOT_SERVER, UNBOUND_TOOLS, SignedHierarchy, Unbound, missing_tools
 
+from blockdns.ops.querylog import QueryLog
+
 from conftest import RunningServer, base_config, ede_of
+from opshelpers import TOKEN, http
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())}")
 
@@ -159,9 +162,6 @@ def test_cd_gets_the_unvalidated_data(server: RunningServer) -> None:
 def test_a_bogus_verdict_is_cached_briefly_and_logged_with_its_reason(
     hierarchy: SignedHierarchy, start_server: Callable[[dict[str, Any]], RunningServer]
 ) -> None:
-    from blockdns.ops.querylog import QueryLog
-    from opshelpers import TOKEN, http
-
     server = start_server(
         base_config(
             resolver=resolver(hierarchy),
