@@ -4,9 +4,13 @@ through a signed hierarchy served by NSD on loopback (see signedhierarchy)."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dns.flags
@@ -350,3 +354,51 @@ def test_unbound_with_the_same_trust_anchor_agrees_on_every_case(validating_unbo
     expected[("nope.iter.test", "A")] = "secure"
     expected[("www.sha1.test", "A")] = "secure"
     assert got == expected
+
+
+# ------------------------------------------------------------------------------------ blockdns check --dnssec
+
+
+def check_dnssec(
+    hierarchy: SignedHierarchy, tmp_path: Path, name: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "blockdns.toml"
+    settings = resolver(hierarchy)
+    lines = ["[resolver]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return subprocess.run(
+        [sys.executable, "-m", "blockdns", "check", name, "--dnssec", "--config", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "ede", "words"),
+    [
+        ("www.secure.test", "secure", None, "chain of signatures"),
+        ("www.insecure.test", "insecure", None, "insecure.test. is an unsigned delegation"),
+        ("www.expired.test", "bogus", 7, "expired"),
+        ("www.nokey.test", "bogus", 9, "no DNSKEY of nokey.test. matches its DS"),
+    ],
+)
+def test_check_dnssec_json_says_the_status_and_why(
+    hierarchy: SignedHierarchy, tmp_path: Path, name: str, status: str, ede: int | None, words: str
+) -> None:
+    result = check_dnssec(hierarchy, tmp_path, name, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["dnssec"]
+    assert report["status"] == status and report["ede"] == ede and words in report["reason"]
+
+
+def test_check_dnssec_text_reads_like_delv(hierarchy: SignedHierarchy, tmp_path: Path) -> None:
+    result = check_dnssec(hierarchy, tmp_path, "www.bogus.test")
+    assert result.returncode == 0, result.stderr
+    assert "www.bogus.test A: DNSSEC bogus" in result.stdout
+    assert "; validation failed: the RRSIG over www.bogus.test. A does not verify" in result.stdout
+    assert "; EDE 6" in result.stdout
+    secure = check_dnssec(hierarchy, tmp_path, "www.secure.test", "--type", "txt")
+    assert "www.secure.test TXT: DNSSEC secure\n; fully validated" in secure.stdout
+    bad = check_dnssec(hierarchy, tmp_path, "www.secure.test", "--type", "NOPE")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--type" in bad.stderr

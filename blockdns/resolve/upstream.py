@@ -41,6 +41,7 @@ class UpstreamResult:
     response: ParsedResponse  # the question's response, taken apart once
     server: str  # who answered, for the log: "udp://9.9.9.9:53", "recursive (a.gtld-servers.net)", ...
     security: Security = Security.INDETERMINATE
+    validation: str = ""  # why the security is what it is ("x.example. is an unsigned delegation")
 
 
 class Upstream(Protocol):

@@ -16,14 +16,15 @@ from dataclasses import replace
 from blockdns import dnsname
 from blockdns.errors import WireError
 from blockdns.resolve.dnssec.validator import Validator
+from blockdns.resolve.dnssec.work import with_verdict
 from blockdns.resolve.recursive.classify import TYPE_NSEC, TYPE_NSEC3
 from blockdns.resolve.recursive.machine import Result
 from blockdns.resolve.recursive.message import parse
 from blockdns.resolve.recursive.response import parsed_response
 from blockdns.resolve.recursive.rrset import expanded, group
 from blockdns.resolve.routing import closest_zone
-from blockdns.resolve.upstream import BogusAnswer, Security, Upstream, UpstreamResult
-from blockdns.wire import AD, CLASS_IN, EDE_OTHER, HEADER, QR, ParsedResponse, ede_option
+from blockdns.resolve.upstream import BogusAnswer, Upstream, UpstreamResult
+from blockdns.wire import AD, CLASS_IN, EDE_OTHER, HEADER, QR, ParsedResponse
 
 
 def result_of(qname: bytes, qtype: int, qclass: int, upstream: UpstreamResult) -> Result:
@@ -88,17 +89,13 @@ class ValidatingUpstream:
             result = result_of(qname, qtype, qclass, answered)
         except WireError as err:
             raise BogusAnswer(f"the upstream's reply cannot be read: {err}", EDE_OTHER) from None
-        if cd or not self.validator.covers(qname):
+        if cd:
             return UpstreamResult(_without_ad(parsed_response(result, do=do)), answered.server)
         verdict = await self.validator.validate(result)
         if verdict.bogus:
             raise BogusAnswer(f"DNSSEC bogus: {verdict.reason}", verdict.ede or EDE_OTHER)
-        parsed = parsed_response(result, do=do)
-        if verdict.security is Security.SECURE:
-            parsed = replace(parsed, reply=replace(parsed.reply, flags=parsed.reply.flags | AD))
-        elif verdict.ede is not None:
-            parsed = replace(parsed, reply=replace(parsed.reply, ede=ede_option(verdict.ede, verdict.reason)))
-        return UpstreamResult(parsed, answered.server, verdict.security)
+        parsed = with_verdict(parsed_response(result, do=do), verdict)
+        return UpstreamResult(parsed, answered.server, verdict.security, verdict.reason)
 
 
 class UntrustedAd:

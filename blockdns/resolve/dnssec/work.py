@@ -10,9 +10,10 @@ Unbound: at most 8 key-tag collisions tried, NSEC3 hash calculations limited per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from blockdns.resolve.upstream import Security
+from blockdns.wire import AD, ParsedResponse, ede_option
 
 EDE_DNSSEC_BOGUS = 6
 EDE_SIGNATURE_EXPIRED = 7
@@ -105,3 +106,17 @@ def worst(verdicts: list[Verdict]) -> Verdict:
         if _RANK[verdict.security] < _RANK[result.security]:
             result = verdict
     return result
+
+
+def with_verdict(parsed: ParsedResponse, verdict: Verdict) -> ParsedResponse:
+    """A validated response as the client gets it: AD when secure (the render step keeps it only for a
+    client that set AD or DO), never the upstream's own AD otherwise; an insecure verdict with an EDE of
+    its own (27, NSEC3 iterations) carries it."""
+    reply = parsed.reply
+    if verdict.security is Security.SECURE:
+        return replace(parsed, reply=replace(reply, flags=reply.flags | AD))
+    if reply.flags & AD:
+        reply = replace(reply, flags=reply.flags & ~AD)
+    if verdict.ede is not None:
+        reply = replace(reply, ede=ede_option(verdict.ede, verdict.reason))
+    return parsed if reply is parsed.reply else replace(parsed, reply=reply)

@@ -13,14 +13,14 @@ import functools
 import logging
 import random
 from collections.abc import Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from blockdns import dnsname
 from blockdns.config import ResolverSettings
 from blockdns.errors import UpstreamError
 from blockdns.resolve.dnssec.validator import Validator
-from blockdns.resolve.dnssec.work import Verdict
+from blockdns.resolve.dnssec.work import Verdict, with_verdict
 from blockdns.resolve.recursive.cache import RANK_ANSWER, RecursionCache
 from blockdns.resolve.recursive.flights import Flights
 from blockdns.resolve.recursive.hints import root_hints
@@ -29,17 +29,15 @@ from blockdns.resolve.recursive.machine import Ask, Context, Resolution, Result
 from blockdns.resolve.recursive.response import parsed_response
 from blockdns.resolve.recursive.servers import ServerTable
 from blockdns.resolve.transport import TransportStats, exchange
-from blockdns.resolve.upstream import BogusAnswer, Security, UpstreamResult
+from blockdns.resolve.upstream import BogusAnswer, UpstreamResult
 from blockdns.trustanchors import parse_anchors
 from blockdns.wire import (
-    AD,
     CLASS_IN,
     EDE_NO_REACHABLE_AUTHORITY,
     EDE_OTHER,
     TYPE_A,
     TYPE_AAAA,
     TYPE_NS,
-    ede_option,
 )
 
 log = logging.getLogger("blockdns.recursive")
@@ -119,11 +117,7 @@ class RecursiveResolver:
             self.stats.failures += 1
             self.stats.bogus += 1
             raise BogusAnswer(f"DNSSEC bogus: {verdict.reason}", verdict.ede or EDE_OTHER)
-        if verdict.security is Security.SECURE:
-            parsed = replace(parsed, reply=replace(parsed.reply, flags=parsed.reply.flags | AD))
-        elif verdict.ede is not None:  # insecure with a reason a client may want (27: NSEC3 iterations)
-            parsed = replace(parsed, reply=replace(parsed.reply, ede=ede_option(verdict.ede, verdict.reason)))
-        return UpstreamResult(parsed, server, verdict.security)
+        return UpstreamResult(with_verdict(parsed, verdict), server, verdict.security, verdict.reason)
 
     async def validation_status(self, qname: bytes, qtype: int, qclass: int = CLASS_IN) -> Verdict | None:
         """The validation verdict for a question, for ``blockdns check --dnssec``; None when validation is
