@@ -77,6 +77,8 @@ def authenticated(response: dns.message.Message) -> bool:
     return bool(response.flags & dns.flags.AD)
 
 
+DEEP_NAME = "x." * 70 + "plain3.test"  # 70 labels: more than the 64 NSEC3 hashes a query may cost
+
 SECURE_CASES = [
     ("www.secure.test", "A", dns.rcode.NOERROR),
     ("x.wild.secure.test", "A", dns.rcode.NOERROR),  # NSEC wildcard expansion
@@ -86,6 +88,7 @@ SECURE_CASES = [
     ("a.dn.secure.test", "A", dns.rcode.NOERROR),  # DNAME, and the CNAME the resolver makes from it
     ("www.nsec3.test", "A", dns.rcode.NOERROR),  # RSASHA256
     ("nope.plain3.test", "A", dns.rcode.NXDOMAIN),  # NSEC3 NXDOMAIN
+    (DEEP_NAME, "A", dns.rcode.NXDOMAIN),  # more labels than NSEC3 hashes a query may cost
     ("www.nsec3.test", "MX", dns.rcode.NOERROR),  # NSEC3 NODATA (opt-out does not matter here)
     ("www.plain3.test", "MX", dns.rcode.NOERROR),  # NSEC3 NODATA
     ("x.wild.plain3.test", "A", dns.rcode.NOERROR),  # NSEC3 wildcard expansion
@@ -347,10 +350,11 @@ def test_unbound_with_the_same_trust_anchor_agrees_on_every_case(validating_unbo
     for two choices of ours: NSEC3 iterations above 50, which Unbound before 1.18 accepts up to 150, and
     RSASHA1 (algorithm 5), which Unbound 1.17 still validates and we treat as unsupported (insecure)."""
     got = {}
-    for name, rdtype, _ in ALL_CASES:
+    cases = [case for case in ALL_CASES if case[0] != DEEP_NAME]  # Unbound minimises it label by label: slow
+    for name, rdtype, _ in cases:
         query = dns.message.make_query(name, rdtype, use_edns=0, want_dnssec=True)
         got[(name, rdtype)] = outcome(dns.query.udp(query, validating_unbound.address, port=5300, timeout=10))
-    expected = {(name, rdtype): state for name, rdtype, state in ALL_CASES}
+    expected = {(name, rdtype): state for name, rdtype, state in cases}
     expected[("nope.iter.test", "A")] = "secure"
     expected[("www.sha1.test", "A")] = "secure"
     assert got == expected

@@ -238,19 +238,26 @@ class Nsec3Set:
         return None
 
     def closest_encloser(self, qname: dns.name.Name) -> tuple[dns.name.Name, _Nsec3 | None] | None:
-        """RFC 5155 §8.3: the closest encloser (an existing ancestor of ``qname``) and the record covering
-        the next closer name (None when ``qname`` itself matches); None when there is no proof."""
-        name = qname
-        while len(name) >= len(self.zone):
-            if self.matching(name) is not None:
-                if name == qname:
-                    return name, None
-                covering = self.covering(next_closer(qname, name))
-                return (name, covering) if covering is not None else None
-            if name == self.zone:
+        """RFC 5155 §8.3: the closest encloser (the deepest existing ancestor of ``qname``) and the record
+        covering the next closer name (None when ``qname`` itself matches); None when there is no proof.
+
+        Searched from the zone down, stopping at the first name without a match (nothing exists below a
+        name that does not): the hashes it costs are bounded by the zone's depth, not by how many labels
+        a client put in its question."""
+        if not qname.is_subdomain(self.zone):
+            return None
+        encloser = None
+        for labels in range(len(self.zone), len(qname) + 1):
+            name = qname.split(labels)[1]
+            if self.matching(name) is None:
                 break
-            name = name.parent()
-        return None
+            encloser = name
+        if encloser is None:
+            return None
+        if encloser == qname:
+            return encloser, None
+        covering = self.covering(next_closer(qname, encloser))
+        return (encloser, covering) if covering is not None else None
 
 
 def nsec3_nxdomain(
