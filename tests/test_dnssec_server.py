@@ -3,6 +3,7 @@ through a signed hierarchy served by NSD on loopback (see signedhierarchy)."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import shutil
@@ -406,3 +407,23 @@ def test_check_dnssec_text_reads_like_delv(hierarchy: SignedHierarchy, tmp_path:
     assert "www.secure.test TXT: DNSSEC secure\n; fully validated" in secure.stdout
     bad = check_dnssec(hierarchy, tmp_path, "www.secure.test", "--type", "NOPE")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--type" in bad.stderr
+
+
+def test_a_cold_validated_name_costs_what_it_costs_unbound(hierarchy: SignedHierarchy) -> None:
+    """Five queries for www.secure.test once the root is primed and its keys known, as Unbound needs: the
+    DS sets come with the referrals (a DO query gets them signed), so no DS query is asked on the way."""
+    from blockdns.config import ResolverSettings
+    from blockdns.dnsname import ROOT, from_text
+    from blockdns.resolve.recursive import RecursiveResolver
+
+    async def cold() -> tuple[int, str]:
+        settings = ResolverSettings(root_hints=[ROOT_SERVER], ipv6=False, trust_anchors=[hierarchy.anchor])
+        resolver = RecursiveResolver(settings)
+        await resolver.start()
+        await resolver.resolve(ROOT, 2, 1, do=False, cd=False)  # the root's DNSKEY set validated
+        before = hierarchy.queries()
+        result = await resolver.resolve(from_text("www.secure.test"), 1, 1, do=False, cd=False)
+        await resolver.close()
+        return hierarchy.queries() - before, result.security.value
+
+    assert asyncio.run(cold()) == (5, "secure")  # test. NS, secure.test. NS, A; test. and secure.test. DNSKEY

@@ -88,6 +88,9 @@ class Referral:
     zone: bytes
     ns: RRset
     glue: tuple[RRset, ...] = field(default=())
+    # The child's DS set as the parent (its owner) signs it, sent with the referral to a DO query (RFC 4035
+    # §3.1.4): cached, it spares the validator a DS query per zone cut.
+    ds: RRset | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +228,8 @@ def _referral(authority: list[RRset], message: Message, question: Question) -> R
         if any(rrset.rtype == TYPE_NS for rrset in group(message.authority)):
             return Lame("referral to a zone that is not below the zone asked")
         return None
-    return Referral(best.name, best, _glue(best, message, question.zone))
+    ds = next((rrset for rrset in authority if rrset.rtype == TYPE_DS and rrset.name == best.name), None)
+    return Referral(best.name, best, _glue(best, message, question.zone), ds if ds and ds.sigs else None)
 
 
 def _glue(ns: RRset, message: Message, zone: bytes) -> tuple[RRset, ...]:
