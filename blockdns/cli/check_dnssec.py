@@ -88,7 +88,7 @@ def print_report(name: str, report: dict[str, Any]) -> None:
     line = (
         f"; {summary}" if report["status"] in ("secure", "insecure") else f"; {summary}: {report['reason']}"
     )
-    print(f"{name} {report['type']}: DNSSEC {report['status']}")
+    print(f"{name or '.'} {report['type']}: DNSSEC {report['status']}")
     print(line)
     if report["status"] in ("secure", "insecure") and report["reason"]:
         print(f";   {report['reason']}")
