@@ -3,8 +3,8 @@
     sudo .venv/bin/python bench/dnssec_compare.py [--repeat 5]
 
 Builds and serves the signed hierarchy of the tests (``tests/signedhierarchy.py``: zones signed with
-dnssec-signzone, served by NSD on port 53 of 127.57.0.0/16 — root is needed to bind port 53), then resolves
-each name cold, ``--repeat`` times, with:
+dnssec-signzone, served by NSD on port 53 of a free 127.A.B.0/24 — root is needed to bind port 53), then
+resolves each name cold, ``--repeat`` times, with:
 
 * blockdns validating: a fresh ``RecursiveResolver`` with the test root's DS as trust anchor, primed, and
   with the root's DNSKEY set validated (as Unbound's priming does), timed in-process around ``resolve()``;
@@ -37,7 +37,7 @@ import dns.rdatatype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from signedhierarchy import ROOT_SERVER, SignedHierarchy, Unbound, missing_tools
+from signedhierarchy import SignedHierarchy, Unbound, missing_tools
 
 from blockdns.config import ResolverSettings
 from blockdns.dnsname import ROOT, from_text
@@ -68,7 +68,7 @@ class Run:
 
 async def blockdns_cold(hierarchy: SignedHierarchy, name: str, qtype: str, *, validate: bool) -> Run:
     settings = ResolverSettings(
-        root_hints=[ROOT_SERVER],
+        root_hints=[hierarchy.root],
         ipv6=False,
         timeout=1.0,
         trust_anchors=[hierarchy.anchor] if validate else [],
@@ -93,7 +93,7 @@ async def blockdns_cold(hierarchy: SignedHierarchy, name: str, qtype: str, *, va
 
 
 def unbound_cold(hierarchy: SignedHierarchy, workdir: Path, name: str, qtype: str) -> Run:
-    unbound = Unbound(workdir, hierarchy, "127.57.9.3", 5300, validate=True).start()
+    unbound = Unbound(workdir, hierarchy, hierarchy.address(11), 5300, validate=True).start()
     try:
         before = hierarchy.queries()
         query = dns.message.make_query(name, qtype, use_edns=0, payload=1232, want_dnssec=True)

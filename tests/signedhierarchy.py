@@ -2,18 +2,24 @@
 ``dnssec-signzone``, served by NSD (a real authoritative server, so RRSIGs, NSEC/NSEC3 proofs, wildcards
 and DS at delegations are answered as the RFCs say, independently of the resolver under test).
 
-    root .            127.57.0.1   ECDSA P-256, NSEC
-    test.             127.57.1.1   ECDSA P-256, NSEC
-    *.test. children  127.57.2.1   one NSD serving every zone below test. (see CASES for what each holds)
+    root .            127.A.B.1   ECDSA P-256, NSEC
+    test.             127.A.B.2   ECDSA P-256, NSEC
+    *.test. children  127.A.B.3   one NSD serving every zone below test. (see children() for what each holds)
 
 Servers listen on port 53 (NS glue cannot carry a port). The resolver is pointed at the root with
-``root_hints = ["127.57.0.1"]`` and ``trust_anchors`` = :attr:`SignedHierarchy.anchor` (the root's DS).
+``root_hints = [hierarchy.root]`` and ``trust_anchors = [hierarchy.anchor]`` (the root's DS).
+
+127.A.B is picked at random among blocks whose addresses are free, and written into the zones' glue, so two
+test runs at once (several worktrees on one machine) each get a hierarchy of their own. ``address(n)`` is
+127.A.B.n, for Unbound and other helpers.
 """
 
 from __future__ import annotations
 
 import base64
+import random
 import shutil
+import socket
 import struct
 import subprocess
 import time
@@ -29,9 +35,6 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-ROOT_SERVER = "127.57.0.1"
-TLD_SERVER = "127.57.1.1"
-ZONES_SERVER = "127.57.2.1"
 TOOLS = ("nsd", "dnssec-keygen", "dnssec-signzone", "dnssec-dsfromkey")
 UNBOUND_TOOLS = ("unbound", "unbound-checkconf")
 KEYTRAP_FAKE_KEYS = 64  # DNSKEYs sharing the signing key's tag in keytrap.test.
@@ -106,31 +109,31 @@ def _break_www_signature(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def children() -> list[Zone]:
+def children(zones_server: str) -> list[Zone]:
     return [
-        Zone("secure.test.", SECURE, ZONES_SERVER),
+        Zone("secure.test.", SECURE, zones_server),
         Zone(
             "nsec3.test.",
             NSEC3,
-            ZONES_SERVER,
+            zones_server,
             "RSASHA256",
             ("-3", "-", "-H", "0", "-A"),
-            children=[Zone("unsigned.nsec3.test.", PLAIN, ZONES_SERVER, None)],
+            children=[Zone("unsigned.nsec3.test.", PLAIN, zones_server, None)],
         ),
-        Zone("insecure.test.", PLAIN, ZONES_SERVER, None),
-        Zone("bogus.test.", PLAIN, ZONES_SERVER, after_signing=_alter_www),
-        Zone("expired.test.", PLAIN, ZONES_SERVER, sign_args=("-s", "now-864000", "-e", "now-86400")),
-        Zone("future.test.", PLAIN, ZONES_SERVER, sign_args=("-s", "now+86400", "-e", "now+864000")),
-        Zone("nokey.test.", PLAIN, ZONES_SERVER, ds_override="other"),
-        Zone("plain3.test.", PLAIN3, ZONES_SERVER, sign_args=("-3", "-", "-H", "0")),
-        Zone("iter.test.", PLAIN, ZONES_SERVER, sign_args=("-3", "ab", "-H", "100")),
-        Zone("ed.test.", PLAIN, ZONES_SERVER, "ED25519"),
-        Zone("ed448.test.", PLAIN, ZONES_SERVER, "ED448"),
-        Zone("p384.test.", PLAIN, ZONES_SERVER, "ECDSAP384SHA384"),
-        Zone("rsa512.test.", PLAIN, ZONES_SERVER, "RSASHA512"),
-        Zone("sha1.test.", PLAIN, ZONES_SERVER, "RSASHA1"),  # unsupported algorithm: insecure
-        Zone("stripped.test.", PLAIN, ZONES_SERVER, serve_unsigned=True),
-        Zone("keytrap.test.", KEYTRAP, ZONES_SERVER, "RSASHA256", after_signing=_break_www_signature),
+        Zone("insecure.test.", PLAIN, zones_server, None),
+        Zone("bogus.test.", PLAIN, zones_server, after_signing=_alter_www),
+        Zone("expired.test.", PLAIN, zones_server, sign_args=("-s", "now-864000", "-e", "now-86400")),
+        Zone("future.test.", PLAIN, zones_server, sign_args=("-s", "now+86400", "-e", "now+864000")),
+        Zone("nokey.test.", PLAIN, zones_server, ds_override="other"),
+        Zone("plain3.test.", PLAIN3, zones_server, sign_args=("-3", "-", "-H", "0")),
+        Zone("iter.test.", PLAIN, zones_server, sign_args=("-3", "ab", "-H", "100")),
+        Zone("ed.test.", PLAIN, zones_server, "ED25519"),
+        Zone("ed448.test.", PLAIN, zones_server, "ED448"),
+        Zone("p384.test.", PLAIN, zones_server, "ECDSAP384SHA384"),
+        Zone("rsa512.test.", PLAIN, zones_server, "RSASHA512"),
+        Zone("sha1.test.", PLAIN, zones_server, "RSASHA1"),  # unsupported algorithm: insecure
+        Zone("stripped.test.", PLAIN, zones_server, serve_unsigned=True),
+        Zone("keytrap.test.", KEYTRAP, zones_server, "RSASHA256", after_signing=_break_www_signature),
     ]
 
 
@@ -160,31 +163,57 @@ def _key_tag_fill(rdata: dns.rdata.Rdata, tag: int, seed: int) -> str:
     raise RuntimeError("no key tag fill found")
 
 
+def _free_block() -> str:
+    """A 127.A.B block whose .1 to .3 port 53 and .9 to .11 port 5300 nobody has bound (UDP and TCP)."""
+    rng = random.Random()
+    for _ in range(50):
+        base = f"127.{rng.randrange(60, 250)}.{rng.randrange(1, 250)}"
+        wanted = [(f"{base}.{n}", 53) for n in (1, 2, 3)] + [(f"{base}.{n}", 5300) for n in (9, 10, 11)]
+        if all(_free(address) for address in wanted):
+            return base
+    raise RuntimeError("no free 127.A.B block for the signed hierarchy")
+
+
+def _free(address: tuple[str, int]) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(address)
+            except OSError:
+                return False
+    return True
+
+
 class SignedHierarchy:
+    def address(self, last: int) -> str:
+        return f"{self.base}.{last}"
+
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.processes: list[subprocess.Popen[bytes]] = []
         self.anchor = ""  # the root's DS, presentation format
-        self.zone_files: dict[str, dict[str, Path]] = {ROOT_SERVER: {}, TLD_SERVER: {}, ZONES_SERVER: {}}
+        self.base = _free_block()
+        self.root, self.tld, self.zones_server = self.address(1), self.address(2), self.address(3)
+        self.zone_files: dict[str, dict[str, Path]] = {self.root: {}, self.tld: {}, self.zones_server: {}}
 
     # -------------------------------------------------------------------------------------- building
 
     def build(self) -> SignedHierarchy:
         tld = Zone(
             "test.",
-            "ns2 300 IN A 127.57.2.1\n",
-            TLD_SERVER,
+            f"ns2 300 IN A {self.zones_server}\n",
+            self.tld,
             nameserver="ns.test.",
-            children=children(),
+            children=children(self.zones_server),
         )
         root = Zone(
             ".",
-            "ns.test. 300 IN A 127.57.1.1\n",
-            ROOT_SERVER,
+            f"ns.test. 300 IN A {self.tld}\n",
+            self.root,
             nameserver="a.root-servers.test.",
             children=[tld],
         )
-        root.records += "a.root-servers.test. 300 IN A 127.57.0.1\n"
+        root.records += f"a.root-servers.test. 300 IN A {self.root}\n"
         ds = self._build(root)
         self.anchor = ds.splitlines()[0]
         return self
@@ -201,7 +230,7 @@ class SignedHierarchy:
             zone.records,
         ]
         if zone.nameserver == "ns.test." and zone.origin == "test.":
-            lines.append("ns 300 IN A 127.57.1.1")
+            lines.append(f"ns 300 IN A {self.tld}")
         for child in zone.children:
             lines.append(f"{child.origin} 300 IN NS {child.nameserver}")
             ds = self._build(child)
@@ -342,7 +371,9 @@ class Unbound:
     def start(self) -> Unbound:
         self.dir.mkdir(parents=True, exist_ok=True)
         hints = self.dir / "root.hints"
-        hints.write_text(". 3600 IN NS a.root-servers.test.\na.root-servers.test. 3600 IN A 127.57.0.1\n")
+        hints.write_text(
+            f". 3600 IN NS a.root-servers.test.\na.root-servers.test. 3600 IN A {self.hierarchy.root}\n"
+        )
         modules = "validator iterator" if self.validate else "iterator"
         conf = self.dir / "unbound.conf"
         conf.write_text(

@@ -20,7 +20,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from signedhierarchy import ROOT_SERVER, UNBOUND_TOOLS, SignedHierarchy, Unbound, missing_tools
+from signedhierarchy import UNBOUND_TOOLS, SignedHierarchy, Unbound, missing_tools
 
 from blockdns.ops.querylog import QueryLog
 
@@ -40,7 +40,7 @@ def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedHierar
 def resolver(hierarchy: SignedHierarchy, **extra: Any) -> dict[str, Any]:
     settings = {
         "mode": "recursive",
-        "root_hints": [ROOT_SERVER],
+        "root_hints": [hierarchy.root],
         "ipv6": False,
         "timeout": 1.0,
         "trust_anchors": [hierarchy.anchor],
@@ -261,7 +261,9 @@ needs_unbound = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def plain_unbound(hierarchy: SignedHierarchy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unbound]:
     """A non-validating recursive resolver: the forward-mode upstream."""
-    unbound = Unbound(tmp_path_factory.mktemp("unbound-plain"), hierarchy, "127.57.9.1", 5300, validate=False)
+    unbound = Unbound(
+        tmp_path_factory.mktemp("unbound-plain"), hierarchy, hierarchy.address(9), 5300, validate=False
+    )
     yield unbound.start()
     unbound.stop()
 
@@ -270,7 +272,9 @@ def plain_unbound(hierarchy: SignedHierarchy, tmp_path_factory: pytest.TempPathF
 def validating_unbound(
     hierarchy: SignedHierarchy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Unbound]:
-    unbound = Unbound(tmp_path_factory.mktemp("unbound-val"), hierarchy, "127.57.9.2", 5300, validate=True)
+    unbound = Unbound(
+        tmp_path_factory.mktemp("unbound-val"), hierarchy, hierarchy.address(10), 5300, validate=True
+    )
     yield unbound.start()
     unbound.stop()
 
@@ -417,7 +421,7 @@ def test_a_cold_validated_name_costs_what_it_costs_unbound(hierarchy: SignedHier
     from blockdns.resolve.recursive import RecursiveResolver
 
     async def cold() -> tuple[int, str]:
-        settings = ResolverSettings(root_hints=[ROOT_SERVER], ipv6=False, trust_anchors=[hierarchy.anchor])
+        settings = ResolverSettings(root_hints=[hierarchy.root], ipv6=False, trust_anchors=[hierarchy.anchor])
         resolver = RecursiveResolver(settings)
         await resolver.start()
         await resolver.resolve(ROOT, 2, 1, do=False, cd=False)  # the root's DNSKEY set validated
@@ -427,3 +431,26 @@ def test_a_cold_validated_name_costs_what_it_costs_unbound(hierarchy: SignedHier
         return hierarchy.queries() - before, result.security.value
 
     assert asyncio.run(cold()) == (5, "secure")  # test. NS, secure.test. NS, A; test. and secure.test. DNSKEY
+
+
+def test_concurrent_cold_questions_share_one_proof_of_each_key_set(hierarchy: SignedHierarchy) -> None:
+    from blockdns.config import ResolverSettings
+    from blockdns.dnsname import ROOT, from_text
+    from blockdns.resolve.recursive import RecursiveResolver
+
+    async def burst() -> tuple[int, set[str]]:
+        settings = ResolverSettings(root_hints=[hierarchy.root], ipv6=False, trust_anchors=[hierarchy.anchor])
+        resolver = RecursiveResolver(settings)
+        await resolver.start()
+        await resolver.resolve(ROOT, 2, 1, do=False, cd=False)
+        before = resolver.stats.validation_lookups
+        names = [from_text(f"n{index}.wild.secure.test") for index in range(10)]
+        results = await asyncio.gather(*(resolver.resolve(name, 1, 1, do=False, cd=False) for name in names))
+        await resolver.close()
+        return resolver.stats.validation_lookups - before, {result.security.value for result in results}
+
+    lookups, outcomes = asyncio.run(burst())
+    assert outcomes == {"secure"}
+    # DS and DNSKEY of test. and of secure.test., once for the ten questions (the DS sets from the cache,
+    # which the referrals filled); each question on its own asked them again: 24 lookups.
+    assert lookups == 4

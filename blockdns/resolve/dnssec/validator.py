@@ -14,9 +14,11 @@ hour), bogus ones for :data:`BOGUS_TTL`, so a broken zone costs one validation a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dns.name
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
@@ -82,6 +84,9 @@ class _Delegation:
     exists: bool = True  # False: the name is proven not to exist
 
 
+_Proven = TypeVar("_Proven", "_Keys", "_Delegation")
+
+
 class Validator:
     def __init__(
         self,
@@ -101,6 +106,8 @@ class Validator:
         self.wall_clock = wall_clock
         self._keys_memo: ExpiringLRU[bytes, _Keys] = ExpiringLRU(MEMO_ENTRIES)
         self._delegations: ExpiringLRU[bytes, _Delegation] = ExpiringLRU(MEMO_ENTRIES)
+        self._keys_pending: dict[bytes, asyncio.Future[_Keys | None]] = {}
+        self._delegations_pending: dict[bytes, asyncio.Future[_Delegation | None]] = {}
 
     # ------------------------------------------------------------------------------------- answers
 
@@ -263,13 +270,7 @@ class Validator:
     # ------------------------------------------------------------------------------ keys and DS
 
     async def _keys(self, zone: bytes, work: Work) -> _Keys:
-        now = time.monotonic()
-        memo = self._keys_memo.get(zone, now)
-        if memo is not None:
-            return memo
-        keys, ttl = await self._find_keys(zone, work)
-        self._keys_memo.put(zone, keys, now + (BOGUS_TTL if keys.verdict.bogus else ttl))
-        return keys
+        return await self._memoised(self._keys_memo, self._keys_pending, zone, work, self._find_keys)
 
     async def _find_keys(self, zone: bytes, work: Work) -> tuple[_Keys, int]:
         anchors = self.anchors.get(zone)
@@ -298,13 +299,45 @@ class Validator:
         return _Keys(verdict, tuple(keys)), min(dnskeys.ttl, ttl)
 
     async def _delegation(self, name: bytes, work: Work) -> _Delegation:
+        return await self._memoised(
+            self._delegations, self._delegations_pending, name, work, self._find_delegation
+        )
+
+    @staticmethod
+    async def _memoised(
+        memo: ExpiringLRU[bytes, _Proven],
+        pending: dict[bytes, asyncio.Future[_Proven | None]],
+        name: bytes,
+        work: Work,
+        find: Callable[[bytes, Work], Awaitable[tuple[_Proven, int]]],
+    ) -> _Proven:
+        """What ``find`` proves for ``name``: from the memo, from an identical proof in flight (concurrent
+        cold questions then pay for one set of signature checks, not one each), or found now. Proofs only
+        ever wait on proofs for shorter names (or, for a zone's keys, on its own delegation), so waiting
+        cannot go round in a circle. A proof that failed (a lookup error, its query's work bound) leaves each
+        waiter to try on its own budget."""
         now = time.monotonic()
-        memo = self._delegations.get(name, now)
-        if memo is not None:
-            return memo
-        delegation, ttl = await self._find_delegation(name, work)
-        self._delegations.put(name, delegation, now + (BOGUS_TTL if delegation.verdict.bogus else ttl))
-        return delegation
+        known = memo.get(name, now)
+        if known is not None:
+            return known
+        running = pending.get(name)
+        if running is not None:
+            shared = await asyncio.shield(running)
+            if shared is not None:
+                return shared
+            return await Validator._memoised(memo, pending, name, work, find)
+        future: asyncio.Future[_Proven | None] = asyncio.get_running_loop().create_future()
+        pending[name] = future
+        try:
+            proven, ttl = await find(name, work)
+        except BaseException:
+            future.set_result(None)
+            raise
+        finally:
+            del pending[name]
+        memo.put(name, proven, now + (BOGUS_TTL if proven.verdict.bogus else ttl))
+        future.set_result(proven)
+        return proven
 
     async def _find_delegation(self, name: bytes, work: Work) -> tuple[_Delegation, int]:
         work.fetch()
