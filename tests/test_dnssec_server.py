@@ -454,3 +454,30 @@ def test_concurrent_cold_questions_share_one_proof_of_each_key_set(hierarchy: Si
     # DS and DNSKEY of test. and of secure.test., once for the ten questions (the DS sets from the cache,
     # which the referrals filled); each question on its own asked them again: 24 lookups.
     assert lookups == 4
+
+
+def test_past_a_work_bound_the_answer_is_bogus_with_ede_6(hierarchy: SignedHierarchy) -> None:
+    from blockdns.config import ResolverSettings
+    from blockdns.dnsname import from_text
+    from blockdns.errors import UpstreamError
+    from blockdns.resolve.dnssec.work import Limits
+    from blockdns.resolve.recursive import RecursiveResolver
+
+    async def bounded(limits: Limits) -> tuple[int, str]:
+        settings = ResolverSettings(root_hints=[hierarchy.root], ipv6=False, trust_anchors=[hierarchy.anchor])
+        resolver = RecursiveResolver(settings)
+        assert resolver.validator is not None
+        resolver.validator.limits = limits
+        try:
+            result = await resolver.resolve(from_text("www.secure.test"), 1, 1, do=False, cd=False)
+            return 0, result.security.value
+        except UpstreamError as err:
+            return err.ede_code, str(err)
+        finally:
+            await resolver.close()
+
+    # The root's, test.'s and secure.test.'s DNSKEY sets, test.'s DS set... : more than two checks.
+    code, text = asyncio.run(bounded(Limits(signature_checks=2)))
+    assert code == 6 and "validation stopped: more than 2 signature checks" in text
+    assert asyncio.run(bounded(Limits(fetches=1)))[0] == 6
+    assert asyncio.run(bounded(Limits())) == (0, "secure")
