@@ -93,6 +93,18 @@ def _alter_www(text: str) -> str:
     return text.replace("192.0.2.20", "192.0.2.99")
 
 
+def _break_nsec_signatures(text: str) -> str:
+    """Flip a byte of every RRSIG over an NSEC record (wildproof.test: forged proofs)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 5 and parts[3] == "RRSIG" and parts[4] == "NSEC":
+            parts[-1] = ("A" if parts[-1][0] != "A" else "B") + parts[-1][1:]
+            line = " ".join(parts)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def _break_www_signature(text: str) -> str:
     """Flip a byte of every RRSIG over the A record at www (keytrap.test: all signatures broken)."""
     lines = text.splitlines()
@@ -132,6 +144,7 @@ def children(zones_server: str) -> list[Zone]:
         Zone("p384.test.", PLAIN, zones_server, "ECDSAP384SHA384"),
         Zone("rsa512.test.", PLAIN, zones_server, "RSASHA512"),
         Zone("sha1.test.", PLAIN, zones_server, "RSASHA1"),  # unsupported algorithm: insecure
+        Zone("wildproof.test.", PLAIN3, zones_server, after_signing=_break_nsec_signatures),
         Zone("stripped.test.", PLAIN, zones_server, serve_unsigned=True),
         Zone("keytrap.test.", KEYTRAP, zones_server, "RSASHA256", after_signing=_break_www_signature),
     ]

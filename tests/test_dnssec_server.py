@@ -117,6 +117,7 @@ BOGUS_CASES = [
     ("www.keytrap.test", "A", 6),  # 64 keys share the key tag, the signature is broken
     ("www.stripped.test", "A", 10),  # a signed zone (DS in the parent) served without its RRSIGs
     ("nope.stripped.test", "A", 12),  # ... and so without NSEC records
+    ("x.wild.wildproof.test", "A", 6),  # a wildcard answer whose NSEC proof's signature is forged
 ]
 
 

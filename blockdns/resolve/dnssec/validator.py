@@ -160,7 +160,7 @@ class Validator:
             return keys.verdict
         verdict = verify(rrset, keys.keys, to_name(signer), work, self.wall_clock())
         if verdict.secure and expanded(rrset):
-            return self._wildcard(rrset, signer, work)
+            return self._wildcard(rrset, signer, keys, work)
         return verdict
 
     def _signer(self, rrset: RRset) -> bytes | None:
@@ -180,18 +180,35 @@ class Validator:
                 best = signer
         return best
 
-    def _wildcard(self, rrset: RRset, signer: bytes, work: Work) -> Verdict:
+    def _wildcard(self, rrset: RRset, signer: bytes, keys: _Keys, work: Work) -> Verdict:
+        """A wildcard expansion is secure when signed NSEC/NSEC3 records of the same zone prove that the
+        name asked does not exist itself (RFC 4035 §5.3.4, RFC 5155 §8.8)."""
+        what = f"{dnsname.to_text(rrset.name)} (wildcard)"
+        origin = to_name(signer)
+        proofs = []
+        for proof in rrset.proof:
+            if self._signer(proof) != signer:
+                continue
+            verdict = verify(proof, keys.keys, origin, work, self.wall_clock())
+            if not verdict.secure:
+                return bogus(f"{what}: {verdict.reason}", verdict.ede or EDE_DNSSEC_BOGUS)
+            proofs.append(to_rrset(proof))
+        if not proofs:
+            return bogus(
+                f"{what}: no signed NSEC/NSEC3 proves the name asked does not exist", EDE_NSEC_MISSING
+            )
         labels = min(
-            sig_labels for sig_labels in (_labels(sig) for sig in rrset.sigs) if sig_labels is not None
+            count
+            for count in (_labels(sig) for sig in rrset.sigs if signer_of(sig) == signer)
+            if count is not None
         )
         qname = to_name(rrset.name)
         encloser = qname.split(labels + 1)[1]
-        proofs = [to_rrset(proof) for proof in rrset.proof]
-        if any(proof.rtype == TYPE_NSEC3 for proof in rrset.proof):
-            outcome = denial.nsec3_wildcard(proofs, qname, encloser, to_name(signer), work)
+        if any(proof.rdtype == TYPE_NSEC3 for proof in proofs):
+            outcome = denial.nsec3_wildcard(proofs, qname, encloser, origin, work)
         else:
             outcome = denial.nsec_wildcard(proofs, qname)
-        return self._from_proof(outcome, f"{dnsname.to_text(rrset.name)} (wildcard)")
+        return self._from_proof(outcome, what)
 
     # --------------------------------------------------------------------------------- negative answers
 
