@@ -105,6 +105,19 @@ def _break_nsec_signatures(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _raise_www_ttl(text: str) -> str:
+    """Serve www's A record with TTL 86400 where it was signed with 300 (ttl.test: the RRSIG's original TTL
+    still says 300, and the signature still verifies, since it covers the original TTL)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 4 and parts[0].startswith("www.") and parts[2:4] == ["IN", "A"]:
+            parts[1] = "86400"
+            line = " ".join(parts)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def _break_www_signature(text: str) -> str:
     """Flip a byte of every RRSIG over the A record at www (keytrap.test: all signatures broken)."""
     lines = text.splitlines()
@@ -145,6 +158,8 @@ def children(zones_server: str) -> list[Zone]:
         Zone("rsa512.test.", PLAIN, zones_server, "RSASHA512"),
         Zone("sha1.test.", PLAIN, zones_server, "RSASHA1"),  # unsupported algorithm: insecure
         Zone("wildproof.test.", PLAIN3, zones_server, after_signing=_break_nsec_signatures),
+        Zone("ttl.test.", PLAIN, zones_server, after_signing=_raise_www_ttl),
+        Zone("soon.test.", PLAIN, zones_server, sign_args=("-s", "now-3600", "-e", "now+100")),
         Zone("stripped.test.", PLAIN, zones_server, serve_unsigned=True),
         Zone("keytrap.test.", KEYTRAP, zones_server, "RSASHA256", after_signing=_break_www_signature),
     ]

@@ -482,3 +482,12 @@ def test_past_a_work_bound_the_answer_is_bogus_with_ede_6(hierarchy: SignedHiera
     assert code == 6 and "validation stopped: more than 2 signature checks" in text
     assert asyncio.run(bounded(Limits(fetches=1)))[0] == 6
     assert asyncio.run(bounded(Limits())) == (0, "secure")
+
+
+def test_secure_data_is_kept_no_longer_than_its_signatures_allow(server: RunningServer) -> None:
+    """RFC 4035 §5.3.3: no longer than the RRSIG's original TTL (here 300 where the server says 86400),
+    nor past the signature's expiration (here about 100 s away, under a TTL of 300)."""
+    raised = ask(server, "www.ttl.test")
+    assert authenticated(raised) and raised.answer[0].ttl == 300
+    expiring = ask(server, "www.soon.test")
+    assert authenticated(expiring) and 0 < expiring.answer[0].ttl <= 100

@@ -25,13 +25,13 @@ from blockdns.resolve.dnssec.work import (
     EDE_RRSIGS_MISSING,
     EDE_SIGNATURE_EXPIRED,
     EDE_SIGNATURE_NOT_YET_VALID,
-    SECURE,
     Verdict,
     Work,
     bogus,
     insecure,
 )
 from blockdns.resolve.recursive.rrset import RRset
+from blockdns.resolve.upstream import Security
 from blockdns.trustanchors import TrustAnchor
 
 # RFC 8624 §3.1 "MUST"/"RECOMMENDED" to validate, and what cryptography implements: RSASHA256,
@@ -81,7 +81,7 @@ def verify(rrset: RRset, keys: Sequence[DNSKEY], zone: dns.name.Name, work: Work
             continue
         for key in candidates:
             if _check(data, sig, key, zone, work, now):
-                return SECURE
+                return Verdict(Security.SECURE, ttl=max(0, min(sig.original_ttl, int(sig.expiration - now))))
     if expired and not (not_yet or no_key) and expired == len(usable):
         return bogus(f"the RRSIG over {what} has expired", EDE_SIGNATURE_EXPIRED)
     if not_yet and not_yet + expired == len(usable):

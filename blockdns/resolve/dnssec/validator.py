@@ -160,7 +160,7 @@ class Validator:
             return keys.verdict
         verdict = verify(rrset, keys.keys, to_name(signer), work, self.wall_clock())
         if verdict.secure and expanded(rrset):
-            return self._wildcard(rrset, signer, keys, work)
+            return worst([verdict, self._wildcard(rrset, signer, keys, work)])
         return verdict
 
     def _signer(self, rrset: RRset) -> bytes | None:
@@ -186,6 +186,7 @@ class Validator:
         what = f"{dnsname.to_text(rrset.name)} (wildcard)"
         origin = to_name(signer)
         proofs = []
+        checked: list[Verdict] = []
         for proof in rrset.proof:
             if self._signer(proof) != signer:
                 continue
@@ -193,6 +194,7 @@ class Validator:
             if not verdict.secure:
                 return bogus(f"{what}: {verdict.reason}", verdict.ede or EDE_DNSSEC_BOGUS)
             proofs.append(to_rrset(proof))
+            checked.append(verdict)
         if not proofs:
             return bogus(
                 f"{what}: no signed NSEC/NSEC3 proves the name asked does not exist", EDE_NSEC_MISSING
@@ -208,7 +210,7 @@ class Validator:
             outcome = denial.nsec3_wildcard(proofs, qname, encloser, origin, work)
         else:
             outcome = denial.nsec_wildcard(proofs, qname)
-        return self._from_proof(outcome, what)
+        return worst([*checked, self._from_proof(outcome, what)])
 
     # --------------------------------------------------------------------------------- negative answers
 
@@ -228,6 +230,7 @@ class Validator:
         if zone is None or not dnsname.is_subdomain(name, zone):
             return bogus(f"the NSEC records denying {what} are not signed by a zone above it")
         verified = []
+        checked: list[Verdict] = []
         for rrset in signed:
             if self._signer(rrset) != zone:
                 continue
@@ -235,6 +238,7 @@ class Validator:
             if not verdict.secure:
                 return verdict
             verified.append(to_rrset(rrset))
+            checked.append(verdict)
         qname = to_name(name)
         origin = to_name(zone)
         nsec3 = any(rrset.rdtype == TYPE_NSEC3 for rrset in verified)
@@ -248,7 +252,7 @@ class Validator:
             outcome = denial.nsec3_nodata(verified, qname, qtype, origin, work)
         else:
             outcome = denial.nsec_nodata(verified, qname, qtype, origin)
-        return self._from_proof(outcome, what)
+        return worst([*checked, self._from_proof(outcome, what)])
 
     @staticmethod
     def _from_proof(proof: denial.Proof, what: str) -> Verdict:

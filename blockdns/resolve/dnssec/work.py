@@ -77,6 +77,9 @@ class Verdict:
     security: Security
     reason: str = ""
     ede: int | None = None  # bogus: the most specific EDE; insecure: 27 for NSEC3 iterations, else None
+    # Secure data: how long it may be kept, in seconds (RFC 4035 §5.3.3: no longer than the RRSIGs' original
+    # TTL, nor past their expiration); None: no bound of validation's own.
+    ttl: int | None = None
 
     @property
     def secure(self) -> bool:
@@ -100,12 +103,15 @@ def insecure(reason: str, ede: int | None = None) -> Verdict:
 
 
 def worst(verdicts: list[Verdict]) -> Verdict:
-    """The verdict of an answer made of parts: bogus beats unvalidated beats insecure beats secure."""
+    """The verdict of an answer made of parts: bogus beats unvalidated beats insecure beats secure; the
+    answer may be kept no longer than its shortest-lived part."""
     result = SECURE
+    caps = [verdict.ttl for verdict in verdicts if verdict.ttl is not None]
     for verdict in verdicts:
         if _RANK[verdict.security] < _RANK[result.security]:
             result = verdict
-    return result
+    cap = min(caps) if caps else None
+    return result if cap == result.ttl else replace(result, ttl=cap)
 
 
 def with_verdict(parsed: ParsedResponse, verdict: Verdict) -> ParsedResponse:
@@ -113,6 +119,10 @@ def with_verdict(parsed: ParsedResponse, verdict: Verdict) -> ParsedResponse:
     client that set AD or DO), never the upstream's own AD otherwise; an insecure verdict with an EDE of
     its own (27, NSEC3 iterations) carries it."""
     reply = parsed.reply
+    if verdict.ttl is not None:  # the records' TTLs and the cache's, within what the signatures allow
+        reply = reply.clamped(0, verdict.ttl)
+        ttl = verdict.ttl if parsed.ttl is None else min(parsed.ttl, verdict.ttl)
+        parsed = replace(parsed, reply=reply, ttl=ttl)
     if verdict.security is Security.SECURE:
         return replace(parsed, reply=replace(reply, flags=reply.flags | AD))
     if reply.flags & AD:
