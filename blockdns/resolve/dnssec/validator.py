@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import dns.name
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 
@@ -35,6 +34,7 @@ from blockdns.resolve.dnssec.records import (
     signer_of,
     to_name,
     to_rrset,
+    to_wire_name,
     type_name,
 )
 from blockdns.resolve.dnssec.signatures import keys_from_anchors, keys_from_ds, supported_ds, verify
@@ -100,7 +100,7 @@ class Validator:
         self.fetch = fetch
         self.anchors: dict[bytes, list[TrustAnchor]] = {}
         for anchor in anchors:
-            self.anchors.setdefault(_wire(anchor.zone), []).append(anchor)
+            self.anchors.setdefault(to_wire_name(anchor.zone), []).append(anchor)
         self.negative_anchors = frozenset(dnsname.from_text(name) for name in negative_anchors)
         self.limits = limits or Limits()
         self.wall_clock = wall_clock
@@ -110,10 +110,6 @@ class Validator:
         self._delegations_pending: dict[bytes, asyncio.Future[_Delegation | None]] = {}
 
     # ------------------------------------------------------------------------------------- answers
-
-    def covers(self, name: bytes) -> bool:
-        """Whether answers for ``name`` are validated: below a trust anchor and no negative one."""
-        return self._anchor_zone(name) is not None and not self._under_negative_anchor(name)
 
     async def validate(self, result: Result) -> Verdict:
         """The security of a resolution's result; never raises for bad data (bogus is a verdict).
@@ -431,12 +427,6 @@ class Validator:
         return bool(self.negative_anchors) and any(
             candidate in self.negative_anchors for candidate in dnsname.ancestors(name)
         )
-
-
-def _wire(name: dns.name.Name) -> bytes:
-    wire = name.canonicalize().to_wire()
-    assert wire is not None
-    return wire
 
 
 def _labels(sig: object) -> int | None:
