@@ -28,6 +28,7 @@ from blockdns.errors import ConfigError, InvalidName
 from blockdns.logstore import check_postgres_url, store_kind
 from blockdns.names import normalise
 from blockdns.tomlfile import read_toml, schema_problems
+from blockdns.trustanchors import IANA_ROOT_ANCHORS, parse_anchors
 
 DEFAULT_CONFIG_NAME = "blockdns.toml"
 
@@ -181,6 +182,21 @@ class ResolverSettings(Section):
     total_timeout: float = Field(10.0, gt=0, description="time budget for resolving one query")
     qname_minimisation: bool = True
     ipv6: bool = True  # recursive mode: also talk to authoritative servers over IPv6
+    # DNSSEC (issue 10): None is the default, "validate" in recursive mode and "off" in forward mode.
+    dnssec: Literal["validate", "off"] | None = None
+    trust_anchors: list[str] = []  # DS/DNSKEY lines; empty: the IANA root KSKs (with the built-in hints)
+    negative_trust_anchors: list[str] = []  # zones whose answers are not validated (RFC 7646)
+
+    @field_validator("trust_anchors")
+    @classmethod
+    def _check_anchors(cls, values: list[str]) -> list[str]:
+        parse_anchors(values)
+        return values
+
+    @field_validator("negative_trust_anchors")
+    @classmethod
+    def _check_negative_anchors(cls, values: list[str]) -> list[str]:
+        return [_check_zone_name(value) for value in values]
 
     @field_validator("upstreams")
     @classmethod
@@ -204,6 +220,21 @@ class ResolverSettings(Section):
 
     def upstream_list(self) -> list[Upstream]:
         return [parse_upstream(value) for value in self.upstreams]
+
+    def validating(self) -> bool:
+        """Whether answers are to be validated: ``dnssec`` as set, else on in recursive mode only. (With
+        custom root hints and no trust anchors, the recursive resolver still has nothing to validate
+        against: see :meth:`anchor_lines`.)"""
+        if self.dnssec is None:
+            return self.mode == "recursive"
+        return self.dnssec == "validate"
+
+    def anchor_lines(self) -> tuple[str, ...]:
+        """The trust anchors to validate against: the configured ones, else the IANA root keys when the
+        root is the real one; empty (nothing to validate against) for a private root without anchors."""
+        if self.trust_anchors:
+            return tuple(self.trust_anchors)
+        return () if self.root_hints else IANA_ROOT_ANCHORS
 
     def root_hint_addresses(self) -> list[tuple[str, int]]:
         return [parse_host_port(value, 53) for value in self.root_hints]

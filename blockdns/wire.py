@@ -217,7 +217,7 @@ def render(
     is the largest message the transport allows; a larger one is truncated (TC, no records) per RFC 2181.
     """
     flags = reply.header_flags | (query_flags & _ECHOED_FLAGS)
-    if not do:
+    if not (do or query_flags & AD):  # RFC 6840 §5.7: AD for a client that set DO or AD
         flags &= _WITHOUT_AD
     an, ns, ar = reply.counts
     records = reply.records_at(age) if age > 0 else reply.records

@@ -9,7 +9,8 @@ set -euo pipefail
 need=()
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v unbound-checkconf >/dev/null || need+=(unbound)
-command -v named-checkzone >/dev/null || need+=(bind9-utils)
+command -v named-checkzone >/dev/null || need+=(bind9-utils)  # also dnssec-keygen/-signzone (DNSSEC tests)
+command -v nsd >/dev/null || need+=(nsd)  # serves the signed hierarchy of the DNSSEC tests
 command -v dnsperf >/dev/null || need+=(dnsperf)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v redis-server >/dev/null || need+=(redis-server)

@@ -6,9 +6,12 @@ import ipaddress
 import json
 from typing import Annotated
 
+import dns.exception
+import dns.rdatatype
 import typer
 
 from blockdns import dnsname
+from blockdns.cli.check_dnssec import dnssec_report, print_report
 from blockdns.cli.common import ConfigOption, JsonOption, load_settings, user_errors
 from blockdns.dnsname import text_key
 from blockdns.errors import InvalidName, UserError
@@ -27,6 +30,11 @@ def check(
     ] = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
+    dnssec: Annotated[
+        bool,
+        typer.Option("--dnssec", help="Also resolve NAME and show whether DNSSEC validates it, and why."),
+    ] = False,
+    rdtype: Annotated[str, typer.Option("--type", help="The record type --dnssec asks for.")] = "A",
 ) -> None:
     """Explain the decision for NAME: a local record, or allowed or blocked (the matching rule, vendor,
     category, group), and where an allowed name is answered (a locally served zone, a forward zone)."""
@@ -40,6 +48,10 @@ def check(
             ipaddress.ip_address(client)
         except ValueError:
             raise UserError(f"--client: not an IP address: {client!r}") from None
+    try:
+        qtype = int(dns.rdatatype.from_text(rdtype.upper()))
+    except dns.exception.DNSException:
+        raise UserError(f"--type: not a record type: {rdtype!r}") from None
     settings = load_settings(config)
     group = build_policy(settings).group_for(client)
     forward = {dnsname.from_text(zone.name): zone.upstreams for zone in settings.forward_zones}
@@ -58,9 +70,14 @@ def check(
         data["evidence"] = decision_evidence(decision)
         if where.target is not None:
             data["target_decision"] = decisive.to_json() | {"evidence": decision_evidence(decisive)}
-        print(json.dumps(data | {"answered_by": where.to_json()}, indent=2))
+        data["answered_by"] = where.to_json()
+        if dnssec:
+            data["dnssec"] = dnssec_report(settings, wire, qtype)
+        print(json.dumps(data, indent=2))
         return
     _print(key, decision, decisive, where)
+    if dnssec:
+        print_report(key, dnssec_report(settings, wire, qtype))
 
 
 def _print(name: str, decision: Decision, decisive: Decision, where: Route) -> None:

@@ -138,8 +138,8 @@ class CacheHandler(Handler):
             if cache.stale_for:
                 return await self._fresh_or_stale(query, key, hit, now)
         answer = await self.next_handler(query)
-        if answer.outcome is Outcome.RESOLVED:
-            cache.put(key, answer, time.monotonic())
+        if answer.outcome is Outcome.RESOLVED or answer.security is Security.BOGUS:
+            cache.put(key, answer, time.monotonic())  # a bogus verdict is held briefly (its ttl)
         if answer.outcome is not Outcome.LOCAL:  # a locally served zone's answer is never cached
             self.counters.misses += 1
         return answer

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from blockdns.config import CacheSettings
 from blockdns.errors import UpstreamError
 from blockdns.resolve.base import Answer, CacheKey, Handler, Outcome, Query
-from blockdns.resolve.upstream import Upstream, UpstreamResult
+from blockdns.resolve.upstream import BOGUS_HOLD, BogusAnswer, Security, Upstream, UpstreamResult
 from blockdns.wire import NOERROR, NXDOMAIN, SERVFAIL, Reply, ede_option
 
 
@@ -84,6 +84,9 @@ class ResolveHandler(Handler):
             result = await self.upstream.resolve(
                 question.qname_wire, question.qtype, question.qclass, do=bool(question.do), cd=question.cd
             )
+        except BogusAnswer as err:
+            reply = servfail(err.ede_code, err.client_text[:200])
+            return Answer(Outcome.ERROR, reply, reason=str(err), ttl=BOGUS_HOLD, security=Security.BOGUS)
         except UpstreamError as err:
             return Answer(Outcome.ERROR, servfail(err.ede_code, err.client_text[:200]), reason=str(err))
         finally:

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from blockdns.errors import UpstreamError
 from blockdns.wire import ParsedResponse
 
 
@@ -25,11 +26,22 @@ class Security(enum.Enum):
     INDETERMINATE = "indeterminate"  # not validated (validation off, or no trust anchor covers it)
 
 
+class BogusAnswer(UpstreamError):
+    """DNSSEC validation found the answer bogus: SERVFAIL with the most specific EDE (RFC 8914: 6 DNSSEC
+    Bogus, 7 Signature Expired, 8 Signature Not Yet Valid, 9 DNSKEY Missing, 10 RRSIGs Missing, 12 NSEC
+    Missing). The verdict is held briefly (:data:`BOGUS_HOLD`), so one broken zone costs one validation
+    per name a minute, not one per query."""
+
+
+BOGUS_HOLD = 60  # seconds a bogus verdict is cached
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamResult:
     response: ParsedResponse  # the question's response, taken apart once
     server: str  # who answered, for the log: "udp://9.9.9.9:53", "recursive (a.gtld-servers.net)", ...
     security: Security = Security.INDETERMINATE
+    validation: str = ""  # why the security is what it is ("x.example. is an unsigned delegation")
 
 
 class Upstream(Protocol):

@@ -16,6 +16,7 @@ buckets are carried over while ``[ratelimit]`` is unchanged.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from blockdns import dnsname
@@ -27,6 +28,8 @@ from blockdns.resolve.access import AccessControl, AccessHandler
 from blockdns.resolve.base import FastNext, Handler, Next, chain
 from blockdns.resolve.blocking import BlockingHandler, BlockResponder, PauseSwitch
 from blockdns.resolve.cache import AnswerCache, CacheHandler
+from blockdns.resolve.dnssec.forwarding import RoutedFetch, UntrustedAd, ValidatingUpstream, forwarded_result
+from blockdns.resolve.dnssec.validator import Validator
 from blockdns.resolve.forward import Forwarder
 from blockdns.resolve.inspection import InspectionHandler
 from blockdns.resolve.local import LocalAnswers, LocalHandler
@@ -38,6 +41,7 @@ from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import load_local
 from blockdns.server.clients import ClientDirectory
 from blockdns.server.ratelimit import RateLimiter
+from blockdns.trustanchors import parse_anchors
 
 # The one place that fixes the order of the chain, for both speeds (asserted by a test): access -> local
 # records (the administrator's word, before policy) -> blocking (the name) -> inspection (CNAMEs, addresses,
@@ -86,13 +90,30 @@ def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: Transpo
 
 def make_router(settings: Settings, default: Upstream, stats: TransportStats) -> ZoneRouter:
     resolver = settings.resolver
-    zones: dict[bytes, Upstream] = {
+    forwarders: dict[bytes, Upstream] = {
         dnsname.from_text(zone.name): Forwarder(
             zone.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout, stats=stats
         )
         for zone in settings.forward_zones
     }
-    return ZoneRouter(default, zones)
+    anchors = resolver.anchor_lines()
+    if not resolver.validating() or not anchors:
+        return ZoneRouter(default, forwarders)
+    # Validating: forwarded answers are validated here too (a forward zone with dnssec = false is not, and
+    # its upstream's AD is dropped); DS/DNSKEY lookups go where the names' answers come from.
+    validated = {
+        name: forwarders[name]
+        for name, zone in zip(forwarders, settings.forward_zones, strict=True)
+        if zone.dnssec
+    }
+    recursive = getattr(default, "validation_fetch", None)
+    fetch = RoutedFetch(recursive or functools.partial(forwarded_result, default), validated)
+    validator = Validator(fetch, parse_anchors(anchors), resolver.negative_trust_anchors)
+    zones: dict[bytes, Upstream] = {
+        name: ValidatingUpstream(forwarder, validator) if name in validated else UntrustedAd(forwarder)
+        for name, forwarder in forwarders.items()
+    }
+    return ZoneRouter(default if recursive else ValidatingUpstream(default, validator), zones)
 
 
 def build_generation(

@@ -17,6 +17,21 @@
 See docs/recursion.md.
 """
 
-from blockdns.resolve.recursive.resolver import RecursiveResolver
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blockdns.resolve.recursive.resolver import RecursiveResolver
 
 __all__ = ["RecursiveResolver"]
+
+
+def __getattr__(name: str) -> Any:
+    # The driver is loaded on first use (PEP 562): it uses the DNSSEC validator, which is built on this
+    # package's RRsets and results, so loading it with the package would make the two load each other.
+    if name == "RecursiveResolver":
+        from blockdns.resolve.recursive.resolver import RecursiveResolver
+
+        return RecursiveResolver
+    raise AttributeError(name)

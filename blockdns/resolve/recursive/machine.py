@@ -481,6 +481,8 @@ class Resolution:
             raise UpstreamError(f"too many referrals (more than {limit})", EDE_OTHER)
         cache = self.context.cache
         cache.put_rrset(referral.ns, RANK_REFERRAL, now, dnssec=self.do)
+        if referral.ds is not None and self.do:  # the parent's own (signed) data: an answer to a DS query
+            cache.put_rrset(referral.ds, RANK_ANSWER, now, dnssec=True)
         for rrset in referral.glue:
             cache.put_rrset(rrset, RANK_GLUE, now, dnssec=False)
         if question.minimised:

@@ -19,6 +19,8 @@ from typing import Any
 from blockdns import dnsname
 from blockdns.config import ResolverSettings
 from blockdns.errors import UpstreamError
+from blockdns.resolve.dnssec.validator import Validator
+from blockdns.resolve.dnssec.work import Verdict, with_verdict
 from blockdns.resolve.recursive.cache import RANK_ANSWER, RecursionCache
 from blockdns.resolve.recursive.flights import Flights
 from blockdns.resolve.recursive.hints import root_hints
@@ -27,8 +29,16 @@ from blockdns.resolve.recursive.machine import Ask, Context, Resolution, Result
 from blockdns.resolve.recursive.response import parsed_response
 from blockdns.resolve.recursive.servers import ServerTable
 from blockdns.resolve.transport import TransportStats, exchange
-from blockdns.resolve.upstream import UpstreamResult
-from blockdns.wire import CLASS_IN, EDE_NO_REACHABLE_AUTHORITY, EDE_OTHER, TYPE_A, TYPE_AAAA, TYPE_NS
+from blockdns.resolve.upstream import BogusAnswer, UpstreamResult
+from blockdns.trustanchors import parse_anchors
+from blockdns.wire import (
+    CLASS_IN,
+    EDE_NO_REACHABLE_AUTHORITY,
+    EDE_OTHER,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_NS,
+)
 
 log = logging.getLogger("blockdns.recursive")
 
@@ -45,6 +55,8 @@ class RecursionStats:
     resolutions: int = 0
     failures: int = 0
     queries: int = 0  # sent to authoritative servers (a TCP retry after truncation is inside one)
+    bogus: int = 0  # answers DNSSEC validation found bogus
+    validation_lookups: int = 0  # DS/DNSKEY lookups the validator asked for (most answered by the cache)
 
 
 class RecursiveResolver:
@@ -73,6 +85,7 @@ class RecursiveResolver:
             rng=rng or random.Random(),
         )
         self.stats = RecursionStats()
+        self.validator = self._validator(settings)
         self._flights: Flights[Result] = Flights()
         self._priming: asyncio.Task[None] | None = None
         self._primed_at: float | None = None
@@ -84,16 +97,52 @@ class RecursiveResolver:
         await self._prime()
 
     async def resolve(self, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool) -> UpstreamResult:
-        # ``cd`` changes nothing: this resolver does not validate, and authorities ignore the bit.
+        """Resolve, and validate unless the client set CD (then it gets the data unvalidated, RFC 4035
+        §3.2.2). With validation on, authorities are always asked with DO, so the cache holds RRSIGs; they
+        are written into the response only for a client that set DO."""
         self._reprime_if_expired()
         self.stats.resolutions += 1
+        validator = self.validator
         try:
-            result = await self.resolve_result(qname, qtype, qclass, do=do)
+            result = await self.resolve_result(qname, qtype, qclass, do=do or validator is not None)
+            verdict = None if validator is None or cd else await validator.validate(result)
         except UpstreamError:
             self.stats.failures += 1
             raise
         server = f"recursive ({result.server})" if result.server else "recursive (cache)"
-        return UpstreamResult(parsed_response(result, do=do), server)
+        parsed = parsed_response(result, do=do)
+        if verdict is None:
+            return UpstreamResult(parsed, server)
+        if verdict.bogus:
+            self.stats.failures += 1
+            self.stats.bogus += 1
+            raise BogusAnswer(f"DNSSEC bogus: {verdict.reason}", verdict.ede or EDE_OTHER)
+        return UpstreamResult(with_verdict(parsed, verdict), server, verdict.security, verdict.reason)
+
+    async def validation_status(self, qname: bytes, qtype: int, qclass: int = CLASS_IN) -> Verdict | None:
+        """The validation verdict for a question, for ``blockdns check --dnssec``; None when validation is
+        off. Raises UpstreamError when the question cannot be resolved."""
+        if self.validator is None:
+            return None
+        result = await self.resolve_result(qname, qtype, qclass, do=True)
+        return await self.validator.validate(result)
+
+    def _validator(self, settings: ResolverSettings) -> Validator | None:
+        if not settings.validating():
+            return None
+        lines = settings.anchor_lines()
+        if not lines:
+            log.warning(
+                "DNSSEC validation is off: custom root_hints and no trust_anchors (a private root has no "
+                "IANA key); set resolver.trust_anchors to validate"
+            )
+            return None
+        return Validator(self.validation_fetch, parse_anchors(lines), settings.negative_trust_anchors)
+
+    async def validation_fetch(self, name: bytes, qtype: int) -> Result:
+        """A DS or DNSKEY lookup for the validator, through the cache and the flights."""
+        self.stats.validation_lookups += 1
+        return await self.resolve_result(name, qtype, CLASS_IN, do=True)
 
     async def close(self) -> None:
         tasks = self._flights.cancel_all()

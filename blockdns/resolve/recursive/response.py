@@ -84,6 +84,13 @@ def parsed_response(result: Result, *, do: bool) -> ParsedResponse:
         if do or rrset.rtype not in _DNSSEC_ONLY
         for record in rrset.records(with_sigs=do)
     ]
+    if do:  # a wildcard expansion's proof that the name asked does not exist (RFC 4035 §3.1.3.3)
+        authority += [
+            record
+            for rrset in result.answer
+            for proof in rrset.proof
+            for record in proof.records(with_sigs=True)
+        ]
     writer = _Writer(result.qname)
     ttl_fields = []
     cnames: list[str] = []

@@ -25,6 +25,9 @@ class RRset:
     ttl: int  # the smallest TTL of its records (RFC 2181 §5.2)
     rdatas: tuple[bytes, ...]
     sigs: tuple[Record, ...] = ()  # RRSIG records covering this set
+    # For a set expanded from a wildcard: the NSEC/NSEC3 sets (with their RRSIGs) that prove the name asked
+    # does not exist itself (RFC 4035 §3.1.3.3), kept with the set so a cached answer can be validated.
+    proof: tuple[RRset, ...] = ()
 
     def with_ttl(self, ttl: int) -> RRset:
         return replace(
@@ -60,6 +63,20 @@ class RRset:
     def negative_ttl(self) -> int:
         """How long a negative answer proven by this SOA may be cached (RFC 2308 §5)."""
         return min(self.ttl, self.soa_minimum())
+
+
+def expanded(rrset: RRset) -> bool:
+    """Whether an RRSIG over ``rrset`` counts fewer labels than its owner has: a wildcard expansion."""
+    labels = _label_count(rrset.name)
+    return any(len(sig.rdata) > 3 and sig.rdata[3] < labels for sig in rrset.sigs)
+
+
+def _label_count(name: bytes) -> int:
+    count, pos = 0, 0
+    while name[pos]:
+        count += 1
+        pos += name[pos] + 1
+    return count - (1 if name[:2] == b"\x01*" else 0)
 
 
 def sig_covers(sig: Record) -> int:
