@@ -35,6 +35,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from fakeauth import NET
+
 TOOLS = ("nsd", "dnssec-keygen", "dnssec-signzone", "dnssec-dsfromkey")
 UNBOUND_TOOLS = ("unbound", "unbound-checkconf")
 KEYTRAP_FAKE_KEYS = 64  # DNSKEYs sharing the signing key's tag in keytrap.test.
@@ -192,10 +194,13 @@ def _key_tag_fill(rdata: dns.rdata.Rdata, tag: int, seed: int) -> str:
 
 
 def _free_block() -> str:
-    """A 127.A.B block whose .1 to .3 port 53 and .9 to .11 port 5300 nobody has bound (UDP and TCP)."""
+    """A 127.A.B block whose .1 to .3 port 53 and .9 to .11 port 5300 nobody has bound (UDP and TCP), outside
+    the unsigned fake hierarchy's network (``fakeauth.NET``), which may be bound later in the same run."""
     rng = random.Random()
     for _ in range(50):
         base = f"127.{rng.randrange(60, 250)}.{rng.randrange(1, 250)}"
+        if base.startswith(f"{NET}."):
+            continue
         wanted = [(f"{base}.{n}", 53) for n in (1, 2, 3)] + [(f"{base}.{n}", 5300) for n in (9, 10, 11)]
         if all(_free(address) for address in wanted):
             return base
