@@ -112,6 +112,8 @@ def nsec_nxdomain(rrsets: Sequence[dns.rrset.RRset], qname: dns.name.Name, zone:
     if covering is None:
         return _failed(f"no NSEC proves that {qname} does not exist")
     owner, rdata = covering
+    if rdata.next.is_subdomain(qname):  # names exist below it: an empty non-terminal, which exists
+        return _failed(f"{qname} is an empty non-terminal (the NSEC's next name {rdata.next} is below it)")
     labels = max(_common_labels(qname, owner), _common_labels(qname, rdata.next))
     encloser = qname.split(max(labels, len(zone)))[1]
     wildcard = wildcard_of(encloser)
