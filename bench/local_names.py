@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -152,8 +153,10 @@ print(json.dumps({"lines": lines, "names": len(local), "load_s": ready - started
 
 
 def hosts_load(lines: int) -> dict[str, float]:
+    # -P and PYTHONPATH: this checkout's blockdns, not one the working directory or the venv would import.
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     output = subprocess.run(
-        [PYTHON, "-c", LOAD_PROBE, str(lines)], capture_output=True, text=True, timeout=600
+        [PYTHON, "-P", "-c", LOAD_PROBE, str(lines)], capture_output=True, text=True, timeout=600, env=env
     )
     if output.returncode:
         raise RuntimeError(output.stderr[-2000:])
