@@ -274,8 +274,8 @@ def measure(source: Path, label: str) -> dict[str, str]:
     try:
         for upstream_port, runs in ((clean_port, ("tcp", "flood")), (lossy_port, ("loss",))):
             server = blockdns(source, upstream_port, f"{label}-{runs[0]}")
-            server.start(START_TIMEOUT)
             try:
+                server.start(START_TIMEOUT)
                 if "tcp" in runs:
                     figures["allowed TCP queries answered"] = f"{tcp_slots(server.port):.0%}"
                 if "flood" in runs:

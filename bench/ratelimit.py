@@ -277,8 +277,8 @@ def floods() -> list[tuple[str, dict[str, str]]]:
             server, api_port = blockdns(
                 upstream_port, f"flood-{client_qps}-{len(sources)}-{rate}", client_qps
             )
-            server.start(START_TIMEOUT)
             try:
+                server.start(START_TIMEOUT)
                 results.append((label, flood(server.port, api_port, sources, rate)))
             finally:
                 server.stop()
