@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import LOAD_CORE, PYTHON, Server
+from run import PYTHON, Layout, Server, dnsperf
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "hardening"
@@ -44,6 +44,9 @@ REFUSED_HOLDER, ALLOWED, PROBE = "127.0.0.7", "127.0.0.1", "127.0.0.2"
 HELD_CONNECTIONS, TCP_ATTEMPTS = 400, 200
 LOSS, LOSS_NAMES, LOSS_CONCURRENCY = 0.1, 400, 16
 FLOOD_SECONDS, FLOOD_NAMES, PROBE_RATE = 10, 200_000, 20
+# As make bench's one-core runs: the server on core 0, the load (dnsperf, probes, fake upstreams) on core 1.
+ONE_CORE = Layout("0", "1")
+START_TIMEOUT = 60.0
 
 
 def query(name: str, qid: int) -> bytes:
@@ -81,7 +84,7 @@ def free_port() -> int:
 def start_upstream(loss: float) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     process = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, PYTHON, str(HERE / "upstream.py"), str(port), str(loss)],
+        ["taskset", "-c", ONE_CORE.load_cores, PYTHON, str(HERE / "upstream.py"), str(port), str(loss)],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -122,7 +125,8 @@ def blockdns(source: Path, upstream_port: int, label: str) -> Server:
         """)
     )
     env = {"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin"}
-    return Server(label, [PYTHON, "-P", "-m", "blockdns", "serve", "--config", str(conf)], port, env=env)
+    command = [PYTHON, "-P", "-m", "blockdns", "serve", "--config", str(conf)]
+    return Server(label, command, port, ONE_CORE, OUT / f"{label}.stderr", env)
 
 
 def receive_drops(port: int) -> int:
@@ -246,15 +250,13 @@ def flood(port: int) -> Flood:
     stop = threading.Event()
     prober = threading.Thread(target=probe, args=(port, stop, result), daemon=True)
     prober.start()
-    command = ["taskset", "-c", LOAD_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-a", ALLOWED]
-    command += ["-d", str(names), "-l", str(FLOOD_SECONDS), "-q", "2000", "-t", "2"]
     try:
-        output = subprocess.run(command, capture_output=True, text=True, timeout=FLOOD_SECONDS + 30).stdout
+        run = dnsperf(port, names, FLOOD_SECONDS, ONE_CORE.load_cores, "-a", ALLOWED, "-q", "2000", "-t", "2")
     finally:
         stop.set()
         prober.join(5)
     result.kernel_drops = receive_drops(port) - drops_before
-    for line in output.splitlines():
+    for line in run.output.splitlines():
         if "Queries per second" in line:
             result.qps = float(line.split(":")[1])
         elif "Queries lost" in line:
@@ -272,8 +274,8 @@ def measure(source: Path, label: str) -> dict[str, str]:
     try:
         for upstream_port, runs in ((clean_port, ("tcp", "flood")), (lossy_port, ("loss",))):
             server = blockdns(source, upstream_port, f"{label}-{runs[0]}")
-            server.start()
             try:
+                server.start(START_TIMEOUT)
                 if "tcp" in runs:
                     figures["allowed TCP queries answered"] = f"{tcp_slots(server.port):.0%}"
                 if "flood" in runs:

@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (  # bench/run.py is a script beside this one, not a package
     HERE,
-    LOAD_CORE,
     OUT,
     PYTHON,
+    Layout,
     Run,
     Server,
+    blockdns_command,
     dnsperf,
     free_port,
     latency,
@@ -41,6 +42,9 @@ from run import (  # bench/run.py is a script beside this one, not a package
 )
 
 NAMES = 200
+# As make bench's one-core runs: the server on core 0, the load (dnsperf, the fake upstream) on core 1.
+ONE_CORE = Layout("0", "1")
+START_TIMEOUT = 60.0
 
 KINDS = {
     "cached answer": lambda i: f"host{i}.allowed.test A",
@@ -87,20 +91,20 @@ def query_file(kind: str) -> Path:
 
 
 def run_kinds(
-    servers: list[tuple[str, Server, list[str]]], args: argparse.Namespace
+    servers: list[tuple[str, Server, list[str]]], upstream: int, args: argparse.Namespace
 ) -> list[tuple[str, str, dict[str, float]]]:
     """Each server's kinds of query: the throughput runs of all of them interleaved (so a neighbour's load on
     this machine falls on every one alike), then latency at a fixed rate."""
     plan = [(who, server, kind, query_file(kind)) for who, server, kinds in servers for kind in kinds]
     for _, server, _, queries in plan:
-        dnsperf(server.port, queries, 2, "-n", "1")  # warm the cache and every memo
+        dnsperf(server.port, queries, 2, server.layout.load_cores, "-n", "1")  # warm the cache and every memo
     runs: list[list[Run]] = [[] for _ in plan]
     for _ in range(args.runs):
         for index, (_, server, _, queries) in enumerate(plan):
-            runs[index].append(throughput(server, queries, args.seconds))
+            runs[index].append(throughput(server, queries, args.seconds, upstream, once=False))
     rows = []
     for (who, server, kind, queries), done in zip(plan, runs, strict=True):
-        p50, p99 = latency(server, queries, args.rate, 3)
+        p50, p99 = latency(server, queries, args.rate, 3, once=False)
         figures = {
             "qps": statistics.median(run.qps for run in done),
             "cpu_us": statistics.median(run.cpu_us for run in done),
@@ -149,8 +153,10 @@ print(json.dumps({"lines": lines, "names": len(local), "load_s": ready - started
 
 
 def hosts_load(lines: int) -> dict[str, float]:
+    # -P and PYTHONPATH: this checkout's blockdns, not one the working directory or the venv would import.
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     output = subprocess.run(
-        [PYTHON, "-c", LOAD_PROBE, str(lines)], capture_output=True, text=True, timeout=600
+        [PYTHON, "-P", "-c", LOAD_PROBE, str(lines)], capture_output=True, text=True, timeout=600, env=env
     )
     if output.returncode:
         raise RuntimeError(output.stderr[-2000:])
@@ -170,31 +176,29 @@ def main() -> int:
     (OUT / "empty-lists").mkdir(exist_ok=True)
     upstream_port = free_port()
     upstream = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
+        ["taskset", "-c", ONE_CORE.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
         stdout=subprocess.DEVNULL,
     )
-    started: list[Server] = []
+    servers: list[tuple[str, Server, list[str]]] = []
     try:
         time.sleep(0.5)
         conf, port = write_config(OUT, upstream_port, local=True)
-        command = [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)]
-        # `python -m` imports from the working directory first: each checkout runs from its own.
-        servers = [("this checkout", Server("blockdns", command, port, cwd=HERE.parent), list(KINDS))]
+        command, env = blockdns_command(conf, None)  # this checkout's blockdns, whatever the directory
+        this = Server("blockdns", command, port, ONE_CORE, conf.with_suffix(".stderr"), env)
+        servers.append(("this checkout", this, list(KINDS)))
         if args.compare_with is not None:
             conf, port = write_config(OUT, upstream_port, local=False)
             source = args.compare_with.resolve()
-            command = [PYTHON, "-m", "blockdns", "serve", "--config", str(conf)]
-            env = {**os.environ, "PYTHONPATH": str(source)}
-            other = Server(source.name, command, port, env=env, cwd=source)
+            command, env = blockdns_command(conf, source)
+            other = Server(source.name, command, port, ONE_CORE, conf.with_suffix(".stderr"), env)
             servers.append((source.name, other, ["cached answer"]))
         for _, server, _ in servers:
-            server.start()
-            started.append(server)
+            server.start(START_TIMEOUT)
         print("bench: running ...", file=sys.stderr, flush=True)
-        rows = run_kinds(servers, args)
+        rows = run_kinds(servers, upstream.pid, args)
     finally:
-        for server in started:
-            server.stop()
+        for _, server, _ in servers:
+            server.stop()  # a server that never answered too: it may still be running
         upstream.terminate()
         upstream.wait(5)
     print(

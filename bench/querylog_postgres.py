@@ -23,25 +23,31 @@ from pathlib import Path
 import psycopg
 from run import (
     HERE,
-    LOAD_CORE,
     OUT,
     PYTHON,
+    Layout,
     Result,
     Server,
     blockdns_server,
     dnsperf,
     free_port,
-    measure,
+    latency,
+    throughput,
     write_inputs,
 )
 
 sys.path.insert(0, str(HERE.parent / "tests"))
 from pgserver import PostgresServer, unavailable
 
+# As make bench's one-core runs: the server on core 0, the load (dnsperf, the fake upstream) on core 1.
+ONE_CORE = Layout("0", "1")
+START_TIMEOUT = 60.0
+LATENCY_RATE = 20000  # q/s of the latency run, as make bench's cache-hit mix
+
 
 def postgres_server(out: Path, inputs: dict[str, Path], upstream_port: int, url: str, replica: str) -> Server:
     """blockdns from this checkout logging to ``url`` (bench/run.py's config with the log's path replaced)."""
-    server = blockdns_server(out, inputs, upstream_port, querylog=True)
+    server = blockdns_server(out, inputs, upstream_port, ONE_CORE, querylog=True)
     conf = Path(server.command[-1])
     sqlite_path = str(out / "querylog-log-on.sqlite")
     conf_pg = conf.with_name(f"blockdns-pg-{replica}.toml")
@@ -50,7 +56,23 @@ def postgres_server(out: Path, inputs: dict[str, Path], upstream_port: int, url:
     )
     server.command[-1] = str(conf_pg)
     server.name = f"blockdns (query log in PostgreSQL, {replica})"
+    server.stderr_path = conf_pg.with_suffix(".stderr")
     return server
+
+
+def measure(server: Server, queries: Path, runs: int, seconds: float, upstream: int) -> Result:
+    """One server: started, warmed with one pass, ``runs`` full-load runs (bench/run.py's throughput), then
+    latency at LATENCY_RATE (bench/run.py's latency); stopped whatever happened."""
+    result = Result(server.name)
+    try:
+        server.start(START_TIMEOUT)
+        dnsperf(server.port, queries, 2, server.layout.load_cores, "-n", "1")  # warm the cache and the memos
+        for index in range(runs):
+            result.runs[index] = throughput(server, queries, seconds, upstream, once=False)
+        result.p50_ms, result.p99_ms = latency(server, queries, LATENCY_RATE, 3, once=False)
+    finally:
+        server.stop()
+    return result
 
 
 def settled_counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -70,8 +92,8 @@ def settled_counts(conn: psycopg.Connection) -> dict[str, int]:
 
 def load(port: int, queries: Path, seconds: float) -> subprocess.Popen[str]:
     """dnsperf at full load on the load core, as bench/run.py's throughput run (half its clients)."""
-    command = ["taskset", "-c", LOAD_CORE, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
-               "-l", str(seconds), "-c", "4", "-q", "200"]  # fmt: skip
+    command = ["taskset", "-c", ONE_CORE.load_cores, "dnsperf", "-s", "127.0.0.1", "-p", str(port)]
+    command += ["-d", str(queries), "-l", str(seconds), "-c", "4", "-q", "200"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
@@ -80,11 +102,11 @@ def two_replicas(
 ) -> tuple[dict[str, float], float]:
     """Rows/s each replica stored, and the q/s the two dnsperf runs got answered."""
     servers = [postgres_server(out, inputs, upstream_port, url, name) for name in ("replica-a", "replica-b")]
-    for server in servers:
-        server.start()
     try:
         for server in servers:
-            dnsperf(server.port, inputs["queries"], 2, "-n", "1")  # warm the caches
+            server.start(START_TIMEOUT)
+        for server in servers:
+            dnsperf(server.port, inputs["queries"], 2, server.layout.load_cores, "-n", "1")  # warm the caches
         with psycopg.connect(url, autocommit=True) as conn:
             before = settled_counts(conn)  # the warm-up's rows are in
             runs = [load(server.port, inputs["queries"], seconds) for server in servers]
@@ -117,7 +139,7 @@ def main() -> int:
     inputs = write_inputs(OUT)
     upstream_port = free_port()
     upstream = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
+        ["taskset", "-c", ONE_CORE.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
         stdout=subprocess.DEVNULL,
     )
     postgres = PostgresServer().start()
@@ -127,13 +149,13 @@ def main() -> int:
         # postgres_server rewrites run.py's log-on config on its way: the SQLite server's comes after it.
         on_postgres = postgres_server(OUT, inputs, upstream_port, postgres.create_database("one"), "single")
         servers = [
-            blockdns_server(OUT, inputs, upstream_port, querylog=False),
-            blockdns_server(OUT, inputs, upstream_port, querylog=True),
+            blockdns_server(OUT, inputs, upstream_port, ONE_CORE, querylog=False),
+            blockdns_server(OUT, inputs, upstream_port, ONE_CORE, querylog=True),
             on_postgres,
         ]
         for server in servers:
             print(f"bench: {server.name} ...", file=sys.stderr, flush=True)
-            results.append(measure(server, inputs, args.runs, args.seconds, 20000))
+            results.append(measure(server, inputs["queries"], args.runs, args.seconds, upstream.pid))
         print("bench: two replicas writing one PostgreSQL log ...", file=sys.stderr, flush=True)
         per_replica, qps = two_replicas(
             OUT, inputs, upstream_port, postgres.create_database("shared"), args.seconds
@@ -144,7 +166,8 @@ def main() -> int:
         postgres.remove()
     print(f"{'server':46} {'q/s':>8} {'CPU µs/answer':>14} {'p50 ms':>7} {'p99 ms':>7}")
     for result in results:
-        figures = f"{result.qps:8.0f} {result.cpu_us:14.1f} {result.p50_ms:7.2f} {result.p99_ms:7.2f}"
+        median_qps, cpu_us = result.median(lambda run: run.qps), result.median(lambda run: run.cpu_us)
+        figures = f"{median_qps:8.0f} {cpu_us:14.1f} {result.p50_ms:7.2f} {result.p99_ms:7.2f}"
         print(f"{result.name:46} {figures}")
     print(
         f"\ntwo replicas, one PostgreSQL log: {sum(per_replica.values()):.0f} rows/s stored ("

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardening import free_port, percentile, query, receive_drops, start_upstream
-from run import LOAD_CORE, PYTHON, Server
+from run import PYTHON, Layout, Server
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "ratelimit"
@@ -46,6 +46,9 @@ FLOOD_SECONDS, PROBE_RATE, PROBE_GRACE = 8, 50, 1.0
 PROBE = "127.0.0.2"  # its own /24, away from every flooder
 FLOODERS = ("127.0.10.1", "127.0.11.1", "127.0.12.1", "127.0.13.1")
 NAME = "cached.flood.test"
+# As make bench's one-core runs: the server on core 0, the load (flood, probe, fake upstream) on core 1.
+ONE_CORE = Layout("0", "1")
+START_TIMEOUT = 60.0
 
 # The flood: one cached query, sent round-robin from sockets bound to the given sources, never waiting for a
 # reply (a flood does not), at a rate (0: as fast as one Python process can), for a fixed time and at most
@@ -129,8 +132,8 @@ print(best / calls * 1e9)
 def micro(source: Path, mode: str) -> float:
     """Nanoseconds per Engine.serve call on a cache hit (best of MICRO_REPEATS)."""
     catalog = ROOT / "tests" / "data" / "catalog"
-    command = ["taskset", "-c", "0", PYTHON, "-P", "-c", MICRO, mode, str(MICRO_CALLS), str(MICRO_REPEATS)]
-    command.append(str(catalog))
+    command = ["taskset", "-c", ONE_CORE.server_cores, PYTHON, "-P", "-c", MICRO]
+    command += [mode, str(MICRO_CALLS), str(MICRO_REPEATS), str(catalog)]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(source)}
     )
@@ -168,7 +171,8 @@ def blockdns(upstream_port: int, label: str, client_qps: int) -> tuple[Server, i
         """)
     )
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    server = Server(label, [PYTHON, "-P", "-m", "blockdns", "serve", "--config", str(conf)], port, env=env)
+    command = [PYTHON, "-P", "-m", "blockdns", "serve", "--config", str(conf)]
+    server = Server(label, command, port, ONE_CORE, OUT / f"{label}.stderr", env)
     return server, api_port
 
 
@@ -235,8 +239,8 @@ def flood(port: int, api_port: int, sources: tuple[str, ...], rate: int) -> dict
     prober = threading.Thread(target=probe, args=(port, stop, probes), daemon=True)
     prober.start()
     code = FLOODER % (NAME, MAX_FLOOD)
-    command = ["taskset", "-c", LOAD_CORE, PYTHON, "-c", code, str(port), str(FLOOD_SECONDS), str(rate)]
-    command += sources
+    command = ["taskset", "-c", ONE_CORE.load_cores, PYTHON, "-c", code]
+    command += [str(port), str(FLOOD_SECONDS), str(rate), *sources]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=FLOOD_SECONDS + 30)
         sent = int(result.stdout.strip() or 0)
@@ -273,8 +277,8 @@ def floods() -> list[tuple[str, dict[str, str]]]:
             server, api_port = blockdns(
                 upstream_port, f"flood-{client_qps}-{len(sources)}-{rate}", client_qps
             )
-            server.start()
             try:
+                server.start(START_TIMEOUT)
                 results.append((label, flood(server.port, api_port, sources, rate)))
             finally:
                 server.stop()
@@ -292,7 +296,7 @@ def main() -> int:
     parser.add_argument("--no-flood", action="store_true", help="only the cache-hit cost")
     parser.add_argument("--no-micro", action="store_true", help="only the floods")
     args = parser.parse_args()
-    os.sched_setaffinity(0, {int(LOAD_CORE)})  # the probe thread too: core 0 is the server's
+    os.sched_setaffinity(0, {int(ONE_CORE.load_cores)})  # the probe thread too: core 0 is the server's
     if shutil.which("taskset") is None:
         print("ratelimit: taskset is not installed (util-linux)", file=sys.stderr)
         return 2

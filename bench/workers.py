@@ -13,6 +13,7 @@ Memory: Rss and Pss (a shared page counted as a share per process) from /proc/PI
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import signal
@@ -22,36 +23,28 @@ import sys
 import time
 from pathlib import Path
 
-from run import HERE, LOAD_CORE, OUT, PYTHON, SERVER_CORE, answers, blockdns_server, free_port, write_inputs
+from run import (
+    HERE,
+    OUT,
+    PYTHON,
+    Layout,
+    Server,
+    blockdns_server,
+    cpu_seconds,
+    dnsperf,
+    free_port,
+    write_inputs,
+)
+
+# "pinned", as make bench's one-core runs: the server on core 0, dnsperf and the fake upstream on core 1.
+PINNED = Layout("0", "1")
+START_TIMEOUT = 120.0
 
 
-def tree(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [pid], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+def unpinned() -> Layout:
+    """The server and dnsperf each on every core this process may use: they compete for them."""
+    cores = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
+    return Layout(cores, cores)
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -63,70 +56,43 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return values["Rss"], values["Pss"]
 
 
-def dnsperf(port: int, queries: Path, seconds: float, pinned: bool, *extra: str) -> str:
-    command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds), *extra]
-    if pinned:
-        command = ["taskset", "-c", LOAD_CORE, *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
-
-
-def start(config: Path, port: int, pinned: bool) -> subprocess.Popen[bytes]:
-    command = [PYTHON, "-P", "-m", "blockdns", "serve", "--config", str(config)]
-    if pinned:
-        command = ["taskset", "-c", SERVER_CORE, *command]
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 120
-    while not answers(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"blockdns with {config} did not start")
-        time.sleep(0.05)
-    return process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
-def measure(config: Path, port: int, queries: Path, pinned: bool, seconds: float) -> tuple[float, float]:
+def measure(server: Server, queries: Path, seconds: float) -> tuple[float, float]:
     """One run: (q/s, CPU µs per answer) of a freshly started server with warm caches."""
-    process = start(config, port, pinned)
+    cores = server.layout.load_cores
     try:
-        dnsperf(port, queries, 2, pinned, "-n", "1")  # warm the caches of every worker
-        pids = tree(process.pid)
+        server.start(START_TIMEOUT)
+        dnsperf(server.port, queries, 2, cores, "-n", "1")  # warm the caches of every worker
+        pids = server.pids()
         before = cpu_seconds(pids)
-        output = dnsperf(port, queries, seconds, pinned, "-c", "8", "-q", "400")
+        output = dnsperf(server.port, queries, seconds, cores, "-c", "8", "-q", "400").output
         cpu = cpu_seconds(pids) - before
     finally:
-        stop(process)
+        server.stop()
     completed = int(re.search(r"Queries completed:\s+(\d+)", output).group(1))
     qps = float(re.search(r"Queries per second:\s+([\d.]+)", output).group(1))
     return qps, cpu / max(completed, 1) * 1e6
 
 
-def memory(config: Path, port: int, queries: Path) -> list[tuple[str, list[tuple[str, float, float]]]]:
+def memory(server: Server, queries: Path) -> list[tuple[str, list[tuple[str, float, float]]]]:
     """Each process's (Rss, Pss) after the start (one compile, shared) and after a reload (one each)."""
-    process = start(config, port, pinned=False)
+    cores = server.layout.load_cores
     results = []
     try:
-        dnsperf(port, queries, 2, False, "-n", "1")
-        results.append(("one compile before the fork", _processes(process.pid)))
-        process.send_signal(signal.SIGHUP)
+        server.start(START_TIMEOUT)
+        assert server.process is not None
+        dnsperf(server.port, queries, 2, cores, "-n", "1")
+        results.append(("one compile before the fork", _processes(server)))
+        server.process.send_signal(signal.SIGHUP)
         time.sleep(15)  # three compiles of a 100,000-entry policy on two cores (bench only: no test waits so)
-        dnsperf(port, queries, 2, False, "-n", "1")
-        results.append(("compiled by every process (after a reload)", _processes(process.pid)))
+        dnsperf(server.port, queries, 2, cores, "-n", "1")
+        results.append(("compiled by every process (after a reload)", _processes(server)))
     finally:
-        stop(process)
+        server.stop()
     return results
 
 
-def _processes(pid: int) -> list[tuple[str, float, float]]:
-    pids = tree(pid)
+def _processes(server: Server) -> list[tuple[str, float, float]]:
+    pids = server.pids()
     names = ["supervisor", "zygote"] + [f"worker {index}" for index in range(len(pids) - 2)]
     return [(name, *memory_mb(each)) for name, each in zip(names, pids, strict=True)]
 
@@ -141,29 +107,26 @@ def main() -> int:
     inputs = write_inputs(OUT)
     upstream_port = free_port()
     upstream = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
+        ["taskset", "-c", PINNED.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
         stdout=subprocess.DEVNULL,
     )
-    configs: dict[int, tuple[Path, int]] = {}
-    base = blockdns_server(OUT, inputs, upstream_port, querylog=False)
-    for workers in (1, 2):
-        config = OUT / f"blockdns-workers-{workers}.toml"
-        port = free_port()
-        text = Path(base.command[-1]).read_text().replace(f"127.0.0.1:{base.port}", f"127.0.0.1:{port}")
-        config.write_text(text.replace("[server]\n", f"[server]\nworkers = {workers}\n", 1))
-        configs[workers] = (config, port)
+    servers: dict[tuple[int, bool], Server] = {}
+    for workers in (1, 2):  # one config each (workers = 1 is the default: the key is left out)
+        server = blockdns_server(OUT, inputs, upstream_port, PINNED, querylog=False, workers=workers)
+        servers[(workers, True)] = server
+        servers[(workers, False)] = dataclasses.replace(server, layout=unpinned())
     figures: dict[tuple[int, bool], list[tuple[float, float]]] = {}
     try:
         time.sleep(0.5)
         for round_ in range(args.runs):  # rounds alternate the servers: this machine's load drifts
             for pinned in (True, False):
-                for workers, (config, port) in configs.items():
+                for workers in (1, 2):
                     where = "pinned" if pinned else "unpinned"
                     print(f"bench: round {round_ + 1}, workers = {workers}, {where} ...", file=sys.stderr)
-                    run = measure(config, port, inputs["queries"], pinned, args.seconds)
+                    run = measure(servers[(workers, pinned)], inputs["queries"], args.seconds)
                     figures.setdefault((workers, pinned), []).append(run)
         print("bench: memory ...", file=sys.stderr)
-        memories = memory(*configs[2], inputs["queries"])
+        memories = memory(servers[(2, False)], inputs["queries"])
     finally:
         upstream.terminate()
         upstream.wait(5)
