@@ -121,8 +121,8 @@ def main() -> int:
                 server = make()
                 print(f"bench: round {round_number + 1}: {server.name} ...", file=sys.stderr, flush=True)
                 loads = write_loads(OUT)
-                server.start(START_TIMEOUT)
                 try:
+                    server.start(START_TIMEOUT)  # inside: a server that never answers is stopped too
                     for load, queries in loads.items():
                         qps, cpu_us, lost = drive(server, queries, args.seconds, args.in_flight)
                         figures = results.setdefault(server.name, {}).setdefault(load, Figures())
