@@ -7,9 +7,10 @@ zone cannot make one query try hundreds of keys that share a key tag (KeyTrap).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
+from types import ModuleType
 
-import dns.dnssec
 import dns.exception
 import dns.name
 import dns.rdataset
@@ -40,12 +41,19 @@ SUPPORTED_ALGORITHMS = frozenset({8, 10, 13, 14, 15, 16})
 SUPPORTED_DIGESTS = frozenset({2, 4})
 _ZONE_KEY = 0x0100
 _REVOKE = 0x0080
-_POLICY = dns.dnssec.allow_all_policy  # what is supported is decided here, by the sets above
+
+
+def _dnssec() -> ModuleType:
+    """``dns.dnssec``, imported when a validator first needs it: it loads ``cryptography``'s OpenSSL
+    bindings, about 12 MB of resident memory that a server which does not validate never pays."""
+    return importlib.import_module("dns.dnssec")
+
+
 _DS_CANDIDATES = 256  # keys hashed against one DS (a hash each: cheap, unlike a signature check)
 
 
 def key_tag(key: DNSKEY) -> int:
-    return dns.dnssec.key_id(key)
+    return int(_dnssec().key_id(key))
 
 
 def supported_ds(ds_set: Sequence[DS]) -> list[DS]:
@@ -111,9 +119,10 @@ def _check(
 ) -> bool:
     work.check()
     keyset = dns.rdataset.from_rdata_list(0, [key])
+    dnssec = _dnssec()
     try:
-        dns.dnssec.validate_rrsig(data, sig, {zone: keyset}, now=now, policy=_POLICY)
-    except (dns.dnssec.ValidationFailure, dns.exception.UnsupportedAlgorithm, ValueError):
+        dnssec.validate_rrsig(data, sig, {zone: keyset}, now=now, policy=dnssec.allow_all_policy)
+    except (dnssec.ValidationFailure, dns.exception.UnsupportedAlgorithm, ValueError):
         work.failed()
         return False
     return True
@@ -129,12 +138,15 @@ def keys_from_ds(
         return insecure(f"the DS records of {zone} use only unsupported algorithms or digests"), []
     keys = [key for key in to_rrset(dnskeys) if isinstance(key, DNSKEY)]
     matched: list[DNSKEY] = []
+    dnssec = _dnssec()
     for ds in usable:
         tagged = [key for key in keys if key.algorithm == ds.algorithm and key_tag(key) == ds.key_tag]
         for key in tagged[:_DS_CANDIDATES]:
             try:
-                made = dns.dnssec.make_ds(zone, key, ds.digest_type, policy=_POLICY, validating=True)
-            except (dns.dnssec.UnsupportedAlgorithm, dns.exception.DNSException, ValueError):
+                made = dnssec.make_ds(
+                    zone, key, ds.digest_type, policy=dnssec.allow_all_policy, validating=True
+                )
+            except (dnssec.UnsupportedAlgorithm, dns.exception.DNSException, ValueError):
                 continue
             if made.digest == ds.digest and key not in matched:
                 matched.append(key)
