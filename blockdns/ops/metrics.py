@@ -316,6 +316,8 @@ class ServerCollector(Collector):
             ("tcp_fallbacks", "Truncated UDP replies retried over TCP"),
             ("retransmits", "Questions sent again because a reply was late (forward mode)"),
             ("late", "Genuine replies dropped because their query was already answered or given up"),
+            ("connections", "TLS connections opened to DNS-over-TLS upstreams"),
+            ("verify_failures", "Encrypted upstreams whose certificate failed verification in a handshake"),
         ):
             yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
 
