@@ -14,10 +14,12 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
-from blockdns import config
+from blockdns import config, dnsname
 from blockdns.errors import ConfigError
 from blockdns.resolve import bootstrap as bootstrap_module
 from blockdns.resolve.bootstrap import Bootstrap
+from blockdns.resolve.encrypted import TlsSetup
+from blockdns.resolve.forward import Forwarder
 from blockdns.resolve.transport import TransportStats
 from blockdns.server.generation import make_upstream
 
@@ -261,3 +263,26 @@ def test_an_unreadable_ca_bundle_is_a_config_error(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match=r"resolver\.tls_ca"):
         make_upstream(settings, TransportStats())
+
+
+def test_encrypted_upstreams_on_uvloop(ca, behind, unbound):
+    """``blockdns serve`` runs on uvloop, whose transports differ from asyncio's: the forwarder's DoT and DoH
+    clients on it."""
+    uvloop = pytest.importorskip("uvloop")
+    behind.answer("uvloop.example", "A", "192.0.2.70")
+    upstreams = [
+        config.parse_upstream(dot(unbound.tls_port)),
+        config.parse_upstream(doh(unbound.https_port)),
+    ]
+
+    async def ask(upstream: config.Upstream) -> tuple[str, ...]:
+        tls = TlsSetup.build([upstream], ca_file=ca.cert_path, bootstrap=[], own=[], timeout=2.0)
+        forwarder = Forwarder([upstream], timeout=2.0, total_timeout=4.0, tls=tls)
+        try:
+            result = await forwarder.resolve(dnsname.from_text("uvloop.example"), 1, 1, do=False, cd=False)
+            return result.response.addresses
+        finally:
+            await forwarder.close()
+
+    for upstream in upstreams:
+        assert uvloop.run(ask(upstream)) == ("192.0.2.70",), upstream

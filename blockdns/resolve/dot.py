@@ -26,6 +26,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError
@@ -83,8 +84,7 @@ class DotConnection(asyncio.Protocol):
     # ------------------------------------------------------------------------------------ protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's SSL transport is no subclass of it
         self._idle_timer = self.loop.call_later(IDLE_TIMEOUT, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
@@ -200,6 +200,7 @@ class DotPool:
         self._refuse_until = 0.0
         self._refusal: UpstreamError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
 
     async def query(self, build: Build, timeout: float) -> bytes:
         """The reply to the query ``build(qid)`` makes; raises :class:`UpstreamError`."""
@@ -226,6 +227,8 @@ class DotPool:
     async def _connection(self) -> DotConnection:
         """A connection with room for one more query (assigned to it), opening one when all are busy."""
         while True:
+            if self.closed:
+                raise network_error(self.name, ConnectionAbortedError("the forwarder was closed"), "over TLS")
             if self._refusal is not None and self.loop.time() < self._refuse_until:
                 raise self._refusal
             for connection in self.connections:
@@ -311,6 +314,10 @@ class DotPool:
             connection.ready.set_exception(error)
 
     async def close(self) -> None:
+        self.closed = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         for task in list(self._tasks):
             task.cancel()
         for connection in list(self.connections):
