@@ -40,6 +40,8 @@ class TcpRelay:
                 client.close()
                 continue
             server.settimeout(None)
+            for sock in (client, server):  # pass small writes on at once, as the two ends wrote them
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.accepted += 1
                 self._open.append((client, server))
@@ -73,3 +75,14 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+if (
+    __name__ == "__main__"
+):  # a relay in a process of its own: prints its port, then its count when stdin closes
+    import sys
+
+    relay = TcpRelay((sys.argv[1], int(sys.argv[2]))).start()
+    print(relay.port, flush=True)
+    sys.stdin.read()
+    print(relay.accepted, flush=True)

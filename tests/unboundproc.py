@@ -23,10 +23,14 @@ SKIP_REASON = "unbound is not installed (tests/system-deps.sh installs the Debia
 
 
 class UnboundProcess:
-    def __init__(self, directory: Path, cert: ServerCert, forward_to: tuple[str, int]) -> None:
+    def __init__(
+        self, directory: Path, cert: ServerCert, forward_to: tuple[str, int], extra: str = ""
+    ) -> None:
+        """``extra``: more ``server:`` lines (a benchmark's local zone)."""
         self.directory = directory
         self.cert = cert
         self.forward_to = forward_to
+        self.extra = extra
         self.port, self.tls_port, self.https_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +62,9 @@ class UnboundProcess:
   incoming-num-tcp: 64
   tcp-idle-timeout: 30000
   local-zone: "test." nodefault
+  local-zone: "unbound-ready.test." static  # the start-up probe, answered without the fake
   infra-cache-min-rtt: 3000  # a fake upstream told to answer slowly is waited for, not asked again
+{self.extra}
 forward-zone:
   name: "."
   forward-addr: {host}@{port}
