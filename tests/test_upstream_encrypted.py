@@ -171,11 +171,18 @@ def test_a_certificate_from_an_untrusted_ca_is_servfail(
     assert behind.count(f"untrusted-{kind}.example") == 0
 
 
-def test_a_failing_upstream_is_not_asked_for_a_handshake_per_query(start_server, ca, dot_relay):
-    server = start_server(encrypted_config(ca, dot(dot_relay.port, "other.test")))
+@pytest.mark.parametrize("kind", ["tls", "https"])
+def test_a_failing_upstream_is_not_asked_for_a_handshake_per_query(
+    start_server, ca, dot_relay, doh_relay, kind
+):
+    relay = dot_relay if kind == "tls" else doh_relay
+    upstream = dot(relay.port, "other.test") if kind == "tls" else doh(relay.port, "other.test")
+    server = start_server(encrypted_config(ca, upstream))
     for i in range(5):
-        assert server.query(f"refused-{i}.example").rcode() == dns.rcode.SERVFAIL
-    assert dot_relay.accepted == 1  # the pool refuses at once for a while after a failed handshake
+        response = server.query(f"refused-{kind}-{i}.example")
+        assert response.rcode() == dns.rcode.SERVFAIL
+        assert ede_of(response) == [(23, "upstream certificate verification failed")]
+    assert relay.accepted == 1  # refused at once for a while after a failed handshake
 
 
 def test_failover_from_tls_to_udp(start_server, ca, dot_relay, fake_upstream):

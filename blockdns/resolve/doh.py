@@ -8,6 +8,7 @@ only with status 200, type ``application/dns-message``, at most 65,535 bytes, an
 The certificate is verified against the upstream's TLS name (``#TLS-NAME``, else its host) with the
 configured CA bundle or the system store. A host name is resolved through the bootstrap servers and the
 request goes to the address, with the name as TLS SNI and ``Host``: httpx never asks the system resolver.
+A failure to connect holds the upstream off for a while (:mod:`blockdns.resolve.backoff`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError
+from blockdns.resolve.backoff import ConnectBackoff
 from blockdns.resolve.bootstrap import Bootstrap
 from blockdns.resolve.dot import tls_failure
 from blockdns.resolve.transport import Outgoing, TransportStats, network_error, timed_out
@@ -65,6 +67,7 @@ class DohClient:
             self._headers["host"] = _authority(upstream.verify_name, upstream.port)
             self._extensions["sni_hostname"] = upstream.verify_name
         self._url = _url(upstream.host, upstream)
+        self.backoff = ConnectBackoff()
 
     async def query(self, build: Build, timeout: float) -> bytes:
         """The reply to the query ``build(0)`` makes; raises :class:`UpstreamError`."""
@@ -72,11 +75,14 @@ class DohClient:
         stats.queries += 1
         outgoing = build(0)
         try:
+            self.backoff.check(asyncio.get_running_loop().time())
             async with asyncio.timeout(timeout):
                 url = self._url
                 if self.upstream.host_is_name and self.bootstrap is not None:
                     url = _url((await self.bootstrap.addresses(self.upstream.host))[0], self.upstream)
                 data = await self._post(url, outgoing.message, timeout)
+            if self.backoff.error is not None:
+                self.backoff.succeeded()
         except TimeoutError:
             stats.timeouts += 1
             raise timed_out(self.name, "over HTTPS") from None
@@ -118,8 +124,12 @@ class DohClient:
             if isinstance(cause, ssl.SSLCertVerificationError):
                 self.stats.verify_failures += 1
             if cause is not None:
-                raise tls_failure(self.name, cause) from None
-            raise network_error(self.name, OSError(str(err) or type(err).__name__), "over HTTPS") from None
+                error = tls_failure(self.name, cause)
+            else:
+                error = network_error(self.name, OSError(str(err) or type(err).__name__), "over HTTPS")
+            if isinstance(err, httpx.ConnectError):  # no connection: hold off the next attempts
+                self.backoff.failed(error, asyncio.get_running_loop().time())
+            raise error from None
 
     def _failure(self, reason: str) -> UpstreamError:
         return UpstreamError(

@@ -17,30 +17,27 @@ idle connection just as a query goes out, RFC 7766 §6.2.1); a connection that n
 The certificate is verified against the upstream's TLS name (``#TLS-NAME``, else its host) with the
 configured CA bundle or the system store; a failed verification, like any failure to connect, fails the
 query with an :class:`UpstreamError` that names the upstream and the reason. A pool that could not connect
-refuses queries at once for a while (1 s, doubling to 30 s) instead of trying a handshake for each.
+refuses queries at once for a while (:mod:`blockdns.resolve.backoff`) instead of a handshake for each.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from collections.abc import Callable
 from typing import cast
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError
+from blockdns.resolve.backoff import ConnectBackoff
 from blockdns.resolve.bootstrap import Bootstrap
 from blockdns.resolve.transport import Outgoing, TransportStats, network_error, timed_out
 from blockdns.resolve.udppool import random_ids
 from blockdns.wire import EDE_NETWORK_ERROR
 
-log = logging.getLogger(__name__)
-
 MAX_CONNECTIONS = 4  # per upstream
 MAX_INFLIGHT = 128  # outstanding queries per connection
 IDLE_TIMEOUT = 30.0  # seconds a connection with nothing outstanding stays open
-BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0  # seconds a pool that could not connect refuses queries
 
 Build = Callable[[int], Outgoing]
 
@@ -196,9 +193,7 @@ class DotPool:
         self.loop = asyncio.get_running_loop()
         self.connections: list[DotConnection] = []  # open or in their handshake
         self._waiters: list[asyncio.Future[None]] = []  # queries waiting for a slot in a full pool
-        self._failures = 0
-        self._refuse_until = 0.0
-        self._refusal: UpstreamError | None = None
+        self.backoff = ConnectBackoff()
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
@@ -229,8 +224,7 @@ class DotPool:
         while True:
             if self.closed:
                 raise network_error(self.name, ConnectionAbortedError("the forwarder was closed"), "over TLS")
-            if self._refusal is not None and self.loop.time() < self._refuse_until:
-                raise self._refusal
+            self.backoff.check(self.loop.time())
             for connection in self.connections:
                 if connection.assigned < MAX_INFLIGHT:
                     connection.assigned += 1
@@ -300,16 +294,12 @@ class DotPool:
         except UpstreamError as err:  # the bootstrap lookup
             error = err
         if connection.transport is not None and not connection.closed:
-            self._failures = 0
-            self._refusal = None
+            self.backoff.succeeded()
             connection.ready.set_result(None)
             return
         error = error or network_error(self.name, ConnectionResetError("connection closed"), "over TLS")
         self.forget(connection)
-        self._failures += 1
-        hold = min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX)
-        self._refuse_until, self._refusal = self.loop.time() + hold, error
-        log.warning("%s; refusing queries to it for %.0f s", error, hold)
+        self.backoff.failed(error, self.loop.time())
         if not connection.ready.done():
             connection.ready.set_exception(error)
 
