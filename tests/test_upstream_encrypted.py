@@ -5,6 +5,8 @@ many connections (TLS handshakes) blockdns opened, and cuts them to play a serve
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -270,6 +272,21 @@ def test_an_unreadable_ca_bundle_is_a_config_error(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match=r"resolver\.tls_ca"):
         make_upstream(settings, TransportStats())
+    (tmp_path / "blockdns.toml").write_text(
+        "[resolver]\nmode = 'forward'\nupstreams = ['tls://127.0.0.1#dns.test']\ntls_ca = 'ca.pem'\n"
+        "[lists]\nrefresh = '0'\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "blockdns", "config", "check", "--config", str(tmp_path / "blockdns.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 2
+    assert [line for line in checked.stderr.splitlines() if "tls_ca" in line] == [
+        f"blockdns: resolver.tls_ca: cannot load the CA bundle {tmp_path / 'ca.pem'}: not a PEM bundle of CA"
+        " certificates (NO_CERTIFICATE_OR_CRL_FOUND)"
+    ]
 
 
 def test_encrypted_upstreams_on_uvloop(ca, behind, unbound):

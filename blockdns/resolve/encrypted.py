@@ -21,8 +21,11 @@ def client_context(ca_file: Path | None) -> ssl.SSLContext:
     ``ca_file`` or the system store. Raises :class:`ConfigError` for a CA file that cannot be used."""
     try:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
-    except (OSError, ssl.SSLError) as err:
-        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or str(err)
+    except ssl.SSLError as err:
+        reason = f"not a PEM bundle of CA certificates ({err.reason or err})"
+        raise ConfigError(f"cannot load the CA bundle {ca_file}: {reason}", key="resolver.tls_ca") from None
+    except OSError as err:
+        reason = err.strerror or str(err)
         raise ConfigError(f"cannot load the CA bundle {ca_file}: {reason}", key="resolver.tls_ca") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
