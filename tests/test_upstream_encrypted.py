@@ -310,3 +310,14 @@ def test_encrypted_upstreams_on_uvloop(ca, behind, unbound):
 
     for upstream in upstreams:
         assert uvloop.run(ask(upstream)) == ("192.0.2.70",), upstream
+
+
+def test_a_forward_zone_over_tls(start_server, ca, behind, dot_relay, fake_upstream):
+    behind.answer("host.corp.example", "A", "192.0.2.80")
+    fake_upstream.answer("www.example", "A", "192.0.2.81")
+    raw = encrypted_config(ca, fake_upstream.url)
+    raw["forward_zones"] = [{"name": "corp.example", "upstreams": [dot(dot_relay.port)]}]
+    server = start_server(raw)
+    assert server.query("host.corp.example").answer[0][0].address == "192.0.2.80"
+    assert server.query("www.example").answer[0][0].address == "192.0.2.81"
+    assert dot_relay.accepted == 1 and fake_upstream.count("host.corp.example") == 0

@@ -50,7 +50,13 @@ class Bootstrap:
         """``servers``: the configured bootstrap servers ([]: the system's). ``avoid``: blockdns's own
         listening addresses. Raises :class:`ConfigError` when no server is left to ask."""
         system = not servers
-        resolver = dns.asyncresolver.Resolver(configure=system)
+        try:
+            resolver = dns.asyncresolver.Resolver(configure=system)
+        except dns.resolver.NoResolverConfiguration:
+            raise ConfigError(
+                "the system names no resolver (/etc/resolv.conf) to look up upstream host names with",
+                key="resolver.bootstrap",
+            ) from None
         if system:
             servers = [_address(ns, resolver.port) for ns in resolver.nameservers]
         kept = [server for server in servers if not _is_own(server, avoid)]
