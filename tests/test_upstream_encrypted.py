@@ -105,6 +105,9 @@ def test_answers_come_over_tls_and_https(start_server, ca, behind, dot_relay, do
     assert [rr.address for rr in response.answer[0]] == ["192.0.2.10"]
     assert (dot_relay if kind == "tls" else doh_relay).accepted == 1
     assert behind.count(f"plain-{kind}.example") == 1
+    metrics = server_metrics(server)
+    assert metrics[("blockdns_upstream_encrypted_queries_total", (("transport", kind),))] == 1
+    assert metrics[("blockdns_upstream_queries_total", ())] == 1
 
 
 @pytest.mark.parametrize("kind", ["tls", "https"])

@@ -320,6 +320,12 @@ class ServerCollector(Collector):
             ("verify_failures", "Encrypted upstreams whose certificate failed verification in a handshake"),
         ):
             yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
+        encrypted = CounterMetricFamily(
+            "blockdns_upstream_encrypted_queries", "Queries sent to encrypted upstreams", labels=["transport"]
+        )
+        encrypted.add_metric(["tls"], counters.tls_queries)
+        encrypted.add_metric(["https"], counters.https_queries)
+        yield encrypted
 
     def _feeds(self) -> Iterator[Metric]:
         from blockdns.runtime import data_dir

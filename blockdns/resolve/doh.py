@@ -73,6 +73,7 @@ class DohClient:
         """The reply to the query ``build(0)`` makes; raises :class:`UpstreamError`."""
         stats = self.stats
         stats.queries += 1
+        stats.https_queries += 1
         outgoing = build(0)
         try:
             self.backoff.check(asyncio.get_running_loop().time())

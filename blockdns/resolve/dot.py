@@ -199,7 +199,9 @@ class DotPool:
 
     async def query(self, build: Build, timeout: float) -> bytes:
         """The reply to the query ``build(qid)`` makes; raises :class:`UpstreamError`."""
-        self.stats.queries += 1
+        stats = self.stats
+        stats.queries += 1
+        stats.tls_queries += 1
         try:
             async with asyncio.timeout(timeout):
                 for attempt in range(2):
