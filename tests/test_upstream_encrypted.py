@@ -128,9 +128,9 @@ def test_many_queries_share_one_connection(start_server, ca, behind, dot_relay, 
 
 def test_replies_out_of_order_on_one_connection(start_server, ca, behind, dot_relay):
     """A slow question does not hold up the ones pipelined behind it on the same connection."""
-    behind.delay("slow-ooo.example", 1.5, then=lambda r, t: behind._lookup(r))
+    behind.delay("slow-ooo.example", 2.5, then=lambda r, t: behind._lookup(r))
     behind.answer("slow-ooo.example", "A", "192.0.2.20").answer("quick-ooo.example", "A", "192.0.2.21")
-    server = start_server(encrypted_config(ca, dot(dot_relay.port), timeout=3.0, total_timeout=5.0))
+    server = start_server(encrypted_config(ca, dot(dot_relay.port), timeout=4.0, total_timeout=6.0))
     server.query("warm-ooo.example")  # the connection is open
     done: dict[str, float] = {}
 

@@ -1,6 +1,6 @@
 """A real Unbound (the Debian package) run by a test as its own process: DNS over TLS (``tls-port``) and DNS
 over HTTPS (``https-port``, Debian builds it with nghttp2) on loopback, with a certificate from the test's
-throwaway CA, forwarding everything to a fake upstream, caching nothing, and waiting up to 3 s for the fake
+throwaway CA, forwarding everything to a fake upstream, caching nothing, and waiting up to 5 s for the fake
 upstream before asking it again (so a slow answer the test asked for comes once)."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class UnboundProcess:
   tcp-idle-timeout: 30000
   local-zone: "test." nodefault
   local-zone: "unbound-ready.test." static  # the start-up probe, answered without the fake
-  infra-cache-min-rtt: 3000  # a fake upstream told to answer slowly is waited for, not asked again
+  infra-cache-min-rtt: 5000  # a fake upstream told to answer slowly is waited for, not asked again
 {self.extra}
 forward-zone:
   name: "."
