@@ -64,6 +64,7 @@ class UnboundProcess:
   local-zone: "test." nodefault
   local-zone: "unbound-ready.test." static  # the start-up probe, answered without the fake
   infra-cache-min-rtt: 5000  # a fake upstream told to answer slowly is waited for, not asked again
+  discard-timeout: 10000  # and its answer still sent (past 1.9 s Unbound drops it and closes a stream)
 {self.extra}
 forward-zone:
   name: "."
