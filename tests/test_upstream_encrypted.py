@@ -199,25 +199,29 @@ def test_failover_from_tls_to_udp(start_server, ca, dot_relay, fake_upstream):
     assert fake_upstream.count("failover.example") == 1
 
 
-def test_a_connection_closed_mid_stream_is_replaced(start_server, ca, behind, dot_relay):
+@pytest.mark.parametrize("kind", ["tls", "https"])
+def test_a_connection_closed_mid_stream_is_replaced(start_server, ca, behind, dot_relay, doh_relay, kind):
     """The server closes the connection while a query is outstanding: it is asked again on a new one."""
-    behind.delay("cut.example", 1.0, then=lambda r, t: behind._lookup(r))
-    behind.answer("cut.example", "A", "192.0.2.50")
-    server = start_server(encrypted_config(ca, dot(dot_relay.port), timeout=3.0, total_timeout=5.0))
-    server.query("before-cut.example")
+    name = f"cut-{kind}.example"
+    behind.delay(name, 1.0, then=lambda r, t: behind._lookup(r))
+    behind.answer(name, "A", "192.0.2.50")
+    relay = dot_relay if kind == "tls" else doh_relay
+    upstream = dot(relay.port) if kind == "tls" else doh(relay.port)
+    server = start_server(encrypted_config(ca, upstream, timeout=3.0, total_timeout=5.0))
+    server.query(f"before-cut-{kind}.example")
     answers: list = []
-    asker = threading.Thread(target=lambda: answers.append(server.query("cut.example", timeout=10)))
+    asker = threading.Thread(target=lambda: answers.append(server.query(name, timeout=10)))
     asker.start()
-    assert wait_until(lambda: behind.count("cut.example") == 1)
-    dot_relay.cut()
+    assert wait_until(lambda: behind.count(name) == 1)
+    relay.cut()
     asker.join(10)
     assert answers, "no reply"
     assert answers[0].answer and answers[0].answer[0][0].address == "192.0.2.50", answers[0].to_text()
-    assert dot_relay.accepted == 2
+    assert relay.accepted == 2
     # and a connection the server closed while idle is replaced just as quietly
-    dot_relay.cut()
-    assert server.query("after-cut.example").rcode() == dns.rcode.NXDOMAIN
-    assert dot_relay.accepted == 3
+    relay.cut()
+    assert server.query(f"after-cut-{kind}.example").rcode() == dns.rcode.NXDOMAIN
+    assert relay.accepted == 3
 
 
 @pytest.mark.parametrize("kind", ["tls", "https"])

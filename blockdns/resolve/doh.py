@@ -8,7 +8,8 @@ only with status 200, type ``application/dns-message``, at most 65,535 bytes, an
 The certificate is verified against the upstream's TLS name (``#TLS-NAME``, else its host) with the
 configured CA bundle or the system store. A host name is resolved through the bootstrap servers and the
 request goes to the address, with the name as TLS SNI and ``Host``: httpx never asks the system resolver.
-A failure to connect holds the upstream off for a while (:mod:`blockdns.resolve.backoff`).
+A failure to connect holds the upstream off for a while (:mod:`blockdns.resolve.backoff`); a request whose
+connection breaks under it (the server closed it) is sent once more, on a fresh connection.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from blockdns.errors import UpstreamError
 from blockdns.resolve.backoff import ConnectBackoff
 from blockdns.resolve.bootstrap import Bootstrap
 from blockdns.resolve.dot import tls_failure
-from blockdns.resolve.transport import Outgoing, TransportStats, network_error, timed_out
+from blockdns.resolve.transport import Outgoing, TransportStats, timed_out
 from blockdns.wire import EDE_NETWORK_ERROR
 
 MAX_CONNECTIONS = 4  # per upstream; each carries many HTTP/2 streams
@@ -81,7 +82,10 @@ class DohClient:
                 url = self._url
                 if self.upstream.host_is_name and self.bootstrap is not None:
                     url = _url((await self.bootstrap.addresses(self.upstream.host))[0], self.upstream)
-                data = await self._post(url, outgoing.message, timeout)
+                try:
+                    data = await self._post(url, outgoing.message, timeout)
+                except _Dropped:  # the server closed the connection under the request: once more
+                    data = await self._post(url, outgoing.message, timeout, last=True)
             if self.backoff.error is not None:
                 self.backoff.succeeded()
         except TimeoutError:
@@ -97,7 +101,9 @@ class DohClient:
         stats.replies += 1
         return data
 
-    async def _post(self, url: str, message: bytes, timeout: float) -> bytes:
+    async def _post(self, url: str, message: bytes, timeout: float, *, last: bool = False) -> bytes:
+        """The reply's body; raises :class:`UpstreamError`, or :class:`_Dropped` (unless ``last``) when the
+        connection broke under the request."""
         try:
             async with self.client.stream(
                 "POST",
@@ -127,9 +133,16 @@ class DohClient:
             if cause is not None:
                 error = tls_failure(self.name, cause)
             else:
-                error = network_error(self.name, OSError(str(err) or type(err).__name__), "over HTTPS")
+                kind = type(err).__name__
+                error = UpstreamError(
+                    f"{self.name}: {kind}: {err}" if str(err) else f"{self.name}: {kind}",
+                    EDE_NETWORK_ERROR,
+                    client_text=f"upstream network error over HTTPS: {kind}",
+                )
             if isinstance(err, httpx.ConnectError):  # no connection: hold off the next attempts
                 self.backoff.failed(error, asyncio.get_running_loop().time())
+            elif not last and isinstance(err, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+                raise _Dropped from None
             raise error from None
 
     def _failure(self, reason: str) -> UpstreamError:
@@ -139,6 +152,10 @@ class DohClient:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class _Dropped(Exception):
+    """The connection broke under a request (a server may close a connection at any time)."""
 
 
 def _ssl_cause(err: BaseException) -> ssl.SSLError | None:
