@@ -5,6 +5,8 @@ many connections (TLS handshakes) blockdns opened, and cuts them to play a serve
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,8 +15,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dns.message
 import dns.rcode
 import pytest
+from dnslib import QTYPE, RR, A, DNSRecord
 
 from blockdns import config, dnsname
 from blockdns.errors import ConfigError
@@ -328,3 +332,56 @@ def test_a_forward_zone_over_tls(start_server, ca, behind, dot_relay, fake_upstr
     assert server.query("host.corp.example").answer[0][0].address == "192.0.2.80"
     assert server.query("www.example").answer[0][0].address == "192.0.2.81"
     assert dot_relay.accepted == 1 and fake_upstream.count("host.corp.example") == 0
+
+
+class RecordingDotServer:
+    """A DNS-over-TLS server on loopback that keeps the bytes of every query and answers each with
+    192.0.2.90: to see what blockdns sends inside the TLS stream."""
+
+    def __init__(self, ca: TestCA) -> None:
+        cert = ca.issue("recording", [TLS_NAME])
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert.cert, cert.key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.queries: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
+
+    def _connection(self, sock: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(sock, server_side=True) as tls:
+                stream = tls.makefile("rb")
+                while len(header := stream.read(2)) == 2:
+                    query = stream.read(int.from_bytes(header))
+                    self.queries.append(query)
+                    reply = DNSRecord.parse(query).reply()
+                    reply.add_answer(RR(reply.q.qname, QTYPE.A, rdata=A("192.0.2.90"), ttl=60))
+                    data = reply.pack()
+                    tls.sendall(len(data).to_bytes(2) + data)
+        except (OSError, ssl.SSLError):
+            return
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_queries_to_encrypted_upstreams_are_padded(start_server, ca):
+    """RFC 8467: a query's length inside TLS says nothing about the name (a multiple of 128 bytes)."""
+    recording = RecordingDotServer(ca)
+    try:
+        server = start_server(encrypted_config(ca, dot(recording.port)))
+        for name in ("a.example", "a-much-longer-name-than-the-first.with.more.labels.example"):
+            assert server.query(name).answer[0][0].address == "192.0.2.90"
+        assert [len(query) for query in recording.queries] == [128, 128]
+        for query in recording.queries:
+            assert [option.otype for option in dns.message.from_wire(query).options] == [12]
+    finally:
+        recording.stop()

@@ -2,8 +2,9 @@
 
 One ``httpx.AsyncClient`` per ``https://`` upstream keeps its connections (at most ``MAX_CONNECTIONS``, idle
 ones closed after ``IDLE_TIMEOUT``) and multiplexes concurrent queries as HTTP/2 streams on them, so a TLS
-handshake is paid per connection, not per query. Queries carry ID 0 (RFC 8484 §4.1) and a reply is accepted
-only with status 200, type ``application/dns-message``, at most 65,535 bytes, and our question.
+handshake is paid per connection, not per query. Queries carry ID 0 (RFC 8484 §4.1) and EDNS padding to a
+multiple of 128 bytes (RFC 8467); a reply is accepted only with status 200, type
+``application/dns-message``, at most 65,535 bytes, and our question.
 
 The certificate is verified against the upstream's TLS name (``#TLS-NAME``, else its host) with the
 configured CA bundle or the system store. A host name is resolved through the bootstrap servers and the
@@ -26,7 +27,7 @@ from blockdns.resolve.backoff import ConnectBackoff
 from blockdns.resolve.bootstrap import Bootstrap
 from blockdns.resolve.dot import tls_failure
 from blockdns.resolve.transport import Outgoing, TransportStats, timed_out
-from blockdns.wire import EDE_NETWORK_ERROR
+from blockdns.wire import EDE_NETWORK_ERROR, pad_query
 
 MAX_CONNECTIONS = 4  # per upstream; each carries many HTTP/2 streams
 IDLE_TIMEOUT = 30.0  # seconds an idle connection is kept
@@ -76,6 +77,7 @@ class DohClient:
         stats.queries += 1
         stats.https_queries += 1
         outgoing = build(0)
+        message = pad_query(outgoing.message)
         try:
             self.backoff.check(asyncio.get_running_loop().time())
             async with asyncio.timeout(timeout):
@@ -83,9 +85,9 @@ class DohClient:
                 if self.upstream.host_is_name and self.bootstrap is not None:
                     url = _url((await self.bootstrap.addresses(self.upstream.host))[0], self.upstream)
                 try:
-                    data = await self._post(url, outgoing.message, timeout)
+                    data = await self._post(url, message, timeout)
                 except _Dropped:  # the server closed the connection under the request: once more
-                    data = await self._post(url, outgoing.message, timeout, last=True)
+                    data = await self._post(url, message, timeout, last=True)
             if self.backoff.error is not None:
                 self.backoff.succeeded()
         except TimeoutError:

@@ -9,7 +9,8 @@ handshake wait for it together.
 
 Every query on a connection carries a random ID unique among that connection's outstanding queries; a reply
 is handed over when its ID names an outstanding query and it carries that query's question
-(``wire.reply_matches``), in whatever order replies come. A connection with nothing outstanding for
+(``wire.reply_matches``), in whatever order replies come. Queries are padded to a multiple of 128 bytes
+(EDNS Padding, RFC 8467), so their length does not tell the name. A connection with nothing outstanding for
 ``IDLE_TIMEOUT`` seconds is closed. When the server closes a connection, the queries outstanding on it are
 sent once more on a fresh connection when the closed one had already answered others (a server may close an
 idle connection just as a query goes out, RFC 7766 §6.2.1); a connection that never answered fails them.
@@ -33,7 +34,7 @@ from blockdns.resolve.backoff import ConnectBackoff
 from blockdns.resolve.bootstrap import Bootstrap
 from blockdns.resolve.transport import Outgoing, TransportStats, network_error, timed_out
 from blockdns.resolve.udppool import random_ids
-from blockdns.wire import EDE_NETWORK_ERROR
+from blockdns.wire import EDE_NETWORK_ERROR, pad_query
 
 MAX_CONNECTIONS = 4  # per upstream
 MAX_INFLIGHT = 128  # outstanding queries per connection
@@ -145,7 +146,7 @@ class DotConnection(asyncio.Protocol):
         outgoing = build(qid)
         future: asyncio.Future[bytes] = self.loop.create_future()
         outstanding[qid] = (outgoing, future)
-        message = outgoing.message
+        message = pad_query(outgoing.message)
         try:
             self.transport.write(len(message).to_bytes(2) + message)
             return await future
