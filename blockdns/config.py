@@ -153,25 +153,78 @@ class ServerSettings(Section):
 
 
 _UPSTREAM = re.compile(r"(udp|tcp)://(.+)")
+_ENCRYPTED_PORTS = {"tls": 853, "https": 443}
+_UPSTREAM_FORMS = (
+    "udp://IP[:PORT], tcp://IP[:PORT], tls://HOST[:PORT][#TLS-NAME] or https://HOST[:PORT]/PATH[#TLS-NAME]"
+)
 
 
 class Upstream(BaseModel):
+    """One upstream server. ``host`` is an IP address, or (tls, https) a name resolved through
+    ``[resolver] bootstrap``; ``tls_name`` is the name its certificate must carry ("": the host itself)."""
+
     model_config = ConfigDict(frozen=True)
-    protocol: Literal["udp", "tcp"]
+    protocol: Literal["udp", "tcp", "tls", "https"]
     host: str
     port: int
+    tls_name: str = ""
+    path: str = ""  # https: the DoH path, "/dns-query"
+
+    @property
+    def host_is_name(self) -> bool:
+        return not _is_ip(self.host)
+
+    @property
+    def verify_name(self) -> str:
+        """The name (or IP address) the upstream's certificate must carry."""
+        return self.tls_name or self.host
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.protocol}://{host}:{self.port}"
+        name = f"#{self.tls_name}" if self.tls_name else ""
+        return f"{self.protocol}://{host}:{self.port}{self.path}{name}"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(text: str, whole: str) -> str:
+    try:
+        return normalise(text)
+    except InvalidName:
+        raise ValueError(f"{whole!r}: {text!r} is neither an IP address nor a host name") from None
 
 
 def parse_upstream(text: str) -> Upstream:
-    match = _UPSTREAM.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"{text!r}: an upstream is udp://IP[:PORT] or tcp://IP[:PORT]")
-    host, port = parse_host_port(match.group(2), 53)
-    return Upstream(protocol=match.group(1), host=host, port=port)  # type: ignore[arg-type]
+    value = text.strip()
+    match = _UPSTREAM.fullmatch(value)
+    if match:
+        host, port = parse_host_port(match.group(2), 53)
+        return Upstream(protocol=match.group(1), host=host, port=port)  # type: ignore[arg-type]
+    scheme = value.partition("://")[0]
+    if scheme not in _ENCRYPTED_PORTS or "://" not in value:
+        raise ValueError(f"{text!r}: an upstream is {_UPSTREAM_FORMS}")
+    rest, _, tls_name = value.partition("#")
+    try:
+        parts = urlsplit(rest)
+        port = parts.port or _ENCRYPTED_PORTS[scheme]
+    except ValueError as err:
+        raise ValueError(f"{text!r}: {err}") from None
+    if not parts.hostname or parts.username is not None or parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: an upstream is {_UPSTREAM_FORMS}")
+    host = parts.hostname if _is_ip(parts.hostname) else _host_name(parts.hostname, text)
+    if scheme == "tls" and parts.path:
+        raise ValueError(f"{text!r}: a tls:// upstream has no path")
+    if scheme == "https" and not parts.path.startswith("/"):
+        raise ValueError(f"{text!r}: an https:// upstream needs its path, e.g. /dns-query")
+    if tls_name:
+        tls_name = _host_name(tls_name, text)
+    return Upstream(protocol=scheme, host=host, port=port, tls_name=tls_name, path=parts.path)  # type: ignore[arg-type]
 
 
 class ResolverSettings(Section):
@@ -197,6 +250,19 @@ class ResolverSettings(Section):
     @classmethod
     def _check_negative_anchors(cls, values: list[str]) -> list[str]:
         return [_check_zone_name(value) for value in values]
+
+    bootstrap: list[str] = []  # "IP[:PORT]" plain-DNS servers for upstream host names; []: the system's
+    tls_ca: str = ""  # PEM bundle that tls:// and https:// upstreams' certificates must chain to; "": system
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_host_port(value, 53)
+        return values
+
+    def bootstrap_addresses(self) -> list[tuple[str, int]]:
+        return [parse_host_port(value, 53) for value in self.bootstrap]
 
     @field_validator("upstreams")
     @classmethod
@@ -529,6 +595,9 @@ class Settings(Section):
     def resolve_path(self, path: Path | str) -> Path:
         path = Path(path).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def tls_ca_path(self) -> Path | None:
+        return self.resolve_path(self.resolver.tls_ca) if self.resolver.tls_ca else None
 
     def hosts_paths(self) -> list[Path]:
         return [self.resolve_path(path) for path in self.local.hosts_files]

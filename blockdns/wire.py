@@ -292,6 +292,23 @@ def build_query(
     return header + qname + _TYPE_CLASS.pack(qtype, qclass) + opt
 
 
+PADDING_OPTION = 12  # EDNS Padding (RFC 7830)
+QUERY_PADDING_BLOCK = 128  # RFC 8467 §4.1: an encrypted query's length, a multiple of this
+
+
+def pad_query(message: bytes, block: int = QUERY_PADDING_BLOCK) -> bytes:
+    """``message`` (a :func:`build_query` query with EDNS: its OPT record last, without options) with an EDNS
+    Padding option that makes its length a multiple of ``block``; any other message unchanged."""
+    if len(message) < 23 or message[-11:-8] != b"\x00\x00\x29" or message[-2:] != b"\x00\x00":
+        return message
+    padding = -(len(message) + 4) % block
+    option = _PADDING_HEADER.pack(PADDING_OPTION, padding) + bytes(padding)
+    return message[:-2] + len(option).to_bytes(2) + option
+
+
+_PADDING_HEADER = struct.Struct(">HH")
+
+
 def reply_matches(data: bytes, qid: int, qname: bytes, qtype: int, qclass: int) -> bool:
     """True when ``data`` answers our query: QR set, same ID, same question (name case-insensitive)."""
     if len(data) < 12:

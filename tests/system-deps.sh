@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian programs that tests and the benchmark drive: the servers that load our exports
-# (unbound-checkconf, named-checkzone, dnsmasq --test), the benchmark pair (dnsmasq, dnsperf), systemd's
+# (unbound-checkconf, named-checkzone, dnsmasq --test; Unbound also serves DNS over TLS and HTTPS to the
+# encrypted-upstream tests, its Debian build has nghttp2), the benchmark pair (dnsmasq, dnsperf), systemd's
 # unit verifier, the Redis that the cluster tests' replicas share, PostgreSQL for the shared query log, and a
 # headless browser for the dashboard test. Root only; otherwise the tests that need a missing program skip and
 # say why.

@@ -32,7 +32,11 @@ def blockdns(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         ("[cache]\nserve_stale = 'sometimes'\n", "cache.serve_stale", "bool"),
         ("[cache]\nprefetch = 2\n", "cache.prefetch", "bool"),
         ("[resolver]\nmode = 'telepathy'\n", "resolver.mode", "recursive"),
-        ("[resolver]\nupstreams = ['https://dns.example']\n", "resolver.upstreams", "udp://"),
+        ("[resolver]\nupstreams = ['quic://dns.example']\n", "resolver.upstreams", "udp://"),
+        ("[resolver]\nupstreams = ['https://dns.example']\n", "resolver.upstreams", "/dns-query"),
+        ("[resolver]\nupstreams = ['tls://1.2.3.4#not..a.name']\n", "resolver.upstreams", "host name"),
+        ("[resolver]\nupstreams = ['tls://dns.example/path']\n", "resolver.upstreams", "no path"),
+        ("[resolver]\nbootstrap = ['dns.example']\n", "resolver.bootstrap", "not an IP"),
         ("[blocking]\nresponse = 'teapot'\n", "blocking.response", "nxdomain"),
         ("[blocking]\ncustom_ipv4 = '::1'\n", "blocking.custom_ipv4", "IPv4"),
         ("[policy]\nblock = ['vendr:openai']\n", "policy.block", "not a selector"),
@@ -137,3 +141,33 @@ def test_every_bad_argument_is_one_line_and_exit_2(tmp_path, args, words):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr
     assert "╭" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_encrypted_upstreams_parse_to_host_port_path_and_tls_name():
+    settings = config.from_dict(
+        {
+            "resolver": {
+                "mode": "forward",
+                "upstreams": [
+                    "tls://9.9.9.9#dns.quad9.net",
+                    "https://[2620:fe::fe]:8443/dns-query#DNS.Quad9.net.",
+                    "tls://dot.example:8853",
+                ],
+                "bootstrap": ["192.0.2.53", "[2001:db8::53]:5353"],
+                "tls_ca": "ca.pem",
+            }
+        },
+        source=Path("/etc/blockdns/blockdns.toml"),
+    )
+    dot, doh, named = settings.resolver.upstream_list()
+    assert (dot.protocol, dot.host, dot.port, dot.verify_name) == ("tls", "9.9.9.9", 853, "dns.quad9.net")
+    assert (doh.host, doh.port, doh.path, doh.verify_name) == (
+        "2620:fe::fe",
+        8443,
+        "/dns-query",
+        "dns.quad9.net",
+    )
+    assert str(doh) == "https://[2620:fe::fe]:8443/dns-query#dns.quad9.net"
+    assert named.host_is_name and named.verify_name == "dot.example" and not dot.host_is_name
+    assert settings.resolver.bootstrap_addresses() == [("192.0.2.53", 53), ("2001:db8::53", 5353)]
+    assert settings.tls_ca_path() == Path("/etc/blockdns/ca.pem")

@@ -126,3 +126,23 @@ def test_render_truncates_to_the_limit_and_keeps_opt():
     message = dns.message.from_wire(out)
     assert message.flags & 0x0200 and not message.answer and message.edns == 0
     assert message.question[0].rdtype == QTYPE.TXT
+
+
+@given(
+    labels=st.lists(
+        st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63), min_size=1, max_size=4
+    ),
+    qtype=st.integers(1, 65535),
+    do=st.booleans(),
+)
+def test_padded_queries_are_whole_blocks_and_keep_their_question(labels, qtype, do):
+    qname = b"".join(len(label).to_bytes(1, "big") + label.encode() for label in labels) + b"\x00"
+    query = wire.build_query(0x1234, qname, qtype, do=do)
+    padded = wire.pad_query(query)
+    assert len(padded) % wire.QUERY_PADDING_BLOCK == 0 and len(padded) >= len(query)
+    message = dns.message.from_wire(padded)
+    assert [option.otype for option in message.options] == [wire.PADDING_OPTION]
+    assert bool(message.ednsflags & 0x8000) == do and message.id == 0x1234
+    assert padded[: len(query) - 2] == query[:-2]  # only the OPT record's length and its option added
+    plain = wire.build_query(0x1234, qname, qtype, edns=False)
+    assert wire.pad_query(plain) == plain

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from blockdns.cli.common import ConfigOption, load_settings, user_errors
+from blockdns.resolve.encrypted import client_context
 from blockdns.runtime import build_policy, load_local
 
 app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
@@ -17,6 +18,8 @@ def check(config: ConfigOption = None) -> None:
     settings = load_settings(config)
     policy = build_policy(settings)
     local = load_local(settings)
+    if settings.resolver.tls_ca:
+        client_context(settings.tls_ca_path())  # the CA bundle encrypted upstreams are verified against
     where = settings.source or "built-in defaults"
     groups = ", ".join(f"{name} ({len(group.domains)} entries)" for name, group in policy.groups.items())
     print(

@@ -316,8 +316,16 @@ class ServerCollector(Collector):
             ("tcp_fallbacks", "Truncated UDP replies retried over TCP"),
             ("retransmits", "Questions sent again because a reply was late (forward mode)"),
             ("late", "Genuine replies dropped because their query was already answered or given up"),
+            ("connections", "TLS connections opened to DNS-over-TLS upstreams"),
+            ("verify_failures", "Encrypted upstreams whose certificate failed verification in a handshake"),
         ):
             yield CounterMetricFamily(f"blockdns_upstream_{name}", text, value=getattr(counters, name))
+        encrypted = CounterMetricFamily(
+            "blockdns_upstream_encrypted_queries", "Queries sent to encrypted upstreams", labels=["transport"]
+        )
+        encrypted.add_metric(["tls"], counters.tls_queries)
+        encrypted.add_metric(["https"], counters.https_queries)
+        yield encrypted
 
     def _feeds(self) -> Iterator[Metric]:
         from blockdns.runtime import data_dir

@@ -4,29 +4,38 @@ A resolution starts with the first healthy upstream. When no reply has come with
 retransmission timeout (its smoothed RTT plus four deviations, at least 0.2 s: :mod:`blockdns.resolve.rtt`;
 an upstream not heard from yet gets Unbound's 376 ms), the question goes out again with a fresh ID and
 source port: to the next upstream if one is left and healthy, else once more to one already asked (at
-most ``MAX_REPEATS`` times per resolution, and never over TCP, which retransmits by itself). A late reply
-doubles that upstream's timeout (once for queries that were late together) until a reply brings it back
-(RFC 6298). Every query in flight keeps listening and the first usable reply wins; the transport still
-checks each reply against the address it was sent to, its ID and its question. An upstream has ``timeout``
-from its first query to answer, the resolution ``total_timeout``.
+most ``MAX_REPEATS`` times per resolution, and never over TCP, TLS or HTTPS, which retransmit by
+themselves). A late reply doubles that upstream's timeout (once for queries that were late together) until
+a reply brings it back (RFC 6298). Every query in flight keeps listening and the first usable reply wins;
+the transport still checks each reply against the address it was sent to, its ID and its question. An
+upstream has ``timeout`` from its first query to answer, the resolution ``total_timeout``.
 
 An upstream that failed (a network error, no reply in its time, SERVFAIL or REFUSED, a reply that matches
 our question but cannot be parsed, or silence while another upstream answered) is tried after the healthy
 ones for a while (``FAILURE_HOLD`` seconds), so one dead upstream does not cost every query its timeout.
 When every upstream fails, the error with the most telling EDE code is raised; the text a client sees names
 no upstream (the server's log and query log get the details).
+
+Upstreams of every kind take part alike: ``udp://`` through a pool of connected sockets
+(:mod:`blockdns.resolve.udppool`), ``tcp://`` a connection per query, ``tls://`` pipelined on a few
+persistent TLS connections (:mod:`blockdns.resolve.dot`) and ``https://`` as HTTP/2 streams
+(:mod:`blockdns.resolve.doh`). A certificate that fails verification is a network error like any other:
+the upstream is held, the next one asked, and with none left the client gets SERVFAIL, never an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError, WireError
+from blockdns.resolve.doh import DohClient
+from blockdns.resolve.dot import DotPool
+from blockdns.resolve.encrypted import TlsSetup
 from blockdns.resolve.rtt import RttEstimate
 from blockdns.resolve.transport import Outgoing, TransportStats, tcp_query
 from blockdns.resolve.udppool import PooledQuery, UdpPool
@@ -50,7 +59,7 @@ _SLACK = 0.002  # a timer may fire this much early (uvloop counts milliseconds)
 class _Upstream:
     """One configured upstream and what the forwarder has learnt about it."""
 
-    __slots__ = ("config", "failed_at", "host", "name", "over_udp", "pool", "port", "rtt")
+    __slots__ = ("config", "encrypted", "failed_at", "host", "name", "over_udp", "pool", "port", "rtt")
 
     def __init__(self, config: UpstreamConfig, timeout: float) -> None:
         self.config = config
@@ -59,12 +68,32 @@ class _Upstream:
         self.rtt = RttEstimate(min(INITIAL_RTO, timeout))
         self.failed_at = -math.inf
         self.pool: UdpPool | None = None  # made at the first UDP query, inside the event loop
+        self.encrypted: DotPool | DohClient | None = None  # tls, https: made at the first query
 
     def udp_pool(self, stats: TransportStats) -> UdpPool:
         pool = self.pool
         if pool is None:
             pool = self.pool = UdpPool(self.host, self.port, stats)
         return pool
+
+    def stream_query(
+        self, forwarder: Forwarder, build: Callable[[int | None], Outgoing], timeout: float
+    ) -> Coroutine[Any, Any, bytes]:
+        """The query over TCP (a UDP upstream's after a truncated reply), TLS or HTTPS: a coroutine that
+        keeps its own time."""
+        protocol = self.config.protocol
+        if protocol in ("udp", "tcp") or forwarder.tls is None:
+            return tcp_query(self.host, self.port, build(None), timeout, forwarder.stats)
+        client = self.encrypted
+        if client is None:
+            tls, stats, connect = forwarder.tls, forwarder.stats, forwarder.timeout
+            if protocol == "tls":
+                client = DotPool(self.config, tls.dot_context, tls.bootstrap, stats, connect_timeout=connect)
+            else:
+                context = tls.doh_context()
+                client = DohClient(self.config, context, tls.bootstrap, stats, connect_timeout=connect)
+            self.encrypted = client
+        return client.query(build, timeout)
 
     def held(self, now: float) -> bool:
         return now - self.failed_at < FAILURE_HOLD
@@ -78,9 +107,14 @@ class Forwarder:
         timeout: float,
         total_timeout: float,
         stats: TransportStats | None = None,
+        tls: TlsSetup | None = None,
     ) -> None:
+        """``tls``: the contexts and bootstrap of the tls:// and https:// upstreams (required with any)."""
         if not upstreams:
             raise ValueError("forward mode needs at least one upstream")
+        if tls is None and any(upstream.protocol in ("tls", "https") for upstream in upstreams):
+            raise ValueError("tls:// and https:// upstreams need a TlsSetup")
+        self.tls = tls
         self.upstreams = upstreams
         self.timeout = timeout
         self.total_timeout = total_timeout
@@ -94,6 +128,8 @@ class Forwarder:
         for upstream in self._upstreams:
             if upstream.pool is not None:
                 upstream.pool.close()
+            if upstream.encrypted is not None:
+                await upstream.encrypted.close()
 
     def _ordered(self, now: float) -> list[_Upstream]:
         held = [u for u in self._upstreams if u.held(now)]
@@ -244,9 +280,7 @@ class _Resolution:
                 return None
         else:
             timeout = max(time_up - now, forwarder.timeout / 2) if tcp else time_up - now
-            pending = task = self.loop.create_task(
-                tcp_query(upstream.host, upstream.port, self._outgoing(None), timeout, self.stats)
-            )
+            pending = task = self.loop.create_task(upstream.stream_query(forwarder, self._outgoing, timeout))
             task.add_done_callback(self._wake)
         self.flights[pending] = _Flight(upstream, now, time_up, udp)
         self.last, self.waited = upstream, upstream.rtt.rto

@@ -43,6 +43,10 @@ class TransportStats:
     tcp_fallbacks: int = 0
     retransmits: int = 0  # questions sent again because a reply was late (forward mode)
     late: int = 0  # genuine replies after their query was answered or given up: dropped (pooled sockets)
+    tls_queries: int = 0  # of the queries, those to tls:// upstreams
+    https_queries: int = 0  # and to https:// upstreams
+    connections: int = 0  # TLS connections opened to tls:// upstreams
+    verify_failures: int = 0  # TLS handshakes with tls:// and https:// upstreams whose certificate failed
 
 
 def new_query_id() -> int:

@@ -20,7 +20,8 @@ import functools
 from dataclasses import dataclass, field
 
 from blockdns import dnsname
-from blockdns.config import ResolverSettings, Settings
+from blockdns.config import Settings
+from blockdns.config import Upstream as UpstreamConfig
 from blockdns.localdata import LocalData
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Policy
@@ -30,6 +31,7 @@ from blockdns.resolve.blocking import BlockingHandler, BlockResponder, PauseSwit
 from blockdns.resolve.cache import AnswerCache, CacheHandler
 from blockdns.resolve.dnssec.forwarding import RoutedFetch, UntrustedAd, ValidatingUpstream, forwarded_result
 from blockdns.resolve.dnssec.validator import Validator
+from blockdns.resolve.encrypted import TlsSetup
 from blockdns.resolve.forward import Forwarder
 from blockdns.resolve.inspection import InspectionHandler
 from blockdns.resolve.local import LocalAnswers, LocalHandler
@@ -75,25 +77,33 @@ class Generation:
     ratelimit: RateLimiter | None  # UDP queries per client prefix; None: [ratelimit] client_qps = 0
 
 
-def make_upstream(resolver: ResolverSettings, cache_entries: int, stats: TransportStats) -> Upstream:
+def make_upstream(settings: Settings, stats: TransportStats) -> Upstream:
+    resolver = settings.resolver
     if resolver.mode == "forward":
-        return Forwarder(
-            resolver.upstream_list(),
-            timeout=resolver.timeout,
-            total_timeout=resolver.total_timeout,
-            stats=stats,
-        )
+        return make_forwarder(settings, resolver.upstream_list(), stats)
     from blockdns.resolve.recursive import RecursiveResolver
 
-    return RecursiveResolver(resolver, cache_max_entries=cache_entries, stats=stats)
+    return RecursiveResolver(resolver, cache_max_entries=settings.cache.max_entries, stats=stats)
+
+
+def make_forwarder(settings: Settings, upstreams: list[UpstreamConfig], stats: TransportStats) -> Forwarder:
+    resolver = settings.resolver
+    tls = TlsSetup.build(
+        upstreams,
+        ca_file=settings.tls_ca_path(),
+        bootstrap=resolver.bootstrap_addresses(),
+        own=[(a.host, a.port) for a in settings.server.listen_addresses()],
+        timeout=resolver.timeout,
+    )
+    return Forwarder(
+        upstreams, timeout=resolver.timeout, total_timeout=resolver.total_timeout, stats=stats, tls=tls
+    )
 
 
 def make_router(settings: Settings, default: Upstream, stats: TransportStats) -> ZoneRouter:
     resolver = settings.resolver
     forwarders: dict[bytes, Upstream] = {
-        dnsname.from_text(zone.name): Forwarder(
-            zone.upstream_list(), timeout=resolver.timeout, total_timeout=resolver.total_timeout, stats=stats
-        )
+        dnsname.from_text(zone.name): make_forwarder(settings, zone.upstream_list(), stats)
         for zone in settings.forward_zones
     }
     anchors = resolver.anchor_lines()
@@ -142,7 +152,7 @@ def build_generation(
     if previous is not None and previous.settings.resolver == settings.resolver:
         upstream = previous.upstream
     else:
-        upstream = make_upstream(settings.resolver, settings.cache.max_entries, stats.upstream)
+        upstream = make_upstream(settings, stats.upstream)
     if (
         previous is not None
         and previous.upstream is upstream
