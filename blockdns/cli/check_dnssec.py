@@ -52,7 +52,7 @@ def dnssec_report(settings: Settings, qname: bytes, qtype: int) -> dict[str, Any
 
 async def _resolve(settings: Settings, qname: bytes, qtype: int) -> dict[str, Any]:
     stats = TransportStats()
-    upstream = make_upstream(settings.resolver, 10_000, stats)
+    upstream = make_upstream(settings, stats)
     router = make_router(settings, upstream, stats)
     await upstream.start()
     await router.start()
