@@ -377,11 +377,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 def rewrite(path: Path, text: str) -> None:
-    """Replace the file and move its mtime forward, so the watcher sees a change whatever the clock says."""
+    """Replace the file in one step (the watcher polls every 0.1 s here: a write in place could be read
+    while empty) and move its mtime forward, so the watcher sees a change whatever the clock says."""
     before = path.stat().st_mtime_ns if path.exists() else 0
-    path.write_text(text)
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text)
     stamp = max(before + 1_000_000, time.time_ns())
-    os.utime(path, ns=(stamp, stamp))
+    os.utime(staged, ns=(stamp, stamp))
+    os.replace(staged, path)
 
 
 def answer_of(server: RunningServer, name: str, rdtype: str = "A") -> str | None:

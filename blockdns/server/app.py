@@ -191,10 +191,10 @@ class Server:
                 return ReloadResult(False, str(err))
             self._apply(settings, policy, local)
             self._settle()
+            self._snapshot_watched()  # before the relay: a file changed while it runs is seen as changed
             message = f"reloaded: {len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
             result = await self._swapped_in(ReloadResult(True, message), "reload")
             self.shared.stats.reloads += 1  # counted once every process serving for this one has it
-            self._snapshot_watched()
             log.info(result.message)
             return result
 
