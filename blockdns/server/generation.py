@@ -36,7 +36,7 @@ from blockdns.resolve.routing import ZoneRouter
 from blockdns.resolve.transport import TransportStats
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import load_local
-from blockdns.server.clients import ClientDirectory
+from blockdns.server.clients import ClientDirectory, client_id_groups
 from blockdns.server.ratelimit import RateLimiter
 
 # The one place that fixes the order of the chain, for both speeds (asserted by a test): access -> local
@@ -157,7 +157,7 @@ def build_generation(
     return Generation(
         settings=settings,
         policy=policy,
-        clients=ClientDirectory(policy),
+        clients=ClientDirectory(policy, client_id_groups(settings.groups)),
         handlers=handlers,
         slow=slow,
         fast=fast,
