@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian programs that tests and the benchmark drive: the servers that load our exports
 # (unbound-checkconf, named-checkzone, dnsmasq --test), the benchmark pair (dnsmasq, dnsperf), systemd's
-# unit verifier, the Redis that the cluster tests' replicas share, PostgreSQL for the shared query log, and a
+# unit verifier, the DoT/DoH clients (kdig, dig, curl), the Redis that the cluster tests' replicas share, PostgreSQL for the shared query log, and a
 # headless browser for the dashboard test. Root only; otherwise the tests that need a missing program skip and
 # say why.
 set -euo pipefail
@@ -11,6 +11,9 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v unbound-checkconf >/dev/null || need+=(unbound)
 command -v named-checkzone >/dev/null || need+=(bind9-utils)
 command -v dnsperf >/dev/null || need+=(dnsperf)
+command -v kdig >/dev/null || need+=(knot-dnsutils)  # DoT/DoH client for the encrypted-DNS tests
+command -v dig >/dev/null || need+=(bind9-dnsutils)  # dig +tls / +https (9.18)
+command -v curl >/dev/null || need+=(curl)  # curl --doh-url
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)

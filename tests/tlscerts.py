@@ -26,7 +26,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 @dataclass
-class TestCA:
+class ThrowawayCA:
     """A CA that signs server certificates; ``ca_file`` is its PEM certificate, for clients to trust."""
 
     key: ec.EllipticCurvePrivateKey
@@ -34,7 +34,7 @@ class TestCA:
     ca_file: Path
 
     @classmethod
-    def create(cls, directory: Path) -> TestCA:
+    def create(cls, directory: Path) -> ThrowawayCA:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         certificate = (

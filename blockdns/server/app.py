@@ -610,6 +610,7 @@ def run(settings: Settings) -> None:
     """Serve in this process until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed.
     (``[server] workers`` above 1 runs :func:`blockdns.server.workers.run` instead.)"""
     configure_logging()
+    load_tls_files(settings)  # a bad certificate or key fails here, one line, before the policy compiles
     policy = build_policy(settings)  # a bad config or catalogue fails here, before anything is bound
     local = load_local(settings)
     serving = _serve(settings, policy, local)

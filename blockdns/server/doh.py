@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import re
 import ssl
@@ -45,6 +46,7 @@ DNS_MESSAGE = b"application/dns-message"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9-]{1,63}")
 _MAX_GET_PARAMETER = (MAX_STREAM_MESSAGE * 4 + 2) // 3  # base64 of the largest message
 _QR = 0x80  # in the third byte of a message
+_MAX_DRAINED = 4 * MAX_STREAM_MESSAGE  # an oversize body is read (and dropped) up to this, then cut off
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -72,11 +74,12 @@ class DohApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # no lifespan events are sent; nothing else is served
             return
-        status, headers, body = await self._respond(scope, receive)
+        body = await _read_body(receive)  # all of it, whatever the answer: the connection stays usable
+        status, headers, content = await self._respond(scope, body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": content})
 
-    async def _respond(self, scope: Scope, receive: Receive) -> Response:
+    async def _respond(self, scope: Scope, body: bytes | None) -> Response:
         path: str = scope["path"]
         client_id: str | None = None
         if path != PATH:
@@ -84,10 +87,11 @@ class DohApp:
                 return _plain(404, "not found: DNS queries go to /dns-query")
             client_id = path[len(PATH) + 1 :]
         method: str = scope["method"]
+        data: bytes | Response
         if method == "GET":
             data = self._get_query(scope)
         elif method == "POST":
-            data = await self._post_query(scope, receive)
+            data = self._post_query(scope, body)
         else:
             return _plain(405, "only GET and POST", [(b"allow", b"GET, POST")])
         if isinstance(data, tuple):
@@ -132,20 +136,32 @@ class DohApp:
             return _plain(400, "the dns= parameter is not base64url")
 
     @staticmethod
-    async def _post_query(scope: Scope, receive: Receive) -> bytes | Response:
+    def _post_query(scope: Scope, body: bytes | None) -> bytes | Response:
         content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
         if content_type.split(b";", 1)[0].strip().lower() != DNS_MESSAGE:
             return _plain(415, "a POST body must be application/dns-message")
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return _plain(400, "the request ended early")  # the client went away
-            body += message.get("body", b"")
-            if len(body) > MAX_STREAM_MESSAGE:
-                return _plain(413, "the DNS message is larger than 64 KiB")
-            if not message.get("more_body", False):
-                return bytes(body)
+        if body is None:
+            return _plain(413, "the DNS message is larger than 64 KiB")
+        return body
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request body; None when it is over 64 KiB (read to its end and dropped, up to a bound past which
+    the request is answered before its end, and the connection may be closed)."""
+    body = bytearray()
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return bytes(body) if received <= MAX_STREAM_MESSAGE else None
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received <= MAX_STREAM_MESSAGE:
+            body += chunk
+        elif received > _MAX_DRAINED:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body) if received <= MAX_STREAM_MESSAGE else None
 
 
 def _forwarding_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
@@ -215,9 +231,10 @@ class DohServer:
                 key = tuple(peer[:2])
                 self._sni_ids[key] = client_id
             self.config.keep_alive_timeout = slots.idle_timeout
-            await TCPServer(
-                self.app, asyncio.get_running_loop(), self.config, self.context, {}, reader, writer
-            )
+            with contextlib.suppress(OSError):  # a TLS shutdown the client did not follow (hypercorn's close)
+                await TCPServer(
+                    self.app, asyncio.get_running_loop(), self.config, self.context, {}, reader, writer
+                )
         finally:
             if key is not None:
                 self._sni_ids.pop(key, None)
