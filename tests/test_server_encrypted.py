@@ -8,10 +8,12 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -575,3 +577,62 @@ def test_padding_leaves_unpaddable_messages_alone():
     no_opt = dns.message.make_response(dns.message.make_query("a.example", "A", use_edns=False)).to_wire()
     assert pad_response(no_opt) == no_opt
     assert not query_padded(os.urandom(7)) and not query_padded(b"\xff" * 40)
+
+
+# -------------------------------------------------------------------------------------------- workers
+
+
+def test_two_workers_share_the_dot_and_doh_ports(tmp_path: Path, ca: ThrowawayCA, upstream: FakeDNS):
+    from test_server_workers import MAX_QUERIES, Served, write_config
+
+    cert, key = ca.issue(tmp_path)
+    tls_port, https_port, api_port = free_port(), free_port(), free_port()
+    path = tmp_path / "blockdns.toml"
+    write_config(path, upstream, api_port, '"vendor:deepseek"')
+    path.write_text(
+        path.read_text().replace(
+            "workers = 2\n",
+            f'workers = 2\ntls_listen = ["127.0.0.1:{tls_port}"]\nhttps_listen = ["127.0.0.1:{https_port}"]\n'
+            f'tls_cert = "{cert}"\ntls_key = "{key}"\n',
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blockdns", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    served = Served(process, api_port)
+    try:
+        served.wait_serving()
+        running = Encrypted.__new__(Encrypted)
+        running.ca, running.tls_port, running.https_port = ca, tls_port, https_port
+        assert running.dot("chat.deepseek.com").rcode() == dns.rcode.NXDOMAIN  # the policy applies
+        assert running.doh("www.example.org").rcode() == dns.rcode.NOERROR
+        before = {worker["pid"]: worker["queries"] for worker in served.workers()}
+        asked = 0
+        while asked < MAX_QUERIES // 10:  # each a new connection, from a new source port
+            for _ in range(10):
+                assert running.dot("www.example.org").rcode() == dns.rcode.NOERROR
+                asked += 1
+            now = {worker["pid"]: worker["queries"] for worker in served.workers()}
+            if set(now) == set(before) and all(now[pid] > before[pid] for pid in now):
+                break
+        else:
+            pytest.fail(f"{asked} DoT connections did not reach both workers: {served.workers()}")
+        by_transport = served.stats()["queries"]["by_transport"]  # type: ignore[index]
+        assert by_transport["tls"] >= asked + 1 and by_transport["https"] == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def test_workers_refuse_port_0_for_encrypted_listeners(tmp_path: Path, ca: ThrowawayCA, upstream: FakeDNS):
+    from blockdns.server.workers import check_encrypted_listeners
+
+    raw, _, _ = encrypted_config(ca, tmp_path, upstream, workers=2)
+    raw["server"]["https_listen"] = ["127.0.0.1:0"]
+    with pytest.raises(ConfigError, match=r"server\.https_listen: port 0 is not supported with workers"):
+        check_encrypted_listeners(config.from_dict(raw, source=tmp_path / "blockdns.toml"))

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -369,14 +370,16 @@ class Server:
         raise BlockdnsError(f"cannot find a free port for {address}")
 
     async def _bind_encrypted(self, reuse_port: bool) -> None:
-        """The DoT and DoH listeners (TCP sockets; each connection does its TLS handshake once admitted)."""
+        """The DoT and DoH listeners (TLS over TCP; the handshake must be done within tcp_idle_timeout)."""
         server = self._settings.server
-        kinds: list[tuple[str, list[ListenAddress], Callable[..., Coroutine[Any, Any, None]]]] = []
-        if self.dot is not None:
-            kinds.append(("tls", server.tls_addresses(), self.dot.handle))
-        if self.doh is not None:
-            kinds.append(("https", server.https_addresses(), self.doh.handle))
-        for kind, addresses, handle in kinds:
+        kinds: list[tuple[str, list[ListenAddress], Callable[..., Coroutine[Any, Any, None]], ssl.SSLContext]]
+        kinds = []
+        tls = self.tls_files
+        if self.dot is not None and tls is not None:
+            kinds.append(("tls", server.tls_addresses(), self.dot.handle, tls.dot))
+        if self.doh is not None and tls is not None:
+            kinds.append(("https", server.https_addresses(), self.doh.handle, tls.doh))
+        for kind, addresses, handle, context in kinds:
             for address in addresses:
                 family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
                 try:
@@ -388,6 +391,8 @@ class Server:
                         reuse_address=True,
                         reuse_port=reuse_port or None,
                         backlog=256,
+                        ssl=context,
+                        ssl_handshake_timeout=server.tcp_idle_timeout,
                     )
                 except OSError as err:
                     if err.errno in _UNAVAILABLE_ERRNOS:

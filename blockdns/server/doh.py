@@ -4,8 +4,9 @@ over HTTP/2 and HTTP/1.1.
 
 HTTP itself is hypercorn's (with h2 and h11): each accepted connection takes a slot of the stream
 connections' :class:`~blockdns.server.connections.ConnectionSlots` (the same per-client and total limits as
-TCP and DoT), does its TLS handshake with the certificate current at that moment, and is then handed to
-hypercorn's connection handler running :class:`DohApp`, a small ASGI application, on this event loop.
+TCP and DoT) once the listener has done its TLS handshake (with the certificate current at that moment),
+and is then handed to hypercorn's connection handler running :class:`DohApp`, a small ASGI application,
+on this event loop.
 Every query goes through :meth:`Engine.serve` like any other.
 
 Answers: 200 with the DNS response (``Cache-Control: max-age`` = its smallest TTL, RFC 8484 §5.1), 400 for
@@ -22,7 +23,6 @@ import binascii
 import contextlib
 import logging
 import re
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -191,7 +191,7 @@ def hypercorn_config(idle_timeout: float) -> Config:
 
 
 class DohServer:
-    """Accepts DoH connections: a slot, the TLS handshake, then hypercorn's HTTP/1.1 or HTTP/2 handling."""
+    """Accepts DoH connections (TLS done by the listener): a slot, then hypercorn's HTTP/1.1 or HTTP/2."""
 
     def __init__(
         self, engine: Engine, slots: ConnectionSlots, tls: TlsFiles, proxies: TrustedProxies
@@ -221,11 +221,6 @@ class DohServer:
             return
         key: tuple[Any, ...] | None = None
         try:
-            try:
-                async with asyncio.timeout(slots.idle_timeout):
-                    await writer.start_tls(self.tls.current.doh)
-            except (TimeoutError, OSError, ssl.SSLError, ConnectionError):
-                return
             client_id = self.tls.client_id(sni_of(writer.get_extra_info("ssl_object")))
             if client_id is not None and peer:
                 key = tuple(peer[:2])

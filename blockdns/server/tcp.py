@@ -8,9 +8,9 @@ keeps it, is :class:`~blockdns.server.connections.ConnectionSlots`' business. A 
 own pipelining (a client that sends faster than it is answered stops being read) and applies back-pressure
 on writes (a client that reads no answers stops being read, and is closed after the idle timeout).
 
-Over TLS the connection takes its slot before the handshake (so the per-client limit bounds handshakes
-too), which must finish within the idle timeout; the SNI may name a client ID (``laptop.dns.example.net``),
-and a query with an EDNS Padding option gets a padded response (RFC 7830, RFC 8467's 468-byte blocks).
+Over TLS the listener does the handshake (within the idle timeout) before the connection asks for a slot;
+the SNI may name a client ID (``laptop.dns.example.net``), and a query with an EDNS Padding option gets a
+padded response (RFC 7830, RFC 8467's 468-byte blocks).
 """
 
 from __future__ import annotations
@@ -57,11 +57,6 @@ class TcpServer:
         try:
             client_id = None
             if self.tls is not None:
-                try:
-                    async with asyncio.timeout(slots.idle_timeout):
-                        await writer.start_tls(self.tls.current.dot)
-                except (TimeoutError, OSError, ssl.SSLError, ConnectionError):
-                    return  # no handshake, or a failed one (a client that does not trust us)
                 client_id = self.tls.client_id(sni_of(writer.get_extra_info("ssl_object")))
             await self._serve(connection, reader, writer, client_id)
         finally:

@@ -5,9 +5,11 @@ problem is one :class:`~blockdns.errors.ConfigError` line naming the key and the
 not PEM, expired or not yet valid, or a key that does not belong to the certificate.
 
 :class:`TlsFiles` holds one :class:`ssl.SSLContext` per listener kind (ALPN ``dot`` for DoT, ``h2`` and
-``http/1.1`` for DoH). A listener hands a new connection the context current at that moment, so a reload
-that swaps them (SIGHUP, a change of the files) reaches every new handshake while the connections already
-open keep the certificate they were made with; a reload that finds bad files keeps the old ones.
+``http/1.1`` for DoH). The listening sockets keep the contexts they were started with; each handshake's
+SNI callback (called with or without an SNI) moves the connection to the context current at that moment,
+so a reload that swaps them (SIGHUP, a change of the files) reaches every new handshake while the
+connections already open keep the certificate they were made with; a reload that finds bad files keeps the
+old ones.
 
 The names the certificate carries (its DNS subject alternative names) are the server's names: DDR's
 target name (RFC 9462) and the suffix of a DoT client ID in the SNI (``laptop.dns.example.net``).
@@ -16,6 +18,7 @@ target name (RFC 9462) and the suffix of a DoT client ID in the SNI (``laptop.dn
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import ssl
 import weakref
@@ -29,6 +32,7 @@ from blockdns.errors import ConfigError
 
 log = logging.getLogger("blockdns.tls")
 
+DOT, DOH = "dot", "doh"
 DOT_ALPN = ["dot"]  # RFC 7858 §3.2 and the IANA ALPN registry
 DOH_ALPN = ["h2", "http/1.1"]  # RFC 8484 §5.2: HTTP/2 is the minimum recommended version
 MAX_PEM_BYTES = 1 << 20  # a chain of a few certificates is kilobytes; more is a wrong file
@@ -74,7 +78,6 @@ def _context(cert: Path, key: Path, alpn: list[str]) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 7858 §3.2 and RFC 8484 §5.2 (via RFC 7540)
     context.set_alpn_protocols(alpn)
     context.options |= ssl.OP_NO_COMPRESSION  # CRIME
-    context.sni_callback = _remember_sni
     context.load_cert_chain(cert, key)
     return context
 
@@ -112,12 +115,6 @@ def load_certificate(cert: Path, key: Path, now: dt.datetime | None = None) -> C
 _sni: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 
 
-def _remember_sni(ssl_object: object, server_name: str | None, _context: ssl.SSLContext) -> None:
-    if server_name:
-        _sni[ssl_object] = server_name
-    return None
-
-
 def sni_of(ssl_object: object) -> str | None:
     """The server name the client sent in its TLS handshake (None: none)."""
     if ssl_object is None:
@@ -126,10 +123,29 @@ def sni_of(ssl_object: object) -> str | None:
 
 
 class TlsFiles:
-    """The current certificate of the encrypted listeners, swapped by :meth:`reload`."""
+    """The current certificate of the encrypted listeners, swapped by :meth:`reload`; ``dot`` and ``doh``
+    are the contexts to listen with."""
 
     def __init__(self, certificate: Certificate) -> None:
+        self.dot = certificate.dot
+        self.doh = certificate.doh
         self.current = certificate
+        self._hook(certificate)
+
+    def _hook(self, certificate: Certificate) -> None:
+        certificate.dot.sni_callback = functools.partial(self._handshake, DOT)
+        certificate.doh.sni_callback = functools.partial(self._handshake, DOH)
+
+    def _handshake(
+        self, kind: str, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> None:
+        """Called in each handshake, as the client's hello is read: remember the SNI, and switch to the
+        current certificate."""
+        if server_name:
+            _sni[ssl_object] = server_name
+        current = self.current.dot if kind == DOT else self.current.doh
+        if context is not current:
+            ssl_object.context = current
 
     @classmethod
     def load(cls, cert: Path, key: Path) -> TlsFiles:
@@ -139,10 +155,12 @@ class TlsFiles:
         """Read the files again; new handshakes get them. Bad files are logged (one line) and the old
         certificate keeps serving. Returns whether the new files were taken."""
         try:
-            self.current = load_certificate(cert, key)
+            certificate = load_certificate(cert, key)
         except ConfigError as err:
             log.error("TLS certificate not reloaded, the old one keeps serving: %s", err)
             return False
+        self._hook(certificate)
+        self.current = certificate
         return True
 
     def client_id(self, server_name: str | None) -> str | None:
