@@ -447,11 +447,18 @@ def test_client_ids_by_doh_path_and_dot_sni_pick_the_group(encrypted):
     assert server.doh("chat.deepseek.com", path="/laptop7").rcode() == dns.rcode.NXDOMAIN
     assert server.dot("chat.deepseek.com", sni=f"laptop7.{SERVER_NAME}").rcode() == dns.rcode.NXDOMAIN
     assert server.dot("chat.deepseek.com", sni=f"LAPTOP7.{SERVER_NAME}").rcode() == dns.rcode.NXDOMAIN
+    query = dns.message.make_query("chat.deepseek.com", "A").to_wire()
+    with server.http() as client:  # DoH with the ID in the SNI (and none in the path)
+        reply = client.post(
+            "/dns-query", content=query, headers={"content-type": "application/dns-message"},
+            extensions={"sni_hostname": f"laptop7.{SERVER_NAME}"},
+        )  # fmt: skip
+    assert dns.message.from_wire(reply.content).rcode() == dns.rcode.NXDOMAIN
     # an ID nobody lists is just the address's group, and is not remembered
     assert server.doh("chat.deepseek.com", path="/stranger").rcode() == dns.rcode.NOERROR
     assert server.dot("chat.deepseek.com", sni=f"stranger.{SERVER_NAME}").rcode() == dns.rcode.NOERROR
     groups = [row[2] for row in server.sink.rows]
-    assert groups == ["office", "office", "roaming", "roaming", "roaming", "office", "office"]
+    assert groups == ["office", "office", "roaming", "roaming", "roaming", "roaming", "office", "office"]
     keys = server.server.generation.clients.keys()
     assert not any(isinstance(key, tuple) and key[1] == "stranger" for key in keys)
 
