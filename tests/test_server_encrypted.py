@@ -643,3 +643,19 @@ def test_workers_refuse_port_0_for_encrypted_listeners(tmp_path: Path, ca: Throw
     raw["server"]["https_listen"] = ["127.0.0.1:0"]
     with pytest.raises(ConfigError, match=r"server\.https_listen: port 0 is not supported with workers"):
         check_encrypted_listeners(config.from_dict(raw, source=tmp_path / "blockdns.toml"))
+
+
+def test_ddr_hints_name_specific_addresses_only():
+    from blockdns.config import ListenAddress
+    from blockdns.server.ddr import svcb_texts
+
+    texts = svcb_texts(
+        "dns.example.net",
+        [ListenAddress(host="0.0.0.0", port=853), ListenAddress(host="::1", port=8853)],
+        [ListenAddress(host="192.0.2.7", port=443)],
+    )
+    assert texts == [
+        "1 dns.example.net. alpn=dot port=853",
+        "2 dns.example.net. alpn=dot port=8853 ipv6hint=::1",
+        '3 dns.example.net. alpn=h2 port=443 ipv4hint=192.0.2.7 dohpath="/dns-query{?dns}"',
+    ]

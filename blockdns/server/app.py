@@ -554,12 +554,14 @@ class Server:
     def describe(self) -> str:
         policy = self.policy
         addresses = ", ".join(f"{listener.address.host}:{listener.port}" for listener in self.listeners)
+        addresses += " (udp+tcp)"
         for encrypted in self.encrypted:
-            addresses += f", {encrypted.address.host}:{encrypted.port} ({encrypted.kind})"
+            bound = ListenAddress(host=encrypted.address.host, port=encrypted.port)
+            addresses += f", {bound} ({'DoT' if encrypted.kind == TLS else 'DoH'})"
         mode = self._settings.resolver.mode
         generation = self.generation
         return (
-            f"blockdns serving on {addresses} (udp+tcp), {mode} mode, "
+            f"blockdns serving on {addresses}, {mode} mode, "
             f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries, "
             f"local names: {len(generation.local)}, forward zones: {len(generation.router.zones)}"
         )

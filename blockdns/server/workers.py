@@ -702,8 +702,12 @@ class Supervisor(Server):
     def describe(self) -> str:
         policy = self.policy
         addresses = ", ".join(f"{address.host}:{address.port}" for address in self.addresses)
+        server = self.settings.server
+        encrypted = [f"{address} (DoT)" for address in server.tls_addresses()]
+        encrypted += [f"{address} (DoH)" for address in server.https_addresses()]
         return (
             f"blockdns serving on {addresses} (udp+tcp) with {len(self.slots)} worker processes "
-            f"(pids {', '.join(str(slot.pid) for slot in self.slots)}), {self.settings.resolver.mode} mode, "
+            f"(pids {', '.join(str(slot.pid) for slot in self.slots)}), "
+            f"{''.join(text + ', ' for text in encrypted)}{self.settings.resolver.mode} mode, "
             f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
         )
