@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.edns
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -659,3 +660,34 @@ def test_ddr_hints_name_specific_addresses_only():
         "2 dns.example.net. alpn=dot port=8853 ipv6hint=::1",
         '3 dns.example.net. alpn=h2 port=443 ipv4hint=192.0.2.7 dohpath="/dns-query{?dns}"',
     ]
+
+
+def test_dot_and_doh_connections_count_against_the_tcp_limits(encrypted):
+    server = encrypted(tcp_max_per_client=2)
+    query = dns.message.make_query("www.example.org", "A").to_wire()
+    with server.raw_dot() as first, server.raw_dot() as second:
+        dot_exchange(first, [query])
+        dot_exchange(second, [query])
+        with pytest.raises((ConnectionError, EOFError, dns.exception.DNSException)):
+            server.running.query("www.example.org", tcp=True)  # a third stream connection: refused
+        # a third DoT connection: the handshake is done, then the slot is refused and the connection closed
+        with pytest.raises((ConnectionError, ssl.SSLError)), server.raw_dot() as third:
+            dot_exchange(third, [query])
+    assert server.server.stats.tcp_refused_client_limit == 2
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)  # the slots are given back on close
+    assert server.running.query("www.example.org", tcp=True).answer
+
+
+def test_serve_with_an_expired_certificate_exits_with_one_line(ca, tmp_path: Path, upstream: FakeDNS):
+    raw, _, _ = encrypted_config(ca, tmp_path, upstream)
+    old_cert, old_key = ca.issue(tmp_path, expired=True, stem="old")
+    raw["server"]["tls_cert"], raw["server"]["tls_key"] = str(old_cert), str(old_key)
+    path = tmp_path / "blockdns.toml"
+    path.write_text(toml_text(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "blockdns", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "server.tls_cert" in lines[0] and "expired on" in lines[0], result.stderr
