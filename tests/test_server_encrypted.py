@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -361,16 +362,26 @@ def test_doh_bad_requests_get_4xx_and_the_server_keeps_answering(encrypted):
 
 
 def test_garbage_over_http2_leaves_the_server_answering(encrypted):
-    server = encrypted()
+    server = encrypted(tcp_idle_timeout=2)  # a connection left waiting for the rest of a frame is closed soon
     context = server.context()
     context.set_alpn_protocols(["h2"])
-    for junk in (os.urandom(2048), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(2048)):
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    randomly = random.Random(11)
+    cases = [
+        randomly.randbytes(2048),  # no preface
+        preface + randomly.randbytes(2048),  # a preface, then junk frames
+        preface + settings + b"\x00\x00\x10\x01\x05\x00\x00\x00\x01" + randomly.randbytes(16),  # bad HPACK
+        preface + settings + b"\xff\xff\xff\x00\x00\x00\x00\x00\x01",  # a 16 MiB DATA frame announced
+        preface + settings + b"\x00\x01\x00\x00\x00",  # half a frame header, then nothing
+    ]
+    for junk in cases:
         with socket.create_connection(("127.0.0.1", server.https_port)) as raw:
             raw.settimeout(10)
             with context.wrap_socket(raw, server_hostname=SERVER_NAME) as sock:
                 assert sock.selected_alpn_protocol() == "h2"
                 sock.sendall(junk)
-                assert _goaway_or_closed(sock)
+                assert _goaway_or_closed(sock), junk[:40]
     assert server.doh("www.example.org").rcode() == dns.rcode.NOERROR
 
 
