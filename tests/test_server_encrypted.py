@@ -702,3 +702,22 @@ def test_serve_with_an_expired_certificate_exits_with_one_line(ca, tmp_path: Pat
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "server.tls_cert" in lines[0] and "expired on" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ({"server": {"trusted_proxies": ["10.0.0.0/33"]}}, "server.trusted_proxies"),
+        ({"server": {"https_listen": ["dns.example:443"]}}, "server.https_listen"),
+        ({"groups": [{"name": "g", "client_ids": ["bad name"]}]}, "groups.0.client_ids.0"),
+        ({"groups": [{"name": "g"}]}, "a group needs clients (CIDRs) or client_ids"),
+        (
+            {"groups": [{"name": "a", "client_ids": ["x"]}, {"name": "b", "client_ids": ["X"]}]},
+            "a client ID belongs to one group, repeated: x",
+        ),
+    ],
+)
+def test_bad_encrypted_settings_are_one_line(raw: dict[str, Any], words: str):
+    with pytest.raises(ConfigError) as caught:
+        config.from_dict(raw)
+    assert words in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
