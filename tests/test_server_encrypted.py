@@ -721,3 +721,14 @@ def test_bad_encrypted_settings_are_one_line(raw: dict[str, Any], words: str):
     with pytest.raises(ConfigError) as caught:
         config.from_dict(raw)
     assert words in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_a_doh_connection_is_not_closed_after_a_thousand_requests(encrypted):
+    server = encrypted()
+    query = dns.message.make_query("www.example.org", "A").to_wire()
+    headers = {"content-type": "application/dns-message"}
+    with server.http() as client:
+        for index in range(1100):  # hypercorn's default closes an HTTP/2 connection after 1000 requests
+            reply = client.post("/dns-query", content=query, headers=headers)
+            assert reply.status_code == 200
+            assert reply.extensions["stream_id"] == 2 * index + 1  # the same connection all along

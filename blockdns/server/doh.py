@@ -187,6 +187,10 @@ def hypercorn_config(idle_timeout: float) -> Config:
     config.accesslog = None
     config.h11_max_incomplete_size = 16 * 1024  # request line and headers
     config.h2_max_concurrent_streams = 100
+    # A DoH client keeps its connection for as long as it can; hypercorn's default (1000 requests, then
+    # GOAWAY) cut busy clients' connections, and a client that does not retry lost the requests in flight.
+    # 2^30: about where an HTTP/2 client runs out of stream IDs anyway.
+    config.keep_alive_max_requests = 1 << 30
     return config
 
 
