@@ -116,6 +116,12 @@ class ServerSettings(Section):
     max_inflight: int = Field(4096, ge=1)  # slow-path queries being resolved at once; more are dropped
     # Processes sharing the listening sockets (SO_REUSEPORT) under a supervisor; "auto": one per usable core.
     workers: int | Literal["auto"] = 1
+    # Encrypted DNS for clients (issue 11): DNS over TLS (RFC 7858) and over HTTPS (RFC 8484, /dns-query).
+    tls_listen: list[str] = []  # "IP:PORT" (853 when no port is given)
+    https_listen: list[str] = []  # "IP:PORT" (443 when no port is given)
+    tls_cert: str = ""  # PEM certificate chain for both; required when either list is set
+    tls_key: str = ""  # PEM private key
+    trusted_proxies: list[str] = []  # CIDRs whose X-Forwarded-For / Forwarded header names the DoH client
 
     @field_validator("listen")
     @classmethod
@@ -123,6 +129,43 @@ class ServerSettings(Section):
         for value in values:
             parse_host_port(value, 53)
         return values
+
+    @field_validator("tls_listen")
+    @classmethod
+    def _check_tls_listen(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_host_port(value, 853)
+        return values
+
+    @field_validator("https_listen")
+    @classmethod
+    def _check_https_listen(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_host_port(value, 443)
+        return values
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, values: list[str]) -> list[str]:
+        _networks(values)
+        return values
+
+    @model_validator(mode="after")
+    def _check_tls_files(self) -> ServerSettings:
+        if (self.tls_listen or self.https_listen) and not (self.tls_cert and self.tls_key):
+            raise ValueError("tls_listen and https_listen need tls_cert and tls_key (PEM files)")
+        return self
+
+    def tls_addresses(self) -> list[ListenAddress]:
+        return [ListenAddress(host=h, port=p) for h, p in (parse_host_port(v, 853) for v in self.tls_listen)]
+
+    def https_addresses(self) -> list[ListenAddress]:
+        return [
+            ListenAddress(host=h, port=p) for h, p in (parse_host_port(v, 443) for v in self.https_listen)
+        ]
+
+    def proxy_networks(self) -> list[Network]:
+        return _networks(self.trusted_proxies)
 
     @field_validator("allow_clients")
     @classmethod
@@ -372,9 +415,17 @@ class PolicySettings(Section):
 
 class GroupSettings(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    clients: list[str] = Field(min_length=1)
+    clients: list[str] = []
+    # Encrypted-DNS client IDs (/dns-query/NAME, DoT SNI NAME.<server name>); a match beats a CIDR match.
+    client_ids: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,63}$")]] = []
     block: list[str] = []
     allow: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_members(self) -> GroupSettings:
+        if not self.clients and not self.client_ids:
+            raise ValueError("a group needs clients (CIDRs) or client_ids")
+        return self
 
     @field_validator("clients")
     @classmethod
@@ -577,6 +628,10 @@ class Settings(Section):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"group names must be unique, repeated: {', '.join(duplicates)}")
+        ids = [client_id.lower() for group in self.groups for client_id in group.client_ids]
+        repeated = sorted({client_id for client_id in ids if ids.count(client_id) > 1})
+        if repeated:
+            raise ValueError(f"a client ID belongs to one group, repeated: {', '.join(repeated)}")
         return self
 
     @field_validator("forward_zones")

@@ -18,6 +18,7 @@ from blockdns.feeds.model import FeedDefinition, default_feeds_file, load_defini
 from blockdns.feeds.store import read_feed_sources
 from blockdns.localdata import LocalData, read_hosts_file, records_from_settings
 from blockdns.policy import GroupSpec, Policy, compile_policy, parse_selector
+from blockdns.server.ddr import ddr_records
 
 
 def catalog_dir(settings: Settings) -> Path:
@@ -100,4 +101,5 @@ def load_local(settings: Settings) -> LocalData:
     records = list(records_from_settings(settings.local.records, str(settings.source or "<defaults>")))
     for path in settings.hosts_paths():
         records += read_hosts_file(path)
+    records += ddr_records(settings)  # RFC 9462 SVCB records naming the encrypted listeners
     return LocalData.build(records)

@@ -162,6 +162,14 @@ class ServerCollector(Collector):
         for labels, count in sorted(by_labels.items()):
             queries.add_metric(list(labels), count)
         yield queries
+        transports = CounterMetricFamily(
+            "blockdns_queries_by_transport",
+            "Answered queries by the transport they came over (udp, tcp, tls: DoT, https: DoH)",
+            labels=["transport"],
+        )
+        for transport, count in sorted(stats.transports.items()):
+            transports.add_metric([transport], count)
+        yield transports
 
         blocks = CounterMetricFamily(
             "blockdns_blocked", "Blocked answers by vendor, category and policy selector",

@@ -127,6 +127,7 @@ def stats_body(snapshot: Snapshot) -> dict[str, object]:
             "by_outcome": dict(by_outcome),
             "by_group": dict(by_group),
             "by_qtype": dict(by_qtype),
+            "by_transport": dict(stats.transports),  # udp, tcp, tls (DoT), https (DoH)
         },
         "top_vendors": [
             {"vendor": vendor or None, "category": category or None, "count": count}

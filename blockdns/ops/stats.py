@@ -26,6 +26,8 @@ class ServerStats:
     # (qtype, outcome, group) -> count; outcome is an Outcome value ("resolved", "cached", "blocked", ...);
     # qtype is one of labels.COUNTED_QTYPES or labels.OTHER_QTYPE, so the key set is bounded by the config
     queries: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    # transport ("udp", "tcp", "tls", "https") -> answered queries
+    transports: Counter[str] = field(default_factory=Counter)
     # (vendor or "", category or "", selector) -> count of blocked answers
     blocks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     cache: CacheCounters = field(default_factory=CacheCounters)

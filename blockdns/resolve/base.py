@@ -34,6 +34,7 @@ CacheKey = tuple[bytes, int, int, int, bool]  # (qname wire, qtype, qclass, DO b
 
 # Transports, as the query log and metrics name them. Every one but UDP carries responses of up to 64 KiB.
 UDP, TCP = "udp", "tcp"
+TLS, HTTPS = "tls", "https"  # DNS over TLS (RFC 7858) and over HTTPS (RFC 8484)
 
 
 class Outcome(enum.Enum):
@@ -77,7 +78,7 @@ class Client:
     """Who asks: an address, the transport it came over, and the policy group that follows from them."""
 
     address: str
-    transport: str  # "udp", "tcp" (later "tls", "https")
+    transport: str  # "udp", "tcp", "tls", "https"
     group: GroupPolicy
 
 

@@ -28,6 +28,7 @@ class Accounting:
         if qtype not in COUNTED_QTYPES:  # the label set stays bounded whatever types clients send
             qtype = OTHER_QTYPE
         stats.queries[(qtype, label, group)] += 1
+        stats.transports[client.transport] += 1
         decision = answer.decision
         if outcome is CACHED:
             stats.cache.hits += 1

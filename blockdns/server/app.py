@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog, QueryLogWriter
 from blockdns.policy import Decision, Policy
+from blockdns.resolve.base import TLS
 from blockdns.resolve.clientnames import ClientNames
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file, load_local
@@ -41,11 +43,13 @@ from blockdns.server.engine import Engine
 from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
+from blockdns.server.tlsfiles import TlsFiles
 from blockdns.server.udp import UdpProtocol
 from blockdns.tomlfile import read_toml
 
 if TYPE_CHECKING:
     from blockdns.ops.cluster import Cluster
+    from blockdns.server.doh import DohServer
 
 log = logging.getLogger("blockdns")
 
@@ -63,6 +67,19 @@ class Listener:
     @property
     def port(self) -> int:
         return self.udp.get_extra_info("sockname")[1]
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedListener:
+    """A DoT (``tls``) or DoH (``https``) listening socket."""
+
+    kind: str
+    address: ListenAddress
+    server: asyncio.base_events.Server
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
 
 
 class Server:
@@ -87,8 +104,21 @@ class Server:
                 idle_timeout=settings.server.tcp_idle_timeout,
             ),
         )
+        # Encrypted DNS: the certificate is read (and checked, one line for a bad file) before anything binds.
+        self.tls_files = load_tls_files(settings)
+        self.dot: TcpServer | None = None
+        self.doh: DohServer | None = None
+        if self.tls_files is not None:
+            self.dot = TcpServer(self.engine, self.tcp.slots, TLS, self.tls_files)
+            if settings.server.https_listen:
+                from blockdns.server.doh import DohServer  # hypercorn: loaded only for a DoH listener
+                from blockdns.server.forwarded import TrustedProxies
+
+                proxies = TrustedProxies(settings.server.proxy_networks())
+                self.doh = DohServer(self.engine, self.tcp.slots, self.tls_files, proxies)
         self.client_names = ClientNames()  # for the query log: read by its writer thread
         self.listeners: list[Listener] = []
+        self.encrypted: list[EncryptedListener] = []
         self.querylog: QueryLogWriter[Any] | None = None
         self.api: ApiRunner | None = None
         self.cluster: Cluster | None = None  # the link to the other replicas ([cluster] redis)
@@ -225,6 +255,8 @@ class Server:
         old = self._settings
         for section, changed in (
             ("server.listen", settings.server.listen != old.server.listen),
+            ("server.tls_listen", settings.server.tls_listen != old.server.tls_listen),
+            ("server.https_listen", settings.server.https_listen != old.server.https_listen),
             ("querylog", settings.querylog != old.querylog),
             ("api.listen", settings.api.listen != old.api.listen),
             ("cluster.redis", settings.cluster != old.cluster),
@@ -238,6 +270,14 @@ class Server:
         slots.idle_timeout = settings.server.tcp_idle_timeout
         slots.max_connections = settings.server.tcp_max_connections
         slots.max_per_client = settings.server.tcp_max_per_client
+        if self.tls_files is not None and settings.server.tls_cert and settings.server.tls_key:
+            # a renewed certificate: every new handshake gets it; a bad one is refused and the old one kept
+            self.tls_files.reload(
+                settings.resolve_path(settings.server.tls_cert),
+                settings.resolve_path(settings.server.tls_key),
+            )
+        if self.doh is not None:
+            self.doh.proxies.networks = tuple(settings.server.proxy_networks())
         self._settings = settings
         self.engine.install(generation)
         self.client_names.configure(generation.local, generation.router)
@@ -277,6 +317,7 @@ class Server:
                 self.listeners.append(listener)
         if not self.listeners:
             raise BlockdnsError("no listen address could be bound")
+        await self._bind_encrypted(reuse_port)
         self.start_upstreams()
         if rxdrops.SUPPORTED:
             udp_sockets = [listener.udp.get_extra_info("socket") for listener in self.listeners]
@@ -335,6 +376,38 @@ class Server:
             return Listener(address, udp, tcp)
         raise BlockdnsError(f"cannot find a free port for {address}")
 
+    async def _bind_encrypted(self, reuse_port: bool) -> None:
+        """The DoT and DoH listeners (TLS over TCP; the handshake must be done within tcp_idle_timeout)."""
+        server = self._settings.server
+        kinds: list[tuple[str, list[ListenAddress], Callable[..., Coroutine[Any, Any, None]], ssl.SSLContext]]
+        kinds = []
+        tls = self.tls_files
+        if self.dot is not None and tls is not None:
+            kinds.append(("tls", server.tls_addresses(), self.dot.handle, tls.dot))
+        if self.doh is not None and tls is not None:
+            kinds.append(("https", server.https_addresses(), self.doh.handle, tls.doh))
+        for kind, addresses, handle, context in kinds:
+            for address in addresses:
+                family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+                try:
+                    listening = await asyncio.start_server(
+                        handle,
+                        address.host,
+                        address.port,
+                        family=family,
+                        reuse_address=True,
+                        reuse_port=reuse_port or None,
+                        backlog=256,
+                        ssl=context,
+                        ssl_handshake_timeout=server.tcp_idle_timeout,
+                    )
+                except OSError as err:
+                    if err.errno in _UNAVAILABLE_ERRNOS:
+                        log.warning("skipping %s %s: %s", kind, address, err.strerror)
+                        continue
+                    raise BlockdnsError(f"cannot listen on {kind} {address}: {err.strerror}") from None
+                self.encrypted.append(EncryptedListener(kind, address, listening))
+
     async def start_querylog(self) -> None:
         settings = self._settings.querylog
         querylog: QueryLogWriter[Any]
@@ -376,6 +449,11 @@ class Server:
         for listener in self.listeners:
             listener.udp.close()
             listener.tcp.close()
+        for encrypted in self.encrypted:
+            encrypted.server.close()
+        for stream in (self.tcp, self.dot, self.doh):
+            if stream is not None:
+                await stream.handlers.close()
         if self.cluster is not None:
             await self.cluster.stop()
         for task in list(self._background):
@@ -404,6 +482,11 @@ class Server:
         directory = data_dir(settings)
         paths += sorted(directory.glob("*.list"))
         paths.append(manifest_path(directory))
+        if settings.server.tls_cert and settings.server.tls_key:  # a renewed certificate is taken on change
+            paths += [
+                settings.resolve_path(settings.server.tls_cert),
+                settings.resolve_path(settings.server.tls_key),
+            ]
         return paths + settings.hosts_paths()
 
     def _watched_states(self) -> dict[Path, FileState]:
@@ -478,10 +561,14 @@ class Server:
     def describe(self) -> str:
         policy = self.policy
         addresses = ", ".join(f"{listener.address.host}:{listener.port}" for listener in self.listeners)
+        addresses += " (udp+tcp)"
+        for encrypted in self.encrypted:
+            bound = ListenAddress(host=encrypted.address.host, port=encrypted.port)
+            addresses += f", {bound} ({'DoT' if encrypted.kind == TLS else 'DoH'})"
         mode = self._settings.resolver.mode
         generation = self.generation
         return (
-            f"blockdns serving on {addresses} (udp+tcp), {mode} mode, "
+            f"blockdns serving on {addresses}, {mode} mode, "
             f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries, "
             f"local names: {len(generation.local)}, forward zones: {len(generation.router.zones)}"
         )
@@ -503,6 +590,14 @@ def _file_state(path: Path) -> FileState:
     except OSError:
         return None
     return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def load_tls_files(settings: Settings) -> TlsFiles | None:
+    """The certificate of the DoT/DoH listeners (None: there are none); a bad file raises ConfigError."""
+    server = settings.server
+    if not (server.tls_listen or server.https_listen):
+        return None
+    return TlsFiles.load(settings.resolve_path(server.tls_cert), settings.resolve_path(server.tls_key))
 
 
 def load_replacement(path: Path) -> Settings:
@@ -529,6 +624,7 @@ def run(settings: Settings) -> None:
     """Serve in this process until SIGINT or SIGTERM. SIGHUP reloads. Uses uvloop when it is installed.
     (``[server] workers`` above 1 runs :func:`blockdns.server.workers.run` instead.)"""
     configure_logging()
+    load_tls_files(settings)  # a bad certificate or key fails here, one line, before the policy compiles
     policy = build_policy(settings)  # a bad config or catalogue fails here, before anything is bound
     local = load_local(settings)
     serving = _serve(settings, policy, local)

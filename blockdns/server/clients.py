@@ -4,40 +4,62 @@ One directory belongs to one configuration generation (a reload may move an addr
 ``directory[transport][address]`` is the client; a missing one is made on the spot and remembered,
 bounded: a flood of new source addresses clears a full memo instead of growing it. Dict subclasses, so that
 a hit, the fast path's common case, is two C-level subscripts.
+
+``directory[(transport, client_id)]`` is the same for a client that named itself over an encrypted
+transport (a DoH path ``/dns-query/NAME``, a DoT SNI ``NAME.<server name>``): when a group lists NAME in
+``client_ids``, that group, whatever the address; an unknown NAME is the plain transport's (and is not
+remembered, so the keys stay bounded by the configuration).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable, Mapping
 
-from blockdns.policy import Policy
+from blockdns.config import GroupSettings
+from blockdns.policy import GroupPolicy, Policy
 from blockdns.resolve.base import Client
 
 MEMO_LIMIT = 100_000  # clients remembered per transport
 
 
 class _TransportClients(dict[str, Client]):
-    def __init__(self, policy: Policy, transport: str) -> None:
+    def __init__(self, policy: Policy, transport: str, group: GroupPolicy | None = None) -> None:
         super().__init__()
         self._policy = policy
         self._transport = transport
+        self._group = group  # a client ID's group; None: by address
 
     def __missing__(self, address: str) -> Client:
-        client = Client(address, self._transport, self._policy.group_for(address))
+        group = self._group or self._policy.group_for(address)
+        client = Client(address, self._transport, group)
         if len(self) >= MEMO_LIMIT:
             self.clear()
         self[address] = client
         return client
 
 
-class ClientDirectory(dict[str, _TransportClients]):
-    def __init__(self, policy: Policy) -> None:
+class ClientDirectory(dict[str | tuple[str, str], _TransportClients]):
+    def __init__(self, policy: Policy, client_ids: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._policy = policy
+        self._client_ids = client_ids or {}  # lowercase client ID -> group name
 
-    def __missing__(self, transport: str) -> _TransportClients:
-        clients = self[transport] = _TransportClients(self._policy, transport)
+    def __missing__(self, key: str | tuple[str, str]) -> _TransportClients:
+        if isinstance(key, tuple):
+            transport, client_id = key
+            group = self._policy.groups.get(self._client_ids.get(client_id.lower(), ""))
+            if group is None:
+                return self[transport]
+            clients = self[key] = _TransportClients(self._policy, transport, group)
+            return clients
+        clients = self[key] = _TransportClients(self._policy, key)
         return clients
+
+
+def client_id_groups(groups: Iterable[GroupSettings]) -> dict[str, str]:
+    """``[[groups]] client_ids`` as lowercase client ID -> group name."""
+    return {client_id.lower(): group.name for group in groups for client_id in group.client_ids}
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"

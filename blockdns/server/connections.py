@@ -17,6 +17,8 @@ open connections: a client address is remembered only while it holds one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 from blockdns.ops.stats import ServerStats
 
@@ -105,3 +107,37 @@ class ConnectionSlots:
         self.stats.tcp_evicted += 1
         self.release(connection)
         connection.writer.close()  # its reader sees the end of the stream and its handler returns
+
+
+class ConnectionHandlers:
+    """The tasks handling a listener's open connections, so that stopping the server ends them (closing a
+    listening socket leaves its accepted connections open)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._closing = False
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - a handler always runs in a task
+            yield
+            return
+        self._tasks.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Stopped by close(): the handler ends normally (the stream's own done-callback would
+            # otherwise log the cancellation as an error, Python 3.11).
+        finally:
+            self._tasks.discard(task)
+
+    async def close(self) -> None:
+        """Cancel every handler and wait for them to finish."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -71,9 +71,14 @@ class Engine:
         """Whether ``address`` may use this resolver at all (``server.allow_clients``)."""
         return self.generation.access.allowed(address)
 
-    def serve(self, data: bytes, address: str, transport: str) -> bytes | asyncio.Task[bytes | None] | None:
-        """Answer one query packet from ``address`` over ``transport`` (see the module docstring)."""
+    def serve(
+        self, data: bytes, address: str, transport: str, client_id: str | None = None
+    ) -> bytes | asyncio.Task[bytes | None] | None:
+        """Answer one query packet from ``address`` over ``transport`` (see the module docstring);
+        ``client_id``: the name an encrypted transport read (a DoH path, a DoT SNI), which may select the
+        client's group."""
         gen = self.generation
+        clients = gen.clients[transport if client_id is None else (transport, client_id)]
         received = _monotonic()
         limiter = gen.ratelimit
         if limiter is not None and transport == UDP and not limiter.admit(address, received):
@@ -82,7 +87,7 @@ class Engine:
         try:
             question = self.questions[data[2:]]
             if question is not None:
-                query = _new_query(Query, (question, gen.clients[transport][address], received))
+                query = _new_query(Query, (question, clients[address], received))
                 answer = gen.fast(query)
                 if answer is not None:
                     out = self.responses.render(data, question, answer, received, transport)
@@ -102,7 +107,7 @@ class Engine:
             if reread is None or clean is None:
                 return triaged.response
             data = clean
-            query = Query(reread, gen.clients[transport][address], received)
+            query = Query(reread, clients[address], received)
         tasks = self.tasks
         owner = client_prefix(address)
         if tasks.owner_at_share(owner):  # one client may not take every slot from the others

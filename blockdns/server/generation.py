@@ -41,7 +41,7 @@ from blockdns.resolve.routing import ZoneRouter
 from blockdns.resolve.transport import TransportStats
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import load_local
-from blockdns.server.clients import ClientDirectory
+from blockdns.server.clients import ClientDirectory, client_id_groups
 from blockdns.server.ratelimit import RateLimiter
 from blockdns.trustanchors import parse_anchors
 
@@ -188,7 +188,7 @@ def build_generation(
     return Generation(
         settings=settings,
         policy=policy,
-        clients=ClientDirectory(policy),
+        clients=ClientDirectory(policy, client_id_groups(settings.groups)),
         handlers=handlers,
         slow=slow,
         fast=fast,

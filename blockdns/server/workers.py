@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from blockdns.config import ListenAddress, Settings
-from blockdns.errors import BlockdnsError
+from blockdns.errors import BlockdnsError, ConfigError
 from blockdns.localdata import LocalData
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.stats import ServerStats
 from blockdns.policy import Policy
 from blockdns.runtime import build_policy, load_local
-from blockdns.server.app import Server, configure_logging, load_replacement, loop_factory
+from blockdns.server.app import Server, configure_logging, load_replacement, load_tls_files, loop_factory
 from blockdns.server.workerlink import ChannelSink, Link, LinkClosed, WorkerInit
 
 log = logging.getLogger("blockdns.workers")
@@ -69,9 +69,28 @@ _UNAVAILABLE_ERRNOS = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
 def run(settings: Settings) -> None:
     """Serve with ``[server] workers`` processes until SIGINT or SIGTERM."""
     configure_logging()
+    check_encrypted_listeners(settings)
     policy = build_policy(settings)  # a bad config or catalogue fails here, once, before any fork
     local = load_local(settings)
     supervise(settings, policy, local)
+
+
+def check_encrypted_listeners(settings: Settings) -> None:
+    """The DoT/DoH listeners work with workers: each worker binds every ``tls_listen`` and ``https_listen``
+    address with SO_REUSEPORT, like the plain ones. Refused here, before any fork: a bad certificate (one
+    line), and port 0, which would give every worker a port of its own."""
+    load_tls_files(settings)
+    server = settings.server
+    for key, addresses in (
+        ("server.tls_listen", server.tls_addresses()),
+        ("server.https_listen", server.https_addresses()),
+    ):
+        if any(address.port == 0 for address in addresses):
+            raise ConfigError(
+                "port 0 is not supported with workers > 1 (every worker would get another port): give a port",
+                file=str(settings.source or "<defaults>"),
+                key=key,
+            )
 
 
 def supervise(settings: Settings, policy: Policy, local: LocalData) -> None:
@@ -675,8 +694,12 @@ class Supervisor(Server):
     def describe(self) -> str:
         policy = self.policy
         addresses = ", ".join(f"{address.host}:{address.port}" for address in self.addresses)
+        server = self.settings.server
+        encrypted = [f"{address} (DoT)" for address in server.tls_addresses()]
+        encrypted += [f"{address} (DoH)" for address in server.https_addresses()]
         return (
             f"blockdns serving on {addresses} (udp+tcp) with {len(self.slots)} worker processes "
-            f"(pids {', '.join(str(slot.pid) for slot in self.slots)}), {self.settings.resolver.mode} mode, "
+            f"(pids {', '.join(str(slot.pid) for slot in self.slots)}), "
+            f"{''.join(text + ', ' for text in encrypted)}{self.settings.resolver.mode} mode, "
             f"{len(policy.catalog.vendors)} vendors, {policy.size} policy entries"
         )

@@ -169,11 +169,19 @@
     return "this replica; " + num(cluster.totals.queries.total) + " on all " + num(cluster.replicas) + " replicas";
   }
 
+  // "udp 1,204 · tcp 3 · DoT 40 · DoH 17": how the queries came in, plain and encrypted.
+  function transportSplit(byTransport) {
+    const names = { udp: "udp", tcp: "tcp", tls: "DoT", https: "DoH" };
+    const parts = Object.keys(names).filter((key) => byTransport[key]).map((key) => names[key] + " " + num(byTransport[key]));
+    return parts.length ? parts.join(" · ") : "–";
+  }
+
   function renderCards(stats) {
     const q = stats.queries;
     setText("version", "v" + stats.version);
     setText("total-queries", num(q.total));
     setText("queries-scope", clusterScope(stats.cluster));
+    setText("queries-transports", transportSplit(q.by_transport || {}));
     setText("blocked-queries", num(q.blocked));
     setText("block-rate", pct(q.block_rate) + " of queries");
     setText("cache-hit-rate", pct(stats.cache.hit_rate));
