@@ -43,8 +43,9 @@ format: setup ## format the code with ruff
 	$(BIN)/ruff format blockdns tests bench
 	$(BIN)/ruff check --fix blockdns tests bench
 
-bench: setup system-deps ## blockdns vs dnsmasq with dnsperf on loopback (see bench/README.md)
+bench: setup system-deps ## blockdns vs dnsmasq and Unbound with dnsperf on loopback, then DoT and DoH vs Unbound (see bench/README.md)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/encrypted.py
 
 clean: ## remove the virtualenv, caches and runtime state
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis var bench/out
