@@ -2,12 +2,13 @@
 client ID), GET with ``?dns=`` (base64url, no padding) and POST with an ``application/dns-message`` body,
 over HTTP/2 and HTTP/1.1.
 
-HTTP itself is hypercorn's (with h2 and h11): each accepted connection takes a slot of the stream
-connections' :class:`~blockdns.server.connections.ConnectionSlots` (the same per-client and total limits as
-TCP and DoT) once the listener has done its TLS handshake (with the certificate current at that moment),
-and is then handed to hypercorn's connection handler running :class:`DohApp`, a small ASGI application,
-on this event loop.
-Every query goes through :meth:`Engine.serve` like any other.
+The listener does the TLS handshake (with the certificate current at that moment); ALPN then picks the
+connection's protocol: :mod:`~blockdns.server.doh_h2` (h2's state machine) or
+:mod:`~blockdns.server.doh_h11` (h11's). Each connection takes a slot of the stream connections'
+:class:`~blockdns.server.connections.ConnectionSlots` (the same per-client and total limits as TCP and DoT).
+This module holds what both HTTP versions share: what a request means (:class:`DohRequests`), the idle
+timeout, and the bookkeeping of a connection's slot. Every query goes through :meth:`Engine.serve` like any
+other; a fast-path answer is written as soon as ``serve`` returns, a slow one when its task is done.
 
 Answers: 200 with the DNS response (``Cache-Control: max-age`` = its smallest TTL, RFC 8484 §5.1), 400 for
 a request that carries no DNS query, 404 for another path, 405 for another method, 413 for a message over
@@ -20,182 +21,279 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
-from urllib.parse import parse_qsl
-
-from hypercorn.app_wrappers import ASGIWrapper
-from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.asyncio.worker_context import WorkerContext
-from hypercorn.config import Config
+from typing import cast
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from blockdns.resolve.base import HTTPS
-from blockdns.server.connections import ConnectionHandlers, ConnectionSlots
+from blockdns.server.connections import Connection, ConnectionSlots
 from blockdns.server.engine import Engine
 from blockdns.server.forwarded import TrustedProxies
+from blockdns.server.ratelog import RateLimitedLog
 from blockdns.server.streamwire import MAX_STREAM_MESSAGE, min_ttl, pad_response, query_padded
 from blockdns.server.tlsfiles import TlsFiles, sni_of
 
 log = logging.getLogger("blockdns.doh")
 
-PATH = "/dns-query"
+PATH = b"/dns-query"
 DNS_MESSAGE = b"application/dns-message"
-_CLIENT_ID = re.compile(r"[A-Za-z0-9-]{1,63}")
+_CLIENT_ID = re.compile(rb"[A-Za-z0-9-]{1,63}")
 _MAX_GET_PARAMETER = (MAX_STREAM_MESSAGE * 4 + 2) // 3  # base64 of the largest message
 _QR = 0x80  # in the third byte of a message
-_MAX_DRAINED = 4 * MAX_STREAM_MESSAGE  # an oversize body is read (and dropped) up to this, then cut off
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Reply = tuple[int, Headers, bytes]  # status, headers (no pseudo-headers), body
 
 
-def _plain(status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> Response:
+def plain(status: int, text: str, extra: Headers | None = None) -> Reply:
     body = text.encode() + b"\n"
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
     return status, headers + (extra or []), body
 
 
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+TOO_LARGE = plain(413, "the DNS message is larger than 64 KiB")
+DROPPED = plain(503, "the query was dropped: the server is busy")
 
 
-class DohApp:
-    """The ASGI application: one HTTP request in, one DNS query through the engine, one response out."""
+class Pending:
+    """A query the slow path is working on: :meth:`DohRequests.finish` turns its result into the reply."""
 
-    def __init__(self, engine: Engine, proxies: TrustedProxies, sni_ids: dict[tuple[Any, ...], str]) -> None:
-        self.engine = engine
+    __slots__ = ("padded", "task")
+
+    def __init__(self, task: asyncio.Task[bytes | None], padded: bool) -> None:
+        self.task = task
+        self.padded = padded
+
+
+class DohRequests:
+    """What an HTTP request to the DoH endpoint means: a reply at once, or a query being resolved."""
+
+    def __init__(self, engine: Engine, proxies: TrustedProxies) -> None:
+        self.serve = engine.serve
         self.proxies = proxies
-        self.sni_ids = sni_ids  # (peer host, peer port) -> the client ID its TLS handshake named
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # no lifespan events are sent; nothing else is served
-            return
-        body = await _read_body(receive)  # all of it, whatever the answer: the connection stays usable
-        status, headers, content = await self._respond(scope, body)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
-
-    async def _respond(self, scope: Scope, body: bytes | None) -> Response:
-        path: str = scope["path"]
-        client_id: str | None = None
+    def answer(
+        self,
+        method: bytes,
+        target: bytes,
+        content_type: bytes | None,
+        body: bytes | None,
+        peer: str,
+        sni_id: str | None,
+        forwarding: tuple[str | None, str | None] = (None, None),
+    ) -> Reply | Pending:
+        """``target``: the request's path and query string; ``body``: None when it was over 64 KiB;
+        ``forwarding``: its ``Forwarded`` and ``X-Forwarded-For`` headers (read only for a trusted peer)."""
+        path, _, query_string = target.partition(b"?")
+        client_id = sni_id
         if path != PATH:
-            if not path.startswith(PATH + "/") or not _CLIENT_ID.fullmatch(path[len(PATH) + 1 :]):
-                return _plain(404, "not found: DNS queries go to /dns-query")
-            client_id = path[len(PATH) + 1 :]
-        method: str = scope["method"]
-        data: bytes | Response
-        if method == "GET":
-            data = self._get_query(scope)
-        elif method == "POST":
-            data = self._post_query(scope, body)
+            if b"%" in path:
+                path = unquote_to_bytes(path)
+            if not path.startswith(PATH + b"/") or not _CLIENT_ID.fullmatch(path, len(PATH) + 1):
+                return plain(404, "not found: DNS queries go to /dns-query")
+            client_id = path[len(PATH) + 1 :].decode("ascii")
+        data: bytes | Reply
+        if method == b"GET":
+            data = _get_query(query_string)
+        elif method == b"POST":
+            data = _post_query(content_type, body)
         else:
-            return _plain(405, "only GET and POST", [(b"allow", b"GET, POST")])
+            return plain(405, "only GET and POST", [(b"allow", b"GET, POST")])
         if isinstance(data, tuple):
             return data
         if len(data) < 12 or data[2] & _QR:
-            return _plain(400, "not a DNS query")
-        peer = scope.get("client")
-        address = peer[0] if peer else ""
-        if self.proxies.networks and address:
-            address = self.proxies.client(address, *_forwarding_headers(scope["headers"]))
-        if client_id is None and peer:
-            client_id = self.sni_ids.get(tuple(peer))
-        out = self.engine.serve(data, address, HTTPS, client_id)
-        if out is not None and not isinstance(out, bytes):
-            out = await asyncio.shield(out)  # a client that goes away does not cancel the resolution
+            return plain(400, "not a DNS query")
+        address = peer
+        if self.proxies.networks and peer:
+            address = self.proxies.client(peer, *forwarding)
+        out = self.serve(data, address, HTTPS, client_id)
         if out is None:
-            return _plain(503, "the query was dropped: the server is busy")
-        if query_padded(data):
-            out = pad_response(out)
-        headers = [
-            (b"content-type", DNS_MESSAGE),
-            (b"content-length", str(len(out)).encode()),
-            (b"cache-control", b"max-age=%d" % min_ttl(out)),
-        ]
-        return 200, headers, out
+            return DROPPED
+        padded = query_padded(data)
+        if isinstance(out, bytes):
+            return dns_reply(out, padded)
+        return Pending(out, padded)
 
     @staticmethod
-    def _get_query(scope: Scope) -> bytes | Response:
-        query_string: bytes = scope["query_string"]
-        if len(query_string) > _MAX_GET_PARAMETER + 64:
-            return _plain(413, "the DNS message is larger than 64 KiB")
+    def finish(pending: Pending) -> Reply:
+        """The reply for a query whose task is done."""
+        task = pending.task
+        if task.cancelled() or task.exception() is not None:
+            return DROPPED
+        out = task.result()
+        return DROPPED if out is None else dns_reply(out, pending.padded)
+
+
+def dns_reply(response: bytes, padded: bool) -> Reply:
+    if padded:
+        response = pad_response(response)
+    headers = [
+        (b"content-type", DNS_MESSAGE),
+        (b"content-length", b"%d" % len(response)),
+        (b"cache-control", b"max-age=%d" % min_ttl(response)),
+    ]
+    return 200, headers, response
+
+
+def _get_query(query_string: bytes) -> bytes | Reply:
+    if len(query_string) > _MAX_GET_PARAMETER + 64:
+        return TOO_LARGE
+    try:
+        values = [value for name, value in parse_qsl(query_string.decode("ascii")) if name == "dns"]
+    except (UnicodeDecodeError, ValueError):
+        return plain(400, "a bad query string")
+    if len(values) != 1 or not values[0]:
+        return plain(400, "a GET needs one dns= parameter (the DNS message in base64url)")
+    value = values[0]
+    try:  # RFC 8484 §4.1: base64url without padding; padding sent anyway is accepted
+        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return plain(400, "the dns= parameter is not base64url")
+
+
+def _post_query(content_type: bytes | None, body: bytes | None) -> bytes | Reply:
+    if content_type is None or content_type.split(b";", 1)[0].strip().lower() != DNS_MESSAGE:
+        return plain(415, "a POST body must be application/dns-message")
+    if body is None:
+        return TOO_LARGE
+    return body
+
+
+class DohConnection(asyncio.Protocol):
+    """What an HTTP/2 and an HTTP/1.1 connection share: the slot, the idle timeout, write back-pressure.
+
+    A connection is idle when it has received nothing for the slots' current wait and has no query in
+    flight; it is then closed. A client that reads no answers stops being read (``pause_writing``)."""
+
+    def __init__(self, server: DohServer, transport: asyncio.Transport, slot: Connection) -> None:
+        self.server = server
+        self.requests = server.requests
+        self.transport = transport
+        self.slot = slot
+        self.slots = server.slots
+        peer = transport.get_extra_info("peername")
+        self.peer: str = peer[0] if peer else ""
+        self.sni_id = server.tls.client_id(sni_of(transport.get_extra_info("ssl_object")))
+        self.closed = False
+        self.loop = asyncio.get_running_loop()
+        self.last_received = self.loop.time()
+        self._idle_timer = self.loop.call_later(self.slots.wait_for_query(), self._check_idle)
+        slot.reading = True
+        self.slots.update(slot)
+
+    def received(self) -> None:
+        """Note that the client sent something (it is not idle; its slot is not the first to be taken)."""
+        self.last_received = self.loop.time()
+        self.slots.update(self.slot)
+
+    def track(self, task: asyncio.Task[bytes | None]) -> None:
+        """A query in flight: the connection is busy (not idle, not evictable) until it is done."""
+        pending = self.slot.pending
+        pending.add(task)
+        if len(pending) == 1:
+            self.slots.update(self.slot)
+
+    def untrack(self, task: asyncio.Task[bytes | None]) -> None:
+        pending = self.slot.pending
+        pending.discard(task)
+        if not pending:
+            self.slots.update(self.slot)
+
+    def _check_idle(self) -> None:
+        if self.closed:
+            return
+        wait = self.slots.wait_for_query()
+        remaining = self.last_received + wait - self.loop.time()
+        if remaining <= 0 and not self.slot.pending:
+            self.close_idle()
+            return
+        self._idle_timer = self.loop.call_later(
+            max(remaining, 0.05) if remaining > 0 else wait, self._check_idle
+        )
+
+    def close_idle(self) -> None:
+        """Close a connection idle for too long (HTTP/2 says goodbye first)."""
+        self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.closed:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # close (a TLS transport cannot stay half-open)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._idle_timer.cancel()
+        self.slots.release(self.slot)
+        self.server.open.discard(self.transport)
+
+
+class DohAccept(asyncio.Protocol):
+    """The protocol of a new connection, TLS done: takes a slot, then hands the connection to the HTTP
+    version ALPN chose (HTTP/1.1 when the client named none)."""
+
+    def __init__(self, server: DohServer) -> None:
+        self.server = server
+
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, base)  # uvloop's SSL transport is no subclass of it
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        client = peer[0] if peer else ""
+        allowed = server.engine.allows(client) or server.proxies.trusted(client)
+        slot = server.slots.admit(client, transport, allowed=allowed)
+        if slot is None:
+            transport.abort()
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        protocol: DohConnection
         try:
-            values = [value for name, value in parse_qsl(query_string.decode("ascii")) if name == "dns"]
-        except (UnicodeDecodeError, ValueError):
-            return _plain(400, "a bad query string")
-        if len(values) != 1 or not values[0]:
-            return _plain(400, "a GET needs one dns= parameter (the DNS message in base64url)")
-        value = values[0]
-        try:  # RFC 8484 §4.1: base64url without padding; padding sent anyway is accepted
-            return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            return _plain(400, "the dns= parameter is not base64url")
+            if alpn == "h2":
+                from blockdns.server.doh_h2 import H2Connection
 
-    @staticmethod
-    def _post_query(scope: Scope, body: bytes | None) -> bytes | Response:
-        content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
-        if content_type.split(b";", 1)[0].strip().lower() != DNS_MESSAGE:
-            return _plain(415, "a POST body must be application/dns-message")
-        if body is None:
-            return _plain(413, "the DNS message is larger than 64 KiB")
-        return body
+                protocol = H2Connection(server, transport, slot)
+            else:
+                from blockdns.server.doh_h11 import H11Connection
+
+                protocol = H11Connection(server, transport, slot)
+        except Exception:
+            server.slots.release(slot)
+            transport.abort()
+            raise
+        server.open.add(transport)
+        transport.set_protocol(protocol)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # refused before it had a protocol of its own
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request body; None when it is over 64 KiB (read to its end and dropped, up to a bound past which
-    the request is answered before its end, and the connection may be closed)."""
-    body = bytearray()
-    received = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            return bytes(body) if received <= MAX_STREAM_MESSAGE else None
-        chunk = message.get("body", b"")
-        received += len(chunk)
-        if received <= MAX_STREAM_MESSAGE:
-            body += chunk
-        elif received > _MAX_DRAINED:
-            return None
-        if not message.get("more_body", False):
-            return bytes(body) if received <= MAX_STREAM_MESSAGE else None
+class OpenTransports:
+    """The listener's open connections, so that stopping the server closes them (closing a listening socket
+    leaves its accepted connections open)."""
 
+    def __init__(self) -> None:
+        self.transports: set[asyncio.Transport] = set()
 
-def _forwarding_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """The ``Forwarded`` and ``X-Forwarded-For`` headers (each one line: repeated ones joined by commas)."""
-    forwarded: list[str] = []
-    x_forwarded_for: list[str] = []
-    for name, value in headers:
-        if name == b"forwarded":
-            forwarded.append(value.decode("latin-1"))
-        elif name == b"x-forwarded-for":
-            x_forwarded_for.append(value.decode("latin-1"))
-    return (
-        ",".join(forwarded) if forwarded else None,
-        ",".join(x_forwarded_for) if x_forwarded_for else None,
-    )
+    def add(self, transport: asyncio.Transport) -> None:
+        self.transports.add(transport)
 
+    def discard(self, transport: asyncio.Transport) -> None:
+        self.transports.discard(transport)
 
-def hypercorn_config(idle_timeout: float) -> Config:
-    config = Config()
-    config.keep_alive_timeout = idle_timeout
-    config.include_server_header = False
-    config.errorlog = logging.getLogger("blockdns.doh.http")
-    config.accesslog = None
-    config.h11_max_incomplete_size = 16 * 1024  # request line and headers
-    config.h2_max_concurrent_streams = 100
-    # A DoH client keeps its connection for as long as it can; hypercorn's default (1000 requests, then
-    # GOAWAY) cut busy clients' connections, and a client that does not retry lost the requests in flight.
-    # 2^30: about where an HTTP/2 client runs out of stream IDs anyway.
-    config.keep_alive_max_requests = 1 << 30
-    return config
+    async def close(self) -> None:
+        for transport in list(self.transports):
+            transport.abort()
+        self.transports.clear()
 
 
 class DohServer:
-    """Accepts DoH connections (TLS done by the listener): a slot, then hypercorn's HTTP/1.1 or HTTP/2."""
+    """The DoH listener's protocol factory and what its connections share."""
 
     def __init__(
         self, engine: Engine, slots: ConnectionSlots, tls: TlsFiles, proxies: TrustedProxies
@@ -204,38 +302,10 @@ class DohServer:
         self.slots = slots
         self.tls = tls
         self.proxies = proxies
-        self._sni_ids: dict[tuple[Any, ...], str] = {}
-        self.app = ASGIWrapper(DohApp(engine, proxies, self._sni_ids))  # type: ignore[arg-type]
-        self.config = hypercorn_config(slots.idle_timeout)
-        self.context = WorkerContext(None)
-        self.handlers = ConnectionHandlers()
+        self.requests = DohRequests(engine, proxies)
+        self.open = OpenTransports()
+        self.handlers = self.open  # what Server.stop() closes
+        self.failures = RateLimitedLog(log, interval=10.0)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with self.handlers.running():
-            await self._handle(reader, writer)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = peer[0] if peer else ""
-        slots = self.slots
-        allowed = self.engine.allows(client) or self.proxies.trusted(client)
-        connection = slots.admit(client, writer, allowed=allowed)
-        if connection is None:
-            writer.close()
-            return
-        key: tuple[Any, ...] | None = None
-        try:
-            client_id = self.tls.client_id(sni_of(writer.get_extra_info("ssl_object")))
-            if client_id is not None and peer:
-                key = tuple(peer[:2])
-                self._sni_ids[key] = client_id
-            self.config.keep_alive_timeout = slots.idle_timeout
-            with contextlib.suppress(OSError):  # a TLS shutdown the client did not follow (hypercorn's close)
-                await TCPServer(
-                    self.app, asyncio.get_running_loop(), self.config, self.context, {}, reader, writer
-                )
-        finally:
-            if key is not None:
-                self._sni_ids.pop(key, None)
-            slots.release(connection)
-            writer.close()
+    def protocol(self) -> asyncio.Protocol:
+        return DohAccept(self)
