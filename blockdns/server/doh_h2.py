@@ -6,7 +6,9 @@ and flow control are h2's).
   ``MAX_BUFFERED`` (past it a request gets 503), each by 64 KiB (past it, 413).
 * A response larger than the stream's or the connection's send window waits for the client's
   WINDOW_UPDATE, without holding up the other streams.
-* All the answers a batch of received frames produced go out in one write.
+* Each response goes out in its own write, so in a TLS record of its own, as Unbound sends them: dnsperf
+  (2.10) takes one response per record it reads and leaves a second one in the same record unread until
+  more data comes, which under load loses most queries.
 * A client's GOAWAY (RFC 9113 §6.8) ends the connection only once the streams it had opened are answered:
   its last-stream-id names *our* streams (we open none). h2 moves its state machine to CLOSED on any GOAWAY
   received (python-hyper/h2 issue 1181), which would refuse those answers; a graceful one (NO_ERROR) puts
@@ -221,6 +223,8 @@ class H2Connection(DohConnection):
                 conn.send_data(stream_id, chunk, end_stream=not rest)
         except h2.exceptions.StreamClosedError:
             pass
+        finally:
+            self._flush()
         self._forget(stream_id)
 
     def _unblock(self, stream_id: int) -> None:
