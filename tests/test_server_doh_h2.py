@@ -13,9 +13,15 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+import test_server_encrypted
+from test_server_encrypted import Encrypted
 
-from test_server_encrypted import Encrypted, ca, encrypted, upstream  # noqa: F401 - fixtures
 from tlscerts import SERVER_NAME
+
+# The encrypted-listener fixtures, shared with the DoT/DoH tests.
+ca = test_server_encrypted.ca
+upstream = test_server_encrypted.upstream
+encrypted = test_server_encrypted.encrypted
 
 DEADLINE = 10.0  # seconds to wait for what the server owes
 
