@@ -76,7 +76,6 @@ class H2Connection(DohConnection):
         self.blocked: dict[int, memoryview] = {}  # response bytes waiting for the client's window
         self.buffered = 0  # request body bytes held, all streams
         self.goaway_received = False
-        self.trusts_forwarding = bool(server.proxies.networks)
         transport.write(conn.data_to_send())
 
     def data_received(self, data: bytes) -> None:
@@ -119,6 +118,7 @@ class H2Connection(DohConnection):
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         request = _Request()
+        trusts_forwarding = bool(self.server.proxies.networks)  # (a reload may change them)
         forwarded: list[bytes] = []
         x_forwarded_for: list[bytes] = []
         for name, value in event.headers or ():
@@ -128,7 +128,7 @@ class H2Connection(DohConnection):
                 request.target = value
             elif name == b"content-type":
                 request.content_type = value
-            elif self.trusts_forwarding:
+            elif trusts_forwarding:
                 if name == b"forwarded":
                     forwarded.append(value)
                 elif name == b"x-forwarded-for":

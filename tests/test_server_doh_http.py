@@ -1,8 +1,10 @@
-"""The DoH server's HTTP/2 as a raw client sees it (h2 over an ssl socket, every frame under the test's
-control): a client's GOAWAY, many streams at once, a client with a small flow-control window."""
+"""The DoH server's HTTP as a raw client sees it, every frame under the test's control. HTTP/2 (h2 over an
+ssl socket): a client's GOAWAY, many streams at once, a client with a small flow-control window. HTTP/1.1
+(h11): pipelined requests, answered in order on one connection."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 
@@ -12,6 +14,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import h11
 import pytest
 import test_server_encrypted
 from test_server_encrypted import Encrypted
@@ -199,3 +202,71 @@ def test_a_client_with_a_16_byte_window_gets_its_answer_in_pieces(encrypted, raw
     assert max(stream.frames) <= 16 and len(stream.frames) >= 468 // 16
     answer = stream.message()
     assert answer.id == message.id and answer.rcode() == dns.rcode.NOERROR and answer.answer
+
+
+# ------------------------------------------------------------------------------------------- HTTP/1.1
+
+
+def http11_exchange(server: Encrypted, requests: bytes, count: int) -> list[tuple[h11.Response, bytes]]:
+    """Send ``requests`` (raw HTTP/1.1, pipelined in one write) on a new connection; read ``count``
+    responses with h11."""
+    context = server.context()
+    context.set_alpn_protocols(["http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", server.https_port), timeout=DEADLINE) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as sock,
+    ):
+        assert sock.selected_alpn_protocol() == "http/1.1"
+        sock.sendall(requests)
+        responses: list[tuple[h11.Response, bytes]] = []
+        unread = b""
+        while len(responses) < count:
+            # An h11 client cannot pipeline: one per response, told of a request it did not send.
+            conn = h11.Connection(h11.CLIENT)
+            conn.send(h11.Request(method="GET", target="/", headers=[("host", SERVER_NAME)]))
+            conn.send(h11.EndOfMessage())
+            if unread:
+                conn.receive_data(unread)  # (an empty one would say the connection was closed)
+            response: h11.Response | None = None
+            body = b""
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    received = sock.recv(65536)
+                    assert received, f"closed after {len(responses)} responses"
+                    conn.receive_data(received)
+                elif isinstance(event, h11.Response):
+                    response = event
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    assert response is not None
+                    responses.append((response, body))
+                    unread = conn.trailing_data[0]
+                    break
+        return responses
+
+
+def test_http11_answers_pipelined_requests_in_order_on_one_connection(encrypted):
+    server = encrypted()
+    host = f"Host: {SERVER_NAME}\r\n".encode()
+    get_message, get_wire = query("www.example.org")
+    post_message, post_wire = query("short.example.org")
+    dns_param = base64.urlsafe_b64encode(get_wire).rstrip(b"=")
+    requests = (
+        b"GET /dns-query?dns=" + dns_param + b" HTTP/1.1\r\n" + host + b"\r\n"
+        + b"POST /dns-query HTTP/1.1\r\n" + host + b"Content-Type: application/dns-message\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(post_wire) + post_wire
+        + b"POST /dns-query HTTP/1.1\r\n" + host + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+        + b"POST /dns-query HTTP/1.1\r\n" + host + b"Content-Type: application/dns-message\r\n"
+        + b"Content-Length: 70000\r\n\r\n" + bytes(70000)
+        + b"GET /elsewhere HTTP/1.1\r\n" + host + b"\r\n"
+        + b"GET /dns-query?dns=" + dns_param + b" HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n"
+    )  # fmt: skip
+    responses = http11_exchange(server, requests, 6)
+    assert [response.status_code for response, _ in responses] == [200, 200, 415, 413, 404, 200]
+    for (response, body), message in zip(responses[:2], (get_message, post_message), strict=True):
+        answer = dns.message.from_wire(body)
+        assert answer.id == message.id and answer.question == message.question and answer.answer
+        assert (b"cache-control", b"max-age=%d" % answer.answer[0].ttl) in response.headers
+    assert dns.message.from_wire(responses[5][1]).id == get_message.id
