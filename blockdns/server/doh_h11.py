@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import h11
 
 from blockdns.server.connections import Connection
-from blockdns.server.doh import DohConnection, DohServer, Pending, Reply, plain
+from blockdns.server.doh_base import DohConnection, DohContext, Pending, Reply, plain
 from blockdns.server.streamwire import MAX_STREAM_MESSAGE
 
 MAX_HEAD = 16 * 1024
@@ -23,7 +23,7 @@ MAX_DRAINED = 4 * MAX_STREAM_MESSAGE
 
 
 class H11Connection(DohConnection):
-    def __init__(self, server: DohServer, transport: asyncio.Transport, slot: Connection) -> None:
+    def __init__(self, server: DohContext, transport: asyncio.Transport, slot: Connection) -> None:
         super().__init__(server, transport, slot)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.request: h11.Request | None = None

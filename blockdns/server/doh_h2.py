@@ -27,7 +27,7 @@ import h2.exceptions
 import h2.settings
 
 from blockdns.server.connections import Connection
-from blockdns.server.doh import DROPPED, TOO_LARGE, DohConnection, DohServer, Pending, Reply
+from blockdns.server.doh_base import DROPPED, TOO_LARGE, DohConnection, DohContext, Pending, Reply
 from blockdns.server.streamwire import MAX_STREAM_MESSAGE
 
 MAX_STREAMS = 100
@@ -58,7 +58,7 @@ class _Request:
 
 
 class H2Connection(DohConnection):
-    def __init__(self, server: DohServer, transport: asyncio.Transport, slot: Connection) -> None:
+    def __init__(self, server: DohContext, transport: asyncio.Transport, slot: Connection) -> None:
         super().__init__(server, transport, slot)
         conn = h2.connection.H2Connection(_CONFIG)
         conn.local_settings = h2.settings.Settings(
