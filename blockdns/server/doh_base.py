@@ -162,6 +162,7 @@ class DohConnection(asyncio.Protocol):
         self.peer: str = peer[0] if peer else ""
         self.sni_id = server.tls.client_id(sni_of(transport.get_extra_info("ssl_object")))
         self.closed = False
+        self.writing_paused = False  # the client is not reading its answers: it is not read either
         self.loop = asyncio.get_running_loop()
         self.last_received = self.loop.time()
         self._idle_timer = self.loop.call_later(self.slots.wait_for_query(), self._check_idle)
@@ -203,11 +204,17 @@ class DohConnection(asyncio.Protocol):
         self.transport.close()
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if not self.closed:
+        self.writing_paused = False
+        if not self.closed and self.may_read():
             self.transport.resume_reading()
+
+    def may_read(self) -> bool:
+        """Whether the connection may be read once the client reads its answers again."""
+        return True
 
     def eof_received(self) -> bool | None:
         return None  # close (a TLS transport cannot stay half-open)

@@ -115,8 +115,12 @@ class H11Connection(DohConnection):
         if self.closed:
             return
         self._send(self.requests.finish(pending))
-        self.transport.resume_reading()
+        if not self.writing_paused:
+            self.transport.resume_reading()
         self._process()
+
+    def may_read(self) -> bool:
+        return not self.answering
 
     def _send(self, reply: Reply) -> None:
         status, headers, body = reply
