@@ -151,10 +151,12 @@ def test_a_client_goaway_lets_its_open_streams_finish_then_the_connection_closes
     asked = [query(name) for name in ("www.example.org", "short.example.org", "chat.deepseek.com")]
     streams = [client.post(wire, flush=False) for _, wire in asked]
     client.conn.close_connection(last_stream_id=0)
-    client.flush()
     # h2 closes its state machine on a GOAWAY sent too (python-hyper/h2 issue 1181): reopened, so that
-    # this client can read the answers the server still owes it, as RFC 9113 §6.8 has it.
+    # this client can read the answers the server still owes it, as RFC 9113 §6.8 has it, and send a PING
+    # behind the GOAWAY, in the same write: a frame after a GOAWAY is no reason to drop the connection.
     client.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+    client.conn.ping(b"after-GA")
+    client.flush()
     client.read_until(lambda: client.all_ended() and client.closed)
     for stream_id, (message, _) in zip(streams, asked, strict=True):
         stream = client.streams[stream_id]
@@ -202,6 +204,36 @@ def test_a_client_with_a_16_byte_window_gets_its_answer_in_pieces(encrypted, raw
     assert max(stream.frames) <= 16 and len(stream.frames) >= 468 // 16
     answer = stream.message()
     assert answer.id == message.id and answer.rcode() == dns.rcode.NOERROR and answer.answer
+
+
+def test_request_bodies_held_at_once_are_bounded_per_connection(encrypted, raw_h2):
+    server = encrypted()
+    client = raw_h2(server)
+    client.read_until(lambda: client.settings_received)
+    conn = client.conn
+    body = bytes(60000)  # under 64 KiB each; five of them are over what one connection may hold (4 x 64 KiB)
+    streams = []
+    for _ in range(5):
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, [
+            (b":method", b"POST"), (b":scheme", b"https"), (b":authority", client.authority),
+            (b":path", b"/dns-query"), (b"content-type", b"application/dns-message"),
+        ])  # fmt: skip
+        client.streams[stream_id] = Stream()
+        streams.append(stream_id)
+        sent = 0
+        while sent < len(body) and not client.streams[stream_id].ended:  # the stream's end is never sent
+            client.read_until(lambda sid=stream_id: conn.local_flow_control_window(sid) > 0)
+            size = min(
+                conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(body) - sent
+            )
+            conn.send_data(stream_id, body[sent : sent + size])
+            sent += size
+            client.flush()
+    client.read_until(lambda: client.streams[streams[-1]].ended)
+    assert client.streams[streams[-1]].status == 503  # refused, not held
+    assert not any(client.streams[stream_id].ended for stream_id in streams[:-1])  # still arriving
+    assert not client.closed
 
 
 # ------------------------------------------------------------------------------------------- HTTP/1.1

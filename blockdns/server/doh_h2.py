@@ -11,8 +11,9 @@ and flow control are h2's).
   more data comes, which under load loses most queries.
 * A client's GOAWAY (RFC 9113 §6.8) ends the connection only once the streams it had opened are answered:
   its last-stream-id names *our* streams (we open none). h2 moves its state machine to CLOSED on any GOAWAY
-  received (python-hyper/h2 issue 1181), which would refuse those answers; a graceful one (NO_ERROR) puts
-  it back.
+  received (python-hyper/h2 issue 1181), which would refuse those answers, and every frame after the GOAWAY
+  in the same read (a SETTINGS ack, a WINDOW_UPDATE); :class:`_OpenAfterGoaway` leaves the state as it is,
+  and the GOAWAY's event decides: a graceful one (NO_ERROR) lets the streams finish, another closes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ _CONFIG = h2.config.H2Configuration(
 _STATUS = {status: b"%d" % status for status in (200, 400, 404, 405, 413, 415, 503)}
 
 
+class _OpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
+    """h2's connection state machine, except that a GOAWAY received does not close the connection."""
+
+    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[h2.events.Event]:
+        if input_ is h2.connection.ConnectionInputs.RECV_GOAWAY:
+            return []
+        return super().process_input(input_)
+
+
 class _Request:
     """A request stream not yet answered: what its headers said, and its body so far."""
 
@@ -61,6 +71,7 @@ class H2Connection(DohConnection):
     def __init__(self, server: DohContext, transport: asyncio.Transport, slot: Connection) -> None:
         super().__init__(server, transport, slot)
         conn = h2.connection.H2Connection(_CONFIG)
+        conn.state_machine = _OpenAfterGoaway()
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -248,7 +259,6 @@ class H2Connection(DohConnection):
             self.transport.close()  # the client has given up on the connection
             return
         self.goaway_received = True
-        self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
 
     def _close_if_done(self) -> None:
         if self.goaway_received and not self.answering and not self.requests_open and not self.closed:
