@@ -111,7 +111,7 @@ class Server:
         if self.tls_files is not None:
             self.dot = TcpServer(self.engine, self.tcp.slots, TLS, self.tls_files)
             if settings.server.https_listen:
-                from blockdns.server.doh import DohServer  # hypercorn: loaded only for a DoH listener
+                from blockdns.server.doh import DohServer  # h2 and h11: loaded only for a DoH listener
                 from blockdns.server.forwarded import TrustedProxies
 
                 proxies = TrustedProxies(settings.server.proxy_networks())
@@ -379,18 +379,21 @@ class Server:
     async def _bind_encrypted(self, reuse_port: bool) -> None:
         """The DoT and DoH listeners (TLS over TCP; the handshake must be done within tcp_idle_timeout)."""
         server = self._settings.server
-        kinds: list[tuple[str, list[ListenAddress], Callable[..., Coroutine[Any, Any, None]], ssl.SSLContext]]
+        # DoT is served as streams (a handler per connection), DoH by a protocol (h2 and h11 are sans-IO).
+        kinds: list[tuple[str, list[ListenAddress], Callable[..., Any], ssl.SSLContext]]
         kinds = []
         tls = self.tls_files
         if self.dot is not None and tls is not None:
             kinds.append(("tls", server.tls_addresses(), self.dot.handle, tls.dot))
         if self.doh is not None and tls is not None:
-            kinds.append(("https", server.https_addresses(), self.doh.handle, tls.doh))
+            kinds.append(("https", server.https_addresses(), self.doh.protocol, tls.doh))
+        loop = asyncio.get_running_loop()
         for kind, addresses, handle, context in kinds:
+            start = loop.create_server if kind == "https" else asyncio.start_server
             for address in addresses:
                 family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
                 try:
-                    listening = await asyncio.start_server(
+                    listening = await start(
                         handle,
                         address.host,
                         address.port,

@@ -30,7 +30,7 @@ class Connection:
 
     __slots__ = ("address", "pending", "reading", "released", "writer")
 
-    def __init__(self, address: str, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, address: str, writer: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
         self.address = address
         self.writer = writer
         self.pending: set[asyncio.Task[bytes | None]] = set()  # answers still being worked out
@@ -51,7 +51,9 @@ class ConnectionSlots:
         # Connections waiting for a query with no answer pending, the longest idle first (dicts keep order).
         self._idle: dict[Connection, None] = {}
 
-    def admit(self, address: str, writer: asyncio.StreamWriter, *, allowed: bool) -> Connection | None:
+    def admit(
+        self, address: str, writer: asyncio.StreamWriter | asyncio.BaseTransport, *, allowed: bool
+    ) -> Connection | None:
         """A slot for a new connection from ``address``, or None: close it at once."""
         stats = self.stats
         if not allowed:
