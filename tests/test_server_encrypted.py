@@ -15,6 +15,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import pytest
 
 from blockdns import config
 from blockdns.errors import ConfigError
+from blockdns.server import tlsaccept
 from blockdns.server.app import Server
 from blockdns.server.streamwire import min_ttl, pad_response, query_padded
 from blockdns.server.tlsfiles import load_certificate
@@ -687,6 +689,65 @@ def test_dot_and_doh_connections_count_against_the_tcp_limits(encrypted):
     assert server.server.stats.tcp_refused_client_limit == 2
     assert wait_until(lambda: server.server.tcp.slots.open == 0)  # the slots are given back on close
     assert server.running.query("www.example.org", tcp=True).answer
+
+
+def _silent_connections(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    """``count`` TCP connections to ``port`` that never send a TLS ClientHello."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+            for _ in range(count)]  # fmt: skip
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("kind", ["dot", "doh"])
+def test_half_open_handshakes_hold_a_clients_slots_and_others_are_served(encrypted, kind: str):
+    server = encrypted(tcp_max_per_client=4)
+    port = server.tls_port if kind == "dot" else server.https_port
+    stats = server.server.stats
+    silent = _silent_connections(port, 12)
+    try:
+        # Four take the client's slots as they are accepted; the other eight are refused and closed at once.
+        assert wait_until(lambda: stats.tcp_refused_client_limit == 8)
+        assert server.server.tcp.slots.open == 4
+        assert sum(_closed_by_server(sock) for sock in silent[4:]) == 8
+        # Another client still gets answers, without waiting for the stalled handshakes to time out.
+        start = time.monotonic()
+        query = dns.message.make_query("www.example.org", "A")
+        if kind == "dot":
+            response = dns.query.tls(query, "127.0.0.1", port=port, ssl_context=server.context(),
+                                     server_hostname=SERVER_NAME, timeout=5, source="127.0.0.3")  # fmt: skip
+        else:
+            response = dns.query.https(query, server.url, bootstrap_address="127.0.0.1",
+                                       verify=server.context(), timeout=5, http_version=H2,
+                                       source="127.0.0.3")  # fmt: skip
+        elapsed = time.monotonic() - start
+        assert response.answer and elapsed < 2.0, elapsed
+        assert stats.tcp_refused_client_limit == 8
+    finally:
+        for sock in silent:
+            sock.close()
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)
+
+
+@pytest.mark.parametrize("kind", ["dot", "doh"])
+def test_a_stalled_handshake_is_closed_after_the_handshake_timeout(encrypted, monkeypatch, kind: str):
+    monkeypatch.setattr(tlsaccept, "HANDSHAKE_TIMEOUT", 0.5)
+    server = encrypted(tcp_idle_timeout=30)  # the handshake's own timeout, not the idle timeout, closes it
+    port = server.tls_port if kind == "dot" else server.https_port
+    (sock,) = _silent_connections(port, 1)
+    with sock:
+        start = time.monotonic()
+        assert _closed_by_server(sock)
+        elapsed = time.monotonic() - start
+    assert 0.4 < elapsed < 5.0, elapsed
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)
+    assert server_metrics(server.running)[("blockdns_tls_handshakes_failed_total", ())] == 1
+    assert server.dot("www.example.org").answer if kind == "dot" else server.doh("www.example.org").answer
 
 
 def test_serve_with_an_expired_certificate_exits_with_one_line(ca, tmp_path: Path, upstream: FakeDNS):

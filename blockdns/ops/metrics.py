@@ -62,6 +62,11 @@ PLAIN_COUNTERS = (
     ),
     ("tcp_connections_evicted", "tcp_evicted", "Idle TCP connections closed to make room for a new client"),
     (
+        "tls_handshakes_failed",
+        "tls_handshakes_failed",
+        "DoT and DoH connections closed in their TLS handshake: failed, timed out or reset",
+    ),
+    (
         "dropped_client_share",
         "dropped_client_share",
         "Queries dropped because their client had a quarter of server.max_inflight being resolved",

@@ -47,6 +47,7 @@ class ServerStats:
     tcp_refused_client_limit: int = 0  # ... the client already holds server.tcp_max_per_client
     tcp_refused_full: int = 0  # ... every slot was taken and no connection was idle
     tcp_evicted: int = 0  # idle connections closed to make room for a new client
+    tls_handshakes_failed: int = 0  # DoT/DoH connections closed in their TLS handshake: bad, timed out, reset
     # Rate limiting (issue 16): UDP queries over their client prefix's rate, by what they got instead.
     ratelimited_slipped: int = 0  # a bare truncated reply (TC), so a real client retries over TCP
     ratelimited_dropped: int = 0  # silence

@@ -43,6 +43,7 @@ from blockdns.server.engine import Engine
 from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
+from blockdns.server.tlsaccept import StreamServer, TlsListener, listening_socket
 from blockdns.server.tlsfiles import TlsFiles
 from blockdns.server.udp import UdpProtocol
 from blockdns.tomlfile import read_toml
@@ -75,7 +76,7 @@ class EncryptedListener:
 
     kind: str
     address: ListenAddress
-    server: asyncio.base_events.Server
+    server: TlsListener
 
     @property
     def port(self) -> int:
@@ -377,35 +378,31 @@ class Server:
         raise BlockdnsError(f"cannot find a free port for {address}")
 
     async def _bind_encrypted(self, reuse_port: bool) -> None:
-        """The DoT and DoH listeners (TLS over TCP; the handshake must be done within tcp_idle_timeout)."""
+        """The DoT and DoH listeners: a connection takes its slot at accept, before its TLS handshake
+        (:class:`TlsListener`)."""
         server = self._settings.server
-        kinds: list[tuple[str, list[ListenAddress], Callable[..., Coroutine[Any, Any, None]], ssl.SSLContext]]
-        kinds = []
+        kinds: list[tuple[str, list[ListenAddress], StreamServer, ssl.SSLContext, Callable[[str], bool]]] = []
         tls = self.tls_files
         if self.dot is not None and tls is not None:
-            kinds.append(("tls", server.tls_addresses(), self.dot.handle, tls.dot))
+            kinds.append(("tls", server.tls_addresses(), self.dot, tls.dot, self.engine.allows))
         if self.doh is not None and tls is not None:
-            kinds.append(("https", server.https_addresses(), self.doh.handle, tls.doh))
-        for kind, addresses, handle, context in kinds:
+            doh = self.doh
+
+            def doh_allowed(client: str) -> bool:  # a trusted proxy relays its clients' queries
+                return doh.engine.allows(client) or doh.proxies.trusted(client)
+
+            kinds.append(("https", server.https_addresses(), doh, tls.doh, doh_allowed))
+        for kind, addresses, stream_server, context, allowed in kinds:
             for address in addresses:
-                family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
                 try:
-                    listening = await asyncio.start_server(
-                        handle,
-                        address.host,
-                        address.port,
-                        family=family,
-                        reuse_address=True,
-                        reuse_port=reuse_port or None,
-                        backlog=256,
-                        ssl=context,
-                        ssl_handshake_timeout=server.tcp_idle_timeout,
-                    )
+                    sock = listening_socket(address.host, address.port, reuse_port=reuse_port)
                 except OSError as err:
                     if err.errno in _UNAVAILABLE_ERRNOS:
                         log.warning("skipping %s %s: %s", kind, address, err.strerror)
                         continue
                     raise BlockdnsError(f"cannot listen on {kind} {address}: {err.strerror}") from None
+                listening = TlsListener(sock, stream_server, context, allowed)
+                listening.start()
                 self.encrypted.append(EncryptedListener(kind, address, listening))
 
     async def start_querylog(self) -> None:
@@ -450,7 +447,7 @@ class Server:
             listener.udp.close()
             listener.tcp.close()
         for encrypted in self.encrypted:
-            encrypted.server.close()
+            await encrypted.server.close()
         for stream in (self.tcp, self.dot, self.doh):
             if stream is not None:
                 await stream.handlers.close()

@@ -1,8 +1,10 @@
-"""Who may hold one of the server's stream connections (TCP; TLS later), and how long an idle one keeps it.
+"""Who may hold one of the server's stream connections (TCP, DoT, DoH), and how long an idle one keeps it.
 
 RFC 7766 §6.2.3 asks a server to bound its connections per client and in total, and lets it shorten the
 idle timeout under load. :class:`ConnectionSlots` does both:
 
+* a connection takes its slot as it is accepted (an encrypted one before its TLS handshake,
+  :class:`~blockdns.server.tlsaccept.TlsListener`);
 * a client outside ``allow_clients`` is closed before it holds a slot: it has no query to be answered;
 * a client address holds at most ``tcp_max_per_client`` connections, so one client cannot take them all;
 * past half the slots, a connection waits a tenth of ``tcp_idle_timeout`` for its next query, past 80% only
@@ -30,9 +32,9 @@ class Connection:
 
     __slots__ = ("address", "pending", "reading", "released", "writer")
 
-    def __init__(self, address: str, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, address: str, writer: asyncio.StreamWriter | None) -> None:
         self.address = address
-        self.writer = writer
+        self.writer = writer  # None while an encrypted connection does its handshake
         self.pending: set[asyncio.Task[bytes | None]] = set()  # answers still being worked out
         self.reading = False  # waiting for the client's next query
         self.released = False  # its slot has been given back (closed, or evicted)
@@ -50,9 +52,16 @@ class ConnectionSlots:
         self.per_client: dict[str, int] = {}
         # Connections waiting for a query with no answer pending, the longest idle first (dicts keep order).
         self._idle: dict[Connection, None] = {}
+        # Encrypted connections admitted at accept, their handshake done, until their handler's admit().
+        self._handed_over: dict[asyncio.StreamWriter, Connection] = {}
 
-    def admit(self, address: str, writer: asyncio.StreamWriter, *, allowed: bool) -> Connection | None:
-        """A slot for a new connection from ``address``, or None: close it at once."""
+    def admit(self, address: str, writer: asyncio.StreamWriter | None, *, allowed: bool) -> Connection | None:
+        """A slot for a new connection from ``address``, or None: close it at once. A connection admitted
+        before its TLS handshake (:meth:`hand_over`) gets the slot it holds."""
+        if writer is not None:
+            handed_over = self._handed_over.pop(writer, None)
+            if handed_over is not None:
+                return handed_over
         stats = self.stats
         if not allowed:
             stats.tcp_refused_not_allowed += 1
@@ -72,11 +81,18 @@ class ConnectionSlots:
         self.per_client[address] = held + 1
         return Connection(address, writer)
 
+    def hand_over(self, connection: Connection) -> None:
+        """The next :meth:`admit` for the connection's stream returns it (its slot was taken at accept)."""
+        if connection.writer is not None and not connection.released:
+            self._handed_over[connection.writer] = connection
+
     def release(self, connection: Connection) -> None:
         """Give the connection's slot back (once; an evicted connection has already given it back)."""
         if connection.released:
             return
         connection.released = True
+        if connection.writer is not None:
+            self._handed_over.pop(connection.writer, None)
         self._idle.pop(connection, None)
         self.open -= 1
         self.stats.tcp_open = self.open
@@ -106,7 +122,8 @@ class ConnectionSlots:
     def _evict(self, connection: Connection) -> None:
         self.stats.tcp_evicted += 1
         self.release(connection)
-        connection.writer.close()  # its reader sees the end of the stream and its handler returns
+        if connection.writer is not None:  # (only a connection waiting for a query is evicted)
+            connection.writer.close()  # its reader sees the end of the stream and its handler returns
 
 
 class ConnectionHandlers:
