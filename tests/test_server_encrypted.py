@@ -30,6 +30,7 @@ import pytest
 
 from blockdns import config
 from blockdns.errors import ConfigError
+from blockdns.ops.querylog_rows import Row
 from blockdns.server import tlsaccept
 from blockdns.server.app import Server
 from blockdns.server.streamwire import min_ttl, pad_response, query_padded
@@ -45,13 +46,13 @@ H2 = dns.query.HTTPVersion.H2
 
 
 class RowSink:
-    """Stands in for the query log: keeps every row the server offers (the last field: the transport)."""
+    """Stands in for the query log: keeps every row the server offers."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[Row] = []
 
     def offer(self, row: tuple[Any, ...]) -> None:
-        self.rows.append(row)
+        self.rows.append(Row(*row))
 
 
 @pytest.fixture
@@ -190,7 +191,7 @@ def test_dot_answers_and_counts_the_transport(encrypted):
     response = server.dot("www.example.org")
     assert response.rcode() == dns.rcode.NOERROR
     assert response.answer[0][0].address == "192.0.2.1"
-    assert [row[-1] for row in server.sink.rows] == ["tls"]
+    assert [row.transport for row in server.sink.rows] == ["tls"]
     metrics = server_metrics(server.running)
     assert metrics[("blockdns_queries_by_transport_total", (("transport", "tls"),))] == 1
 
@@ -285,7 +286,7 @@ def test_kdig_over_tls_and_https(encrypted):
     )  # fmt: skip
     assert https.returncode == 0, https.stderr
     assert "192.0.2.1" in https.stdout and "NOERROR" in https.stdout
-    assert sorted(row[-1] for row in server.sink.rows) == ["https", "tls"]
+    assert sorted(row.transport for row in server.sink.rows) == ["https", "tls"]
 
 
 @pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) is not installed")
@@ -305,7 +306,7 @@ def test_dig_over_tls_and_https(encrypted):
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert "192.0.2.1" in result.stdout and "NOERROR" in result.stdout
-    assert sorted(row[-1] for row in server.sink.rows) == ["https", "tls"]
+    assert sorted(row.transport for row in server.sink.rows) == ["https", "tls"]
 
 
 # ------------------------------------------------------------------------------------------------ DoH
@@ -315,7 +316,7 @@ def test_doh_get_and_post_over_http2(encrypted):
     server = encrypted()
     assert server.doh("www.example.org", post=True).answer[0][0].address == "192.0.2.1"
     assert server.doh("www.example.org", post=False).answer[0][0].address == "192.0.2.1"
-    assert [row[-1] for row in server.sink.rows] == ["https", "https"]
+    assert [row.transport for row in server.sink.rows] == ["https", "https"]
     metrics = server_metrics(server.running)
     assert metrics[("blockdns_queries_by_transport_total", (("transport", "https"),))] == 2
 
@@ -419,7 +420,7 @@ def test_curl_resolves_through_doh(encrypted):
     )  # fmt: skip
     # 7: resolved (to 127.0.0.1, by our DoH answer) and then refused on port 9; 6 would be "not resolved"
     assert result.returncode == 7, (result.returncode, result.stderr)
-    assert {row[-1] for row in server.sink.rows} == {"https"}
+    assert {row.transport for row in server.sink.rows} == {"https"}
     assert {row[3] for row in server.sink.rows} >= {b"\x05local\x07example\x03org\x00"}
 
 
@@ -475,6 +476,47 @@ def test_client_ids_by_doh_path_and_dot_sni_pick_the_group(encrypted):
     assert groups == ["office", "office", "roaming", "roaming", "roaming", "roaming", "office", "office"]
     keys = server.server.generation.clients.keys()
     assert not any(isinstance(key, tuple) and key[1] == "stranger" for key in keys)
+
+
+def test_the_query_log_keeps_the_client_id_that_chose_the_group(
+    start_server, ca: ThrowawayCA, tmp_path: Path, upstream: FakeDNS
+):
+    import typer
+    from typer.testing import CliRunner
+
+    from blockdns.cli import log_cmd
+
+    raw, tls_port, _ = encrypted_config(ca, tmp_path, upstream)
+    raw["groups"] = [{"name": "roaming", "client_ids": ["laptop7"]}]
+    raw["querylog"] = {"path": "var/querylog.sqlite"}
+    raw["api"] = {"listen": "127.0.0.1:0"}
+    server = Encrypted(start_server(raw), ca, tls_port, 0)
+    server.running.server.engine.accounting.querylog = server.server.querylog  # not the sink: the real log
+    assert server.dot("www.example.org", sni=f"LAPTOP7.{SERVER_NAME}").answer
+    assert server.dot("short.example.org").answer  # no client ID
+    assert server.dot("local.example.org", sni=f"stranger.{SERVER_NAME}").answer  # an ID no group lists
+    querylog = server.server.querylog
+    assert querylog is not None and querylog.flush()
+    expected = {"www.example.org": ("roaming", "laptop7"), "short.example.org": ("default", None),
+                "local.example.org": ("default", None)}  # fmt: skip
+
+    cli_config = tmp_path / "cli.toml"
+    cli_config.write_text(f'[querylog]\npath = "{tmp_path / "var/querylog.sqlite"}"\n')
+    app = typer.Typer()
+    log_cmd.register(app)
+    result = CliRunner().invoke(app, ["log", "--json", "--config", str(cli_config)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {row["name"]: (row["group"], row["client_id"]) for row in rows} == expected
+    assert {row["transport"] for row in rows} == {"tls"}
+    result = CliRunner().invoke(app, ["log", "--config", str(cli_config)])
+    lines = {name: line for line in result.stdout.splitlines() for name in expected if f" {name} " in line}
+    assert "127.0.0.1 id=laptop7" in lines["www.example.org"] and "id=" not in lines["short.example.org"]
+
+    assert server.server.api is not None
+    with httpx.Client(timeout=5) as client:
+        api_rows = client.get(f"{server.server.api.url}/api/querylog").json()["rows"]  # type: ignore[attr-defined]
+    assert {row["name"]: (row["group"], row["client_id"]) for row in api_rows} == expected
 
 
 # ------------------------------------------------------------------------------------------------ DDR
