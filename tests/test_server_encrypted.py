@@ -725,12 +725,42 @@ def test_dot_and_doh_connections_count_against_the_tcp_limits(encrypted):
         dot_exchange(second, [query])
         with pytest.raises((ConnectionError, EOFError, dns.exception.DNSException)):
             server.running.query("www.example.org", tcp=True)  # a third stream connection: refused
-        # a third DoT connection: the handshake is done, then the slot is refused and the connection closed
+        # a third DoT connection: refused before its handshake, the connection closed
         with pytest.raises((ConnectionError, ssl.SSLError)), server.raw_dot() as third:
             dot_exchange(third, [query])
-    assert server.server.stats.tcp_refused_client_limit == 2
+    refused = server.server.stats.streams_refused
+    assert refused[("tcp", "client_limit")] == refused[("tls", "client_limit")] == 1
     assert wait_until(lambda: server.server.tcp.slots.open == 0)  # the slots are given back on close
     assert server.running.query("www.example.org", tcp=True).answer
+
+
+def test_the_connection_metrics_tell_tcp_from_dot_and_doh(encrypted):
+    server = encrypted(tcp_max_per_client=3)
+    stats = server.server.stats
+    plain_port = server.running.port
+    ports = {"tcp": plain_port, "tls": server.tls_port, "https": server.https_port}
+    query = dns.message.make_query("www.example.org", "A").to_wire()
+
+    def metric(name: str, **labels: str) -> float:
+        return server_metrics(server.running)[(f"blockdns_{name}", tuple(sorted(labels.items())))]
+
+    with socket.create_connection(("127.0.0.1", plain_port), timeout=5), server.raw_dot() as dot, \
+            server.http() as doh:  # fmt: skip
+        dot_exchange(dot, [query])
+        reply = doh.post("/dns-query", content=query, headers={"content-type": "application/dns-message"})
+        assert reply.status_code == 200
+        assert wait_until(lambda: stats.streams_open["tcp"] == 1)
+        assert [metric("tcp_connections", transport=kind) for kind in ports] == [1, 1, 1]
+        # The client holds its three slots: a fourth connection is refused, counted under its transport.
+        for port in ports.values():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as fourth:
+                assert _closed_by_server(fourth)
+        refusals = [
+            metric("tcp_connections_refused_total", transport=kind, reason="client_limit") for kind in ports
+        ]
+        assert refusals == [1, 1, 1]
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)
+    assert [metric("tcp_connections", transport=kind) for kind in ports] == [0, 0, 0]
 
 
 def _silent_connections(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
@@ -749,12 +779,12 @@ def _closed_by_server(sock: socket.socket) -> bool:
 @pytest.mark.parametrize("kind", ["dot", "doh"])
 def test_half_open_handshakes_hold_a_clients_slots_and_others_are_served(encrypted, kind: str):
     server = encrypted(tcp_max_per_client=4)
-    port = server.tls_port if kind == "dot" else server.https_port
+    port, transport = (server.tls_port, "tls") if kind == "dot" else (server.https_port, "https")
     stats = server.server.stats
     silent = _silent_connections(port, 12)
     try:
         # Four take the client's slots as they are accepted; the other eight are refused and closed at once.
-        assert wait_until(lambda: stats.tcp_refused_client_limit == 8)
+        assert wait_until(lambda: stats.streams_refused[(transport, "client_limit")] == 8)
         assert server.server.tcp.slots.open == 4
         assert sum(_closed_by_server(sock) for sock in silent[4:]) == 8
         # Another client still gets answers, without waiting for the stalled handshakes to time out.
@@ -769,7 +799,7 @@ def test_half_open_handshakes_hold_a_clients_slots_and_others_are_served(encrypt
                                        source="127.0.0.3")  # fmt: skip
         elapsed = time.monotonic() - start
         assert response.answer and elapsed < 2.0, elapsed
-        assert stats.tcp_refused_client_limit == 8
+        assert stats.streams_refused[(transport, "client_limit")] == 8
     finally:
         for sock in silent:
             sock.close()
@@ -788,7 +818,9 @@ def test_a_stalled_handshake_is_closed_after_the_handshake_timeout(encrypted, mo
         elapsed = time.monotonic() - start
     assert 0.4 < elapsed < 5.0, elapsed
     assert wait_until(lambda: server.server.tcp.slots.open == 0)
-    assert server_metrics(server.running)[("blockdns_tls_handshakes_failed_total", ())] == 1
+    transport = "tls" if kind == "dot" else "https"
+    metrics = server_metrics(server.running)
+    assert metrics[("blockdns_tls_handshakes_failed_total", (("transport", transport),))] == 1
     assert server.dot("www.example.org").answer if kind == "dot" else server.doh("www.example.org").answer
 
 

@@ -33,7 +33,7 @@ from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog, QueryLogWriter
 from blockdns.policy import Decision, Policy
-from blockdns.resolve.base import TLS
+from blockdns.resolve.base import HTTPS, TLS
 from blockdns.resolve.clientnames import ClientNames
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file, load_local
@@ -384,14 +384,14 @@ class Server:
         kinds: list[tuple[str, list[ListenAddress], StreamServer, ssl.SSLContext, Callable[[str], bool]]] = []
         tls = self.tls_files
         if self.dot is not None and tls is not None:
-            kinds.append(("tls", server.tls_addresses(), self.dot, tls.dot, self.engine.allows))
+            kinds.append((TLS, server.tls_addresses(), self.dot, tls.dot, self.engine.allows))
         if self.doh is not None and tls is not None:
             doh = self.doh
 
             def doh_allowed(client: str) -> bool:  # a trusted proxy relays its clients' queries
                 return doh.engine.allows(client) or doh.proxies.trusted(client)
 
-            kinds.append(("https", server.https_addresses(), doh, tls.doh, doh_allowed))
+            kinds.append((HTTPS, server.https_addresses(), doh, tls.doh, doh_allowed))
         for kind, addresses, stream_server, context, allowed in kinds:
             for address in addresses:
                 try:
@@ -401,7 +401,7 @@ class Server:
                         log.warning("skipping %s %s: %s", kind, address, err.strerror)
                         continue
                     raise BlockdnsError(f"cannot listen on {kind} {address}: {err.strerror}") from None
-                listening = TlsListener(sock, stream_server, context, allowed)
+                listening = TlsListener(sock, stream_server, context, allowed, kind)
                 listening.start()
                 self.encrypted.append(EncryptedListener(kind, address, listening))
 

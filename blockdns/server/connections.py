@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
-from blockdns.ops.stats import ServerStats
+from blockdns.ops.stats import CLIENT_LIMIT, FULL, NOT_ALLOWED, ServerStats
+from blockdns.resolve.base import TCP
 
 PRESSURE_IDLE_TIMEOUT = 0.5  # seconds an idle connection may wait once 80% of the slots are taken
 
@@ -30,10 +31,11 @@ PRESSURE_IDLE_TIMEOUT = 0.5  # seconds an idle connection may wait once 80% of t
 class Connection:
     """One admitted connection: whose it is, how to close it, and whether it may be evicted."""
 
-    __slots__ = ("address", "pending", "reading", "released", "writer")
+    __slots__ = ("address", "pending", "reading", "released", "transport", "writer")
 
-    def __init__(self, address: str, writer: asyncio.StreamWriter | None) -> None:
+    def __init__(self, address: str, transport: str, writer: asyncio.StreamWriter | None) -> None:
         self.address = address
+        self.transport = transport  # "tcp", "tls" (DoT), "https" (DoH): the metrics' label
         self.writer = writer  # None while an encrypted connection does its handshake
         self.pending: set[asyncio.Task[bytes | None]] = set()  # answers still being worked out
         self.reading = False  # waiting for the client's next query
@@ -55,31 +57,33 @@ class ConnectionSlots:
         # Encrypted connections admitted at accept, their handshake done, until their handler's admit().
         self._handed_over: dict[asyncio.StreamWriter, Connection] = {}
 
-    def admit(self, address: str, writer: asyncio.StreamWriter | None, *, allowed: bool) -> Connection | None:
-        """A slot for a new connection from ``address``, or None: close it at once. A connection admitted
-        before its TLS handshake (:meth:`hand_over`) gets the slot it holds."""
+    def admit(
+        self, address: str, writer: asyncio.StreamWriter | None, *, allowed: bool, transport: str = TCP
+    ) -> Connection | None:
+        """A slot for a new ``transport`` connection from ``address``, or None: close it at once. A connection
+        admitted before its TLS handshake (:meth:`hand_over`) gets the slot it holds."""
         if writer is not None:
             handed_over = self._handed_over.pop(writer, None)
             if handed_over is not None:
                 return handed_over
         stats = self.stats
         if not allowed:
-            stats.tcp_refused_not_allowed += 1
+            stats.streams_refused[(transport, NOT_ALLOWED)] += 1
             return None
         held = self.per_client.get(address, 0)
         if held >= self.max_per_client:
-            stats.tcp_refused_client_limit += 1
+            stats.streams_refused[(transport, CLIENT_LIMIT)] += 1
             return None
         if self.open >= self.max_connections:
             if not self._idle:
-                stats.tcp_refused_full += 1
+                stats.streams_refused[(transport, FULL)] += 1
                 return None
             self._evict(next(iter(self._idle)))
             held = self.per_client.get(address, 0)  # the evicted connection may have been this client's
         self.open += 1
-        stats.tcp_open = self.open
+        stats.streams_open[transport] += 1
         self.per_client[address] = held + 1
-        return Connection(address, writer)
+        return Connection(address, transport, writer)
 
     def hand_over(self, connection: Connection) -> None:
         """The next :meth:`admit` for the connection's stream returns it (its slot was taken at accept)."""
@@ -95,7 +99,7 @@ class ConnectionSlots:
             self._handed_over.pop(connection.writer, None)
         self._idle.pop(connection, None)
         self.open -= 1
-        self.stats.tcp_open = self.open
+        self.stats.streams_open[connection.transport] -= 1
         held = self.per_client[connection.address] - 1
         if held:
             self.per_client[connection.address] = held
@@ -120,7 +124,7 @@ class ConnectionSlots:
         return min(self.idle_timeout, PRESSURE_IDLE_TIMEOUT)
 
     def _evict(self, connection: Connection) -> None:
-        self.stats.tcp_evicted += 1
+        self.stats.streams_evicted[connection.transport] += 1
         self.release(connection)
         if connection.writer is not None:  # (only a connection waiting for a query is evicted)
             connection.writer.close()  # its reader sees the end of the stream and its handler returns

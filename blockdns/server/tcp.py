@@ -50,7 +50,7 @@ class TcpServer:
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else ""
         slots = self.slots
-        connection = slots.admit(client, writer, allowed=self.engine.allows(client))
+        connection = slots.admit(client, writer, allowed=self.engine.allows(client), transport=self.transport)
         if connection is None:
             writer.close()
             return

@@ -50,8 +50,10 @@ class TlsListener:
         server: StreamServer,
         context: ssl.SSLContext,
         allowed: Callable[[str], bool],
+        transport: str,
     ) -> None:
         self.sock = sock
+        self.transport = transport  # TLS or HTTPS
         self.sockets = [sock]
         self.server = server
         self.context = context  # its SNI callback moves each handshake to the current certificate
@@ -89,7 +91,7 @@ class TlsListener:
 
     async def _handshake(self, sock: socket.socket, client: str) -> None:
         slots = self.server.slots
-        connection = slots.admit(client, None, allowed=self.allowed(client))
+        connection = slots.admit(client, None, allowed=self.allowed(client), transport=self.transport)
         if connection is None:
             sock.close()
             return
@@ -104,7 +106,7 @@ class TlsListener:
                 protocol, sock, ssl=self.context, ssl_handshake_timeout=self.handshake_timeout()
             )
         except OSError:  # a failed handshake (ssl.SSLError), a timed-out one, a reset
-            slots.stats.tls_handshakes_failed += 1
+            slots.stats.tls_handshakes_failed[self.transport] += 1
             slots.release(connection)
             sock.close()
         except BaseException:
