@@ -17,14 +17,13 @@ into the plain stream's buffer before the handler runs, where the TLS layer neve
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from blockdns.server.connections import Connection, ConnectionHandlers, ConnectionSlots
+from blockdns.server.connections import ConnectionHandlers, ConnectionSlots
 
 log = logging.getLogger(__name__)
 
@@ -96,31 +95,29 @@ class TlsListener:
             sock.close()
             return
         loop = asyncio.get_running_loop()
-
-        def protocol() -> asyncio.StreamReaderProtocol:
-            serve = functools.partial(self._serve, connection)
-            return asyncio.StreamReaderProtocol(asyncio.StreamReader(), serve)
-
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            await loop.connect_accepted_socket(
-                protocol, sock, ssl=self.context, ssl_handshake_timeout=self.handshake_timeout()
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=self.context, ssl_handshake_timeout=self.handshake_timeout()
             )
         except OSError:  # a failed handshake (ssl.SSLError), a timed-out one, a reset
             slots.stats.tls_handshakes_failed[self.transport] += 1
             slots.release(connection)
             sock.close()
+            return
         except BaseException:
             slots.release(connection)
             sock.close()
             raise
-
-    async def _serve(
-        self, connection: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """The handler, once the handshake is done (started by the stream protocol)."""
-        server, slots = self.server, self.server.slots
+        # The handler runs on in this task: from here it is the server's handlers' to stop, not ours.
+        task = asyncio.current_task()
+        if task is not None:
+            self._handshakes.discard(task)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         connection.writer = writer
         slots.hand_over(connection)
+        server = self.server
         with server.handlers.running():
             try:
                 await server.handle(reader, writer)
