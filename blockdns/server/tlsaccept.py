@@ -23,7 +23,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from blockdns.server.connections import ConnectionHandlers, ConnectionSlots
+from blockdns.server.connections import Connection, ConnectionHandlers, ConnectionSlots
+from blockdns.server.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class TlsListener:
         self.allowed = allowed
         self._accepting: asyncio.Task[None] | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._accept_failures = RateLimitedLog(log, interval=10.0)
 
     def start(self) -> None:
         self.sock.setblocking(False)
@@ -77,23 +79,26 @@ class TlsListener:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        slots, allowed, transport = self.server.slots, self.allowed, self.transport
         while True:
             try:
                 sock, peer = await loop.sock_accept(self.sock)
             except OSError as err:  # EMFILE and the like: the connection waits in the backlog
-                log.warning("accept failed on %s: %s", self.sock.getsockname(), err)
+                self._accept_failures.warning("accept failed on %s: %s", self.sock.getsockname(), err)
                 await asyncio.sleep(ACCEPT_ERROR_PAUSE)
                 continue
-            task = loop.create_task(self._handshake(sock, peer[0]))
+            client = peer[0]
+            connection = slots.admit(client, None, allowed=allowed(client), transport=transport)
+            if connection is None:  # refused: closed at once, before any TLS
+                sock.close()
+                continue
+            task = loop.create_task(self._handshake(sock, connection))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, sock: socket.socket, client: str) -> None:
+    async def _handshake(self, sock: socket.socket, connection: Connection) -> None:
+        """The TLS handshake of a connection that holds its slot, then its handler."""
         slots = self.server.slots
-        connection = slots.admit(client, None, allowed=self.allowed(client), transport=self.transport)
-        if connection is None:
-            sock.close()
-            return
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         protocol = asyncio.StreamReaderProtocol(reader)
