@@ -2,7 +2,7 @@
 
 Unbound (its own process, on another core when there is one) answers every name under ``miss.bench.`` from
 a local zone, over plain DNS, DNS over TLS and DNS over HTTPS (a certificate from a throwaway CA,
-tests/tlsca.py). This process runs blockdns's real forwarder (``Forwarder.resolve``: query building, the
+tests/tlscerts.py). This process runs blockdns's real forwarder (``Forwarder.resolve``: query building, the
 transport, reply matching and parsing) on one event loop, ``IN_FLIGHT`` resolutions at once, every one a new
 name. Figures per transport: this process's CPU µs per miss (best and median of ``--rounds`` rounds of
 ``--queries``, transports alternating), answers per second, and the TLS connections opened per 10,000
@@ -33,7 +33,7 @@ from blockdns.resolve.encrypted import TlsSetup  # noqa: E402
 from blockdns.resolve.forward import Forwarder  # noqa: E402
 from blockdns.resolve.transport import TransportStats  # noqa: E402
 
-from tlsca import TestCA  # noqa: E402
+from tlscerts import ThrowawayCA  # noqa: E402
 from unboundproc import UNBOUND, UnboundProcess  # noqa: E402
 
 IN_FLIGHT = 100  # resolutions at once (--in-flight)
@@ -117,8 +117,8 @@ def main() -> int:
     except ImportError:
         pass
     with tempfile.TemporaryDirectory() as work:
-        ca = TestCA(Path(work) / "ca")
-        cert = ca.issue("unbound", ["dns.bench"], ["127.0.0.1"])
+        ca = ThrowawayCA.create(Path(work) / "ca")
+        cert = ca.issue(names=("dns.bench",), ips=("127.0.0.1",), stem="unbound")
         unbound = UnboundProcess(Path(work) / "unbound", cert, ("127.0.0.1", 9), extra=ZONE).start()
         try:
             ports = {"udp": unbound.port, "tls": unbound.tls_port, "https": unbound.https_port}
@@ -128,7 +128,7 @@ def main() -> int:
                 for kind, port in ports.items():
                     names = names_for(f"r{round_index}{kind}", args.queries)
                     url = upstream_url(kind, port)
-                    seconds, wall, _ = asyncio.run(resolve_all(url, ca.cert_path, names, args.in_flight))
+                    seconds, wall, _ = asyncio.run(resolve_all(url, ca.ca_file, names, args.in_flight))
                     cpu[kind].append(seconds / args.queries * 1e6)
                     rate[kind].append(args.queries / wall)
             print(
@@ -140,7 +140,7 @@ def main() -> int:
                 connections = (
                     "-"
                     if kind == "udp"
-                    else str(count_connections(kind, port, ca.cert_path, 10_000, args.in_flight))
+                    else str(count_connections(kind, port, ca.ca_file, 10_000, args.in_flight))
                 )
                 print(
                     f"{kind:<8} {min(cpu[kind]):>17.1f} {statistics.median(cpu[kind]):>8.1f}"

@@ -104,6 +104,7 @@ def row(
     outcome: str | None = None,
     ts: float | None = None,
     duration_ms: float = 1.5,
+    client_id: str | None = None,
 ) -> Row:
     """A query-log row as the server's hot path builds it; blocked when the policy blocks ``name``."""
     decision = None
@@ -126,7 +127,8 @@ def row(
         decision if blocked else None,
         None if blocked else "udp://127.0.0.1:5300",
         duration_ms,
-        "udp",
+        "udp" if client_id is None else "https",
+        client_id,
     )
 
 

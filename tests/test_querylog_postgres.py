@@ -234,7 +234,8 @@ def test_the_readers_answer_as_with_sqlite(pg_url: str, tmp_path: Path, clients:
     pg = PostgresQueryLog(settings, ServerStats())
     control = FakeControl()
     now = time.time()
-    rows = [row(BLOCKED_NAME, control=control, client="10.0.0.5", ts=now - i) for i in range(30)]
+    rows = [row(BLOCKED_NAME, control=control, client="10.0.0.5", ts=now - i, client_id="laptop7")
+            for i in range(30)]  # fmt: skip
     rows += [row(f"x.{BLOCKED_NAME}", control=control, client="10.0.0.7", ts=now - i) for i in range(30)]
     rows += [row(f"host{i % 7}.example", client=f"10.0.0.{6 + i % 3}", ts=now - i) for i in range(70)]
     rows.append(row("ancient.example", ts=now - 3 * 86400))
@@ -254,6 +255,7 @@ def test_the_readers_answer_as_with_sqlite(pg_url: str, tmp_path: Path, clients:
         for kwargs in ({}, {"blocked_only": True}, {"client": "10.0.0.5"}, {"since": now - 10, "limit": 7}):
             got = pg_reader.recent(**kwargs)  # type: ignore[arg-type]
             assert comparable(got) == comparable(sqlite_reader.recent(**kwargs))  # type: ignore[arg-type]
+        assert {r["client_id"] for r in pg_reader.recent(client="10.0.0.5")} == {"laptop7"}
         hashed = {r["client"] for r in pg_reader.recent(client="10.0.0.5")}
         assert len(hashed) == 1 and (clients == "full") == (hashed == {"10.0.0.5"})
         if clients == "hash":

@@ -9,7 +9,7 @@ from unittest import mock
 
 from blockdns.ops import querylog_read
 from blockdns.ops.clientid import ClientMasker
-from blockdns.ops.querylog_db import INSERT, NO_TEXT, SCHEMA_VERSION, open_writer
+from blockdns.ops.querylog_db import COLUMNS, INSERT, NO_TEXT, SCHEMA_VERSION, open_writer
 from blockdns.ops.querylog_read import QueryLogReader
 from blockdns.ops.querylog_rows import to_record
 
@@ -28,6 +28,10 @@ CREATE INDEX queries_blocked_ts ON queries (ts) WHERE outcome = 'blocked';
 CREATE INDEX queries_client_ts ON queries (client, ts);
 PRAGMA user_version = 2;
 """
+SCHEMA_2_COLUMNS = COLUMNS[: COLUMNS.index("client_id")]
+INSERT_2 = (
+    f"INSERT INTO queries ({', '.join(SCHEMA_2_COLUMNS)}) VALUES ({', '.join('?' * len(SCHEMA_2_COLUMNS))})"
+)
 
 
 def record(
@@ -76,27 +80,28 @@ def test_a_schema_2_log_is_read_as_it_is_and_upgraded_on_open_with_the_same_answ
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:
         conn.executescript(SCHEMA_2)
-        conn.executemany(INSERT, RECORDS)
+        conn.executemany(INSERT_2, RECORDS)
     before = answers(path)  # read before the upgrade: the reader uses schema 2's indexes
 
     open_writer(path).close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert indexes(path) == {"queries_by_ts", "queries_blocked_ts"}
     assert answers(path) == before
 
     conn = open_writer(path)  # opening an upgraded log again changes nothing
-    conn.execute(INSERT, record(NOW - 10, "10.0.0.9", "new.example"))
+    conn.execute(INSERT, (*record(NOW - 10, "10.0.0.9", "new.example"), "laptop7"))
     conn.close()
     assert indexes(path) == {"queries_by_ts", "queries_blocked_ts"}
-    assert QueryLogReader(path).recent(1)[0]["name"] == "new.example"
+    newest, older = QueryLogReader(path).recent(2)
+    assert (newest["name"], newest["client_id"], older["client_id"]) == ("new.example", "laptop7", None)
 
 
 def test_top_clients_count_the_period_and_name_each_by_its_most_recent_name(tmp_path: Path) -> None:
     path = tmp_path / "q.sqlite"
     conn = open_writer(path)
-    conn.executemany(INSERT, RECORDS)
+    conn.executemany(INSERT, [(*values, None) for values in RECORDS])
     conn.close()
     summary = answers(path)[1]
     assert isinstance(summary, dict)
@@ -114,16 +119,16 @@ def test_the_writer_stores_empty_text_as_null_and_keeps_every_real_value(tmp_pat
     into NULL: the text "0", an empty text and an integer-looking name must come through as they were."""
     masker = ClientMasker("full")
     spelled = ("vendor", "0", "", "acme", None)  # reason, entry, selector, vendor, category
-    values = (NOW, "0", "default", b"\x01a\x00", 1, "blocked", 3, None, spelled, "0", 1.5, "udp")
-    bare = (NOW + 1, "10.0.0.1", "default", b"\x01b\x00", 1, "cached", 0, None, None, None, 0.5, "udp")
+    values = (NOW, "0", "default", b"\x01a\x00", 1, "blocked", 3, None, spelled, "0", 1.5, "tls", "0")
+    bare = (NOW + 1, "10.0.0.1", "default", b"\x01b\x00", 1, "cached", 0, None, None, None, 0.5, "udp", None)
     names = {"0": "0", "10.0.0.1": None}.get
     conn = open_writer(tmp_path / "q.sqlite")
     conn.executemany(
         INSERT, [to_record(values, masker, names, NO_TEXT), to_record(bare, masker, names, NO_TEXT)]
     )
     stored = conn.execute(
-        "SELECT client, reason, rule, selector, vendor, category, upstream, client_name"
+        "SELECT client, reason, rule, selector, vendor, category, upstream, client_name, client_id"
         " FROM queries ORDER BY id"
     ).fetchall()
     conn.close()
-    assert stored == [("0", "vendor", "0", "", "acme", None, "0", "0"), ("10.0.0.1", *[None] * 7)]
+    assert stored == [("0", "vendor", "0", "", "acme", None, "0", "0", "0"), ("10.0.0.1", *[None] * 8)]

@@ -15,6 +15,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ import pytest
 
 from blockdns import config
 from blockdns.errors import ConfigError
+from blockdns.ops.querylog_rows import Row
+from blockdns.server import tlsaccept
 from blockdns.server.app import Server
 from blockdns.server.streamwire import min_ttl, pad_response, query_padded
 from blockdns.server.tlsfiles import load_certificate
@@ -43,13 +46,13 @@ H2 = dns.query.HTTPVersion.H2
 
 
 class RowSink:
-    """Stands in for the query log: keeps every row the server offers (the last field: the transport)."""
+    """Stands in for the query log: keeps every row the server offers."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[Row] = []
 
     def offer(self, row: tuple[Any, ...]) -> None:
-        self.rows.append(row)
+        self.rows.append(Row(*row))
 
 
 @pytest.fixture
@@ -188,7 +191,7 @@ def test_dot_answers_and_counts_the_transport(encrypted):
     response = server.dot("www.example.org")
     assert response.rcode() == dns.rcode.NOERROR
     assert response.answer[0][0].address == "192.0.2.1"
-    assert [row[-1] for row in server.sink.rows] == ["tls"]
+    assert [row.transport for row in server.sink.rows] == ["tls"]
     metrics = server_metrics(server.running)
     assert metrics[("blockdns_queries_by_transport_total", (("transport", "tls"),))] == 1
 
@@ -283,7 +286,7 @@ def test_kdig_over_tls_and_https(encrypted):
     )  # fmt: skip
     assert https.returncode == 0, https.stderr
     assert "192.0.2.1" in https.stdout and "NOERROR" in https.stdout
-    assert sorted(row[-1] for row in server.sink.rows) == ["https", "tls"]
+    assert sorted(row.transport for row in server.sink.rows) == ["https", "tls"]
 
 
 @pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) is not installed")
@@ -303,7 +306,7 @@ def test_dig_over_tls_and_https(encrypted):
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert "192.0.2.1" in result.stdout and "NOERROR" in result.stdout
-    assert sorted(row[-1] for row in server.sink.rows) == ["https", "tls"]
+    assert sorted(row.transport for row in server.sink.rows) == ["https", "tls"]
 
 
 # ------------------------------------------------------------------------------------------------ DoH
@@ -313,7 +316,7 @@ def test_doh_get_and_post_over_http2(encrypted):
     server = encrypted()
     assert server.doh("www.example.org", post=True).answer[0][0].address == "192.0.2.1"
     assert server.doh("www.example.org", post=False).answer[0][0].address == "192.0.2.1"
-    assert [row[-1] for row in server.sink.rows] == ["https", "https"]
+    assert [row.transport for row in server.sink.rows] == ["https", "https"]
     metrics = server_metrics(server.running)
     assert metrics[("blockdns_queries_by_transport_total", (("transport", "https"),))] == 2
 
@@ -417,7 +420,7 @@ def test_curl_resolves_through_doh(encrypted):
     )  # fmt: skip
     # 7: resolved (to 127.0.0.1, by our DoH answer) and then refused on port 9; 6 would be "not resolved"
     assert result.returncode == 7, (result.returncode, result.stderr)
-    assert {row[-1] for row in server.sink.rows} == {"https"}
+    assert {row.transport for row in server.sink.rows} == {"https"}
     assert {row[3] for row in server.sink.rows} >= {b"\x05local\x07example\x03org\x00"}
 
 
@@ -473,6 +476,47 @@ def test_client_ids_by_doh_path_and_dot_sni_pick_the_group(encrypted):
     assert groups == ["office", "office", "roaming", "roaming", "roaming", "roaming", "office", "office"]
     keys = server.server.generation.clients.keys()
     assert not any(isinstance(key, tuple) and key[1] == "stranger" for key in keys)
+
+
+def test_the_query_log_keeps_the_client_id_that_chose_the_group(
+    start_server, ca: ThrowawayCA, tmp_path: Path, upstream: FakeDNS
+):
+    import typer
+    from typer.testing import CliRunner
+
+    from blockdns.cli import log_cmd
+
+    raw, tls_port, _ = encrypted_config(ca, tmp_path, upstream)
+    raw["groups"] = [{"name": "roaming", "client_ids": ["laptop7"]}]
+    raw["querylog"] = {"path": "var/querylog.sqlite"}
+    raw["api"] = {"listen": "127.0.0.1:0"}
+    server = Encrypted(start_server(raw), ca, tls_port, 0)
+    server.running.server.engine.accounting.querylog = server.server.querylog  # not the sink: the real log
+    assert server.dot("www.example.org", sni=f"LAPTOP7.{SERVER_NAME}").answer
+    assert server.dot("short.example.org").answer  # no client ID
+    assert server.dot("local.example.org", sni=f"stranger.{SERVER_NAME}").answer  # an ID no group lists
+    querylog = server.server.querylog
+    assert querylog is not None and querylog.flush()
+    expected = {"www.example.org": ("roaming", "laptop7"), "short.example.org": ("default", None),
+                "local.example.org": ("default", None)}  # fmt: skip
+
+    cli_config = tmp_path / "cli.toml"
+    cli_config.write_text(f'[querylog]\npath = "{tmp_path / "var/querylog.sqlite"}"\n')
+    app = typer.Typer()
+    log_cmd.register(app)
+    result = CliRunner().invoke(app, ["log", "--json", "--config", str(cli_config)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {row["name"]: (row["group"], row["client_id"]) for row in rows} == expected
+    assert {row["transport"] for row in rows} == {"tls"}
+    result = CliRunner().invoke(app, ["log", "--config", str(cli_config)])
+    lines = {name: line for line in result.stdout.splitlines() for name in expected if f" {name} " in line}
+    assert "127.0.0.1 id=laptop7" in lines["www.example.org"] and "id=" not in lines["short.example.org"]
+
+    assert server.server.api is not None
+    with httpx.Client(timeout=5) as client:
+        api_rows = client.get(f"{server.server.api.url}/api/querylog").json()["rows"]  # type: ignore[attr-defined]
+    assert {row["name"]: (row["group"], row["client_id"]) for row in api_rows} == expected
 
 
 # ------------------------------------------------------------------------------------------------ DDR
@@ -681,12 +725,103 @@ def test_dot_and_doh_connections_count_against_the_tcp_limits(encrypted):
         dot_exchange(second, [query])
         with pytest.raises((ConnectionError, EOFError, dns.exception.DNSException)):
             server.running.query("www.example.org", tcp=True)  # a third stream connection: refused
-        # a third DoT connection: the handshake is done, then the slot is refused and the connection closed
+        # a third DoT connection: refused before its handshake, the connection closed
         with pytest.raises((ConnectionError, ssl.SSLError)), server.raw_dot() as third:
             dot_exchange(third, [query])
-    assert server.server.stats.tcp_refused_client_limit == 2
+    refused = server.server.stats.streams_refused
+    assert refused[("tcp", "client_limit")] == refused[("tls", "client_limit")] == 1
     assert wait_until(lambda: server.server.tcp.slots.open == 0)  # the slots are given back on close
     assert server.running.query("www.example.org", tcp=True).answer
+
+
+def test_the_connection_metrics_tell_tcp_from_dot_and_doh(encrypted):
+    server = encrypted(tcp_max_per_client=3)
+    stats = server.server.stats
+    plain_port = server.running.port
+    ports = {"tcp": plain_port, "tls": server.tls_port, "https": server.https_port}
+    query = dns.message.make_query("www.example.org", "A").to_wire()
+
+    def metric(name: str, **labels: str) -> float:
+        return server_metrics(server.running)[(f"blockdns_{name}", tuple(sorted(labels.items())))]
+
+    with socket.create_connection(("127.0.0.1", plain_port), timeout=5), server.raw_dot() as dot, \
+            server.http() as doh:  # fmt: skip
+        dot_exchange(dot, [query])
+        reply = doh.post("/dns-query", content=query, headers={"content-type": "application/dns-message"})
+        assert reply.status_code == 200
+        assert wait_until(lambda: stats.streams_open["tcp"] == 1)
+        assert [metric("tcp_connections", transport=kind) for kind in ports] == [1, 1, 1]
+        # The client holds its three slots: a fourth connection is refused, counted under its transport.
+        for port in ports.values():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as fourth:
+                assert _closed_by_server(fourth)
+        refusals = [
+            metric("tcp_connections_refused_total", transport=kind, reason="client_limit") for kind in ports
+        ]
+        assert refusals == [1, 1, 1]
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)
+    assert [metric("tcp_connections", transport=kind) for kind in ports] == [0, 0, 0]
+
+
+def _silent_connections(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    """``count`` TCP connections to ``port`` that never send a TLS ClientHello."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+            for _ in range(count)]  # fmt: skip
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("kind", ["dot", "doh"])
+def test_half_open_handshakes_hold_a_clients_slots_and_others_are_served(encrypted, kind: str):
+    server = encrypted(tcp_max_per_client=4)
+    port, transport = (server.tls_port, "tls") if kind == "dot" else (server.https_port, "https")
+    stats = server.server.stats
+    silent = _silent_connections(port, 12)
+    try:
+        # Four take the client's slots as they are accepted; the other eight are refused and closed at once.
+        assert wait_until(lambda: stats.streams_refused[(transport, "client_limit")] == 8)
+        assert server.server.tcp.slots.open == 4
+        assert sum(_closed_by_server(sock) for sock in silent[4:]) == 8
+        # Another client still gets answers, without waiting for the stalled handshakes to time out.
+        start = time.monotonic()
+        query = dns.message.make_query("www.example.org", "A")
+        if kind == "dot":
+            response = dns.query.tls(query, "127.0.0.1", port=port, ssl_context=server.context(),
+                                     server_hostname=SERVER_NAME, timeout=5, source="127.0.0.3")  # fmt: skip
+        else:
+            response = dns.query.https(query, server.url, bootstrap_address="127.0.0.1",
+                                       verify=server.context(), timeout=5, http_version=H2,
+                                       source="127.0.0.3")  # fmt: skip
+        elapsed = time.monotonic() - start
+        assert response.answer and elapsed < 2.0, elapsed
+        assert stats.streams_refused[(transport, "client_limit")] == 8
+    finally:
+        for sock in silent:
+            sock.close()
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)
+
+
+@pytest.mark.parametrize("kind", ["dot", "doh"])
+def test_a_stalled_handshake_is_closed_after_the_handshake_timeout(encrypted, monkeypatch, kind: str):
+    monkeypatch.setattr(tlsaccept, "HANDSHAKE_TIMEOUT", 0.5)
+    server = encrypted(tcp_idle_timeout=30)  # the handshake's own timeout, not the idle timeout, closes it
+    port = server.tls_port if kind == "dot" else server.https_port
+    (sock,) = _silent_connections(port, 1)
+    with sock:
+        start = time.monotonic()
+        assert _closed_by_server(sock)
+        elapsed = time.monotonic() - start
+    assert 0.4 < elapsed < 5.0, elapsed
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)
+    transport = "tls" if kind == "dot" else "https"
+    metrics = server_metrics(server.running)
+    assert metrics[("blockdns_tls_handshakes_failed_total", (("transport", transport),))] == 1
+    assert server.dot("www.example.org").answer if kind == "dot" else server.doh("www.example.org").answer
 
 
 def test_serve_with_an_expired_certificate_exits_with_one_line(ca, tmp_path: Path, upstream: FakeDNS):

@@ -54,7 +54,7 @@ def test_clients_outside_allow_clients_are_refused_and_counted(start_server, ups
     with pytest.raises((EOFError, ConnectionError)):  # over TCP: closed before it holds a connection slot
         server.query("www.example.org", source="127.0.0.7", tcp=True)
     assert server.server.stats.refused_clients == 2
-    assert server.server.stats.tcp_refused_not_allowed == 1
+    assert server.server.stats.streams_refused[("tcp", "not_allowed")] == 1
     assert upstream.count("www.example.org") == 1
 
 

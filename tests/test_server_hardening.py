@@ -84,15 +84,15 @@ def test_a_refused_client_holds_no_tcp_slot(start_server, upstream):
     stats = server.server.stats
     held = [connect(server.port, "127.0.0.7") for _ in range(400)]
     try:
-        assert wait_until(lambda: stats.tcp_refused_not_allowed == 400, 20)
+        assert wait_until(lambda: stats.streams_refused[("tcp", "not_allowed")] == 400, 20)
         for index in range(5):
             assert ask_over_tcp(server.port, f"n{index}.example").rcode() == dns.rcode.NXDOMAIN
         assert ask_over_tcp(server.port).answer[0][0].address == "192.0.2.1"
-        assert wait_until(lambda: stats.tcp_open == 0)
+        assert wait_until(lambda: stats.streams_open["tcp"] == 0)
         held[0].settimeout(2)
         assert closed_by_server(held[0])
         refused = server_metrics(server)[
-            ("blockdns_tcp_connections_refused_total", (("reason", "not_allowed"),))
+            ("blockdns_tcp_connections_refused_total", (("reason", "not_allowed"), ("transport", "tcp")))
         ]
         assert refused == 400
     finally:
@@ -106,13 +106,13 @@ def test_one_client_address_holds_at_most_tcp_max_per_client(start_server, upstr
     server = start_server(raw)
     stats = server.server.stats
     mine = [connect(server.port) for _ in range(3)]
-    assert wait_until(lambda: stats.tcp_open == 3)
+    assert wait_until(lambda: stats.streams_open["tcp"] == 3)
     with connect(server.port) as extra:
         assert closed_by_server(extra)  # at once: an admitted connection would wait 10 s for a query
-    assert stats.tcp_refused_client_limit == 1
+    assert stats.streams_refused[("tcp", "client_limit")] == 1
     assert ask_over_tcp(server.port, source="127.0.0.3").answer[0][0].address == "192.0.2.1"
     mine.pop().close()
-    assert wait_until(lambda: stats.tcp_open == 2)
+    assert wait_until(lambda: stats.streams_open["tcp"] == 2)
     assert ask_over_tcp(server.port).answer[0][0].address == "192.0.2.1"  # a slot of its own again
     for sock in mine:
         sock.sendall(frame("example.com"))
@@ -134,17 +134,17 @@ def test_the_longest_idle_connection_makes_room_when_every_slot_is_taken(start_s
     server = start_server(slow_config(upstream, tcp_max_connections=4, tcp_idle_timeout=30))
     stats = server.server.stats
     idle = connect(server.port, "127.0.0.11")
-    assert wait_until(lambda: stats.tcp_open == 1)
+    assert wait_until(lambda: stats.streams_open["tcp"] == 1)
     busy = [connect(server.port, f"127.0.0.{12 + index}") for index in range(3)]
     for index, sock in enumerate(busy):
         sock.sendall(frame(f"slow{index}.example"))  # an answer pending: not idle, never evicted
-    assert wait_until(lambda: stats.tcp_open == 4 and len(server.server.tasks) == 3)
+    assert wait_until(lambda: stats.streams_open["tcp"] == 4 and len(server.server.tasks) == 3)
     started = time.monotonic()
     assert ask_over_tcp(server.port, source="127.0.0.20").answer[0][0].address == "192.0.2.1"
     assert time.monotonic() - started < 1.5  # admitted at once, not after a slow answer freed a slot
     assert closed_by_server(idle)
-    assert stats.tcp_evicted == 1 and stats.tcp_refused_full == 0
-    assert server_metrics(server)[("blockdns_tcp_connections_evicted_total", ())] == 1
+    assert stats.streams_evicted["tcp"] == 1 and stats.streams_refused[("tcp", "full")] == 0
+    assert server_metrics(server)[("blockdns_tcp_connections_evicted_total", (("transport", "tcp"),))] == 1
     for index, sock in enumerate(busy):
         assert read_frame(sock).answer[0][0].address == f"192.0.2.{10 + index}"
         sock.close()
@@ -157,11 +157,11 @@ def test_a_new_connection_is_refused_only_when_no_connection_is_idle(start_serve
     busy = [connect(server.port, f"127.0.0.{12 + index}") for index in range(2)]
     for index, sock in enumerate(busy):
         sock.sendall(frame(f"slow{index}.example"))
-    assert wait_until(lambda: stats.tcp_open == 2 and len(server.server.tasks) == 2)
+    assert wait_until(lambda: stats.streams_open["tcp"] == 2 and len(server.server.tasks) == 2)
     with connect(server.port, "127.0.0.20") as extra:
         extra.settimeout(1.5)
         assert closed_by_server(extra)
-    assert stats.tcp_refused_full == 1 and stats.tcp_evicted == 0
+    assert stats.streams_refused[("tcp", "full")] == 1 and stats.streams_evicted["tcp"] == 0
     for index, sock in enumerate(busy):
         assert read_frame(sock).answer[0][0].address == f"192.0.2.{10 + index}"
         sock.close()
@@ -172,11 +172,11 @@ def test_idle_connections_get_a_short_timeout_when_the_slots_fill_up(start_serve
     server = start_server(slow_config(upstream, tcp_max_connections=10, tcp_idle_timeout=30))
     stats = server.server.stats
     first = connect(server.port, "127.0.0.11")
-    assert wait_until(lambda: stats.tcp_open == 1)
+    assert wait_until(lambda: stats.streams_open["tcp"] == 1)
     others = []
     for index in range(8):
         others.append(connect(server.port, f"127.0.0.{12 + index}"))
-        assert wait_until(lambda count=index + 2: stats.tcp_open == count)
+        assert wait_until(lambda count=index + 2: stats.streams_open["tcp"] == count)
     last = others[-1]  # the ninth of ten slots
     started = time.monotonic()
     assert closed_by_server(last)

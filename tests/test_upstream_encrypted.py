@@ -32,7 +32,7 @@ from blockdns.server.generation import make_upstream
 from conftest import base_config, ede_of, server_metrics
 from fakedns import FakeDNS
 from tcprelay import TcpRelay
-from tlsca import TestCA
+from tlscerts import ThrowawayCA
 from unboundproc import SKIP_REASON, UNBOUND, UnboundProcess
 from waiting import wait_until
 
@@ -42,8 +42,8 @@ TLS_NAME = "dns.test"
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("ca"))
+def ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    return ThrowawayCA.create(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,9 @@ def behind() -> Iterator[FakeDNS]:
 
 @pytest.fixture(scope="module")
 def unbound(
-    tmp_path_factory: pytest.TempPathFactory, ca: TestCA, behind: FakeDNS
+    tmp_path_factory: pytest.TempPathFactory, ca: ThrowawayCA, behind: FakeDNS
 ) -> Iterator[UnboundProcess]:
-    cert = ca.issue("unbound", [TLS_NAME, "dot.test"], ["127.0.0.1"])
+    cert = ca.issue(names=(TLS_NAME, "dot.test"), ips=("127.0.0.1",), stem="unbound")
     process = UnboundProcess(tmp_path_factory.mktemp("unbound"), cert, (behind.host, behind.port)).start()
     yield process
     process.stop()
@@ -78,10 +78,10 @@ def doh_relay(unbound: UnboundProcess) -> Iterator[TcpRelay]:
     relay.stop()
 
 
-def encrypted_config(ca: TestCA | None, *upstreams: str, **resolver: object) -> dict:
+def encrypted_config(ca: ThrowawayCA | None, *upstreams: str, **resolver: object) -> dict:
     raw = base_config(None, resolver={"upstreams": list(upstreams), "timeout": 2.0, "total_timeout": 4.0})
     if ca is not None:
-        raw["resolver"]["tls_ca"] = str(ca.cert_path)
+        raw["resolver"]["tls_ca"] = str(ca.ca_file)
     raw["resolver"].update(resolver)
     raw["policy"] = {"block": []}
     return raw
@@ -171,7 +171,7 @@ def test_a_certificate_for_another_name_is_servfail_with_ede(
 def test_a_certificate_from_an_untrusted_ca_is_servfail(
     start_server, tmp_path, behind, dot_relay, doh_relay, kind, trust
 ):
-    other = TestCA(tmp_path / "other", "another CA") if trust == "other CA" else None
+    other = ThrowawayCA.create(tmp_path / "other", "another CA") if trust == "other CA" else None
     upstream = dot(dot_relay.port) if kind == "tls" else doh(doh_relay.port)
     server = start_server(encrypted_config(other, upstream))
     response = server.query(f"untrusted-{kind}.example")
@@ -311,7 +311,7 @@ def test_encrypted_upstreams_on_uvloop(ca, behind, unbound):
     ]
 
     async def ask(upstream: config.Upstream) -> tuple[str, ...]:
-        tls = TlsSetup.build([upstream], ca_file=ca.cert_path, bootstrap=[], own=[], timeout=2.0)
+        tls = TlsSetup.build([upstream], ca_file=ca.ca_file, bootstrap=[], own=[], timeout=2.0)
         forwarder = Forwarder([upstream], timeout=2.0, total_timeout=4.0, tls=tls)
         try:
             result = await forwarder.resolve(dnsname.from_text("uvloop.example"), 1, 1, do=False, cd=False)
@@ -338,8 +338,8 @@ class RecordingDotServer:
     """A DNS-over-TLS server on loopback that keeps the bytes of every query and answers each with
     192.0.2.90: to see what blockdns sends inside the TLS stream."""
 
-    def __init__(self, ca: TestCA) -> None:
-        cert = ca.issue("recording", [TLS_NAME])
+    def __init__(self, ca: ThrowawayCA) -> None:
+        cert = ca.issue(names=(TLS_NAME,), ips=(), stem="recording")
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert.cert, cert.key)
         self.listener = socket.create_server(("127.0.0.1", 0))

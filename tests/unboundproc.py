@@ -14,7 +14,7 @@ import dns.message
 import dns.query
 
 from ports import free_port
-from tlsca import ServerCert
+from tlscerts import ServerCert
 
 UNBOUND = shutil.which("unbound") or (
     Path("/usr/sbin/unbound") if Path("/usr/sbin/unbound").exists() else None

@@ -74,7 +74,7 @@ def _cells(row: dict[str, object]) -> tuple[str, ...]:
         why = row["reason"]
     return (
         _when(float(row["ts"])),  # type: ignore[arg-type]
-        _client(row),
+        _client(row) + (f" id={row['client_id']}" if row.get("client_id") else ""),
         str(row["group"]),
         str(row["name"]),
         str(row["qtype"]),

@@ -33,7 +33,8 @@ from blockdns.errors import ConfigError
 from blockdns.feeds.manifest import FeedState, manifest_path, read_manifest
 from blockdns.ops.labels import qtype_label
 from blockdns.ops.snapshot import Snapshot
-from blockdns.ops.stats import LATENCY_BUCKETS
+from blockdns.ops.stats import LATENCY_BUCKETS, STREAM_REFUSALS, ServerStats
+from blockdns.resolve.base import HTTPS, TCP, TLS
 
 log = logging.getLogger("blockdns.metrics")
 
@@ -60,7 +61,6 @@ PLAIN_COUNTERS = (
         "reloads_refused",
         "Reloads refused (a bad, empty or unreadable config); the last good one kept serving",
     ),
-    ("tcp_connections_evicted", "tcp_evicted", "Idle TCP connections closed to make room for a new client"),
     (
         "dropped_client_share",
         "dropped_client_share",
@@ -73,12 +73,8 @@ PLAIN_COUNTERS = (
     ),
 )
 
-# reason label -> ServerStats field, for TCP connections closed as soon as they were accepted.
-TCP_REFUSALS = (
-    ("not_allowed", "tcp_refused_not_allowed"),  # the client is outside server.allow_clients
-    ("client_limit", "tcp_refused_client_limit"),  # the client already holds server.tcp_max_per_client
-    ("full", "tcp_refused_full"),  # every slot taken, none idle
-)
+# The transport label of the stream connections' metrics: plain DNS over TCP, DoT, DoH (all over TCP).
+STREAM_TRANSPORTS = (TCP, TLS, HTTPS)
 
 # action label -> ServerStats field, for UDP queries over their client prefix's rate.
 RATELIMIT_ACTIONS = (
@@ -214,14 +210,7 @@ class ServerCollector(Collector):
 
         for name, attribute, text in PLAIN_COUNTERS:
             yield CounterMetricFamily(f"blockdns_{name}", text, value=getattr(stats, attribute))
-        yield GaugeMetricFamily("blockdns_tcp_connections", "TCP connections open", value=stats.tcp_open)
-        refused = CounterMetricFamily(
-            "blockdns_tcp_connections_refused", "TCP connections closed as soon as they were accepted",
-            labels=["reason"],
-        )  # fmt: skip
-        for reason, attribute in TCP_REFUSALS:
-            refused.add_metric([reason], getattr(stats, attribute))
-        yield refused
+        yield from self._streams(stats)
         limited = CounterMetricFamily(
             "blockdns_ratelimited",
             "UDP queries over their client prefix's [ratelimit] rate, by what they got instead",
@@ -298,6 +287,35 @@ class ServerCollector(Collector):
             restarts.add_metric([str(worker["index"])], _number(worker["restarts"]))
         yield queries
         yield restarts
+
+    @staticmethod
+    def _streams(stats: ServerStats) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The stream connections' metrics, by transport: TCP, DoT and DoH share the slots, not the labels."""
+        open_now = GaugeMetricFamily(
+            "blockdns_tcp_connections", "TCP connections open, by transport (tcp, tls: DoT, https: DoH)",
+            labels=["transport"],
+        )  # fmt: skip
+        refused = CounterMetricFamily(
+            "blockdns_tcp_connections_refused", "TCP connections closed as soon as they were accepted",
+            labels=["transport", "reason"],
+        )  # fmt: skip
+        evicted = CounterMetricFamily(
+            "blockdns_tcp_connections_evicted", "Idle TCP connections closed to make room for a new client",
+            labels=["transport"],
+        )  # fmt: skip
+        for transport in STREAM_TRANSPORTS:
+            open_now.add_metric([transport], stats.streams_open[transport])
+            evicted.add_metric([transport], stats.streams_evicted[transport])
+            for reason in STREAM_REFUSALS:
+                refused.add_metric([transport, reason], stats.streams_refused[(transport, reason)])
+        handshakes = CounterMetricFamily(
+            "blockdns_tls_handshakes_failed",
+            "DoT and DoH connections closed in their TLS handshake: failed, timed out or reset",
+            labels=["transport"],
+        )
+        for transport in (TLS, HTTPS):
+            handshakes.add_metric([transport], stats.tls_handshakes_failed[transport])
+        return iter((open_now, refused, evicted, handshakes))
 
     def _latency(self) -> HistogramMetricFamily:
         stats = self.snapshot.stats

@@ -68,6 +68,13 @@ _ROW = {
         "upstream": {"type": "string", "nullable": True},
         "duration_ms": {"type": "number"},
         "transport": {"type": "string", "example": "udp"},
+        "client_id": {
+            "type": "string",
+            "nullable": True,
+            "description": "the client ID that chose the group: a DoH path /dns-query/NAME or a DoT SNI"
+            " NAME.<server name> listed in a group's client_ids",
+            "example": "laptop",
+        },
     },
 }
 

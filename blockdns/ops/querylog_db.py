@@ -13,7 +13,7 @@ from pathlib import Path
 
 from blockdns.ops.clientid import QueryLogError
 
-SCHEMA_VERSION = 3  # 2: client_name; 3: one index by time (queries_by_ts) for the two below
+SCHEMA_VERSION = 4  # 2: client_name; 3: one index by time (queries_by_ts) for the two below; 4: client_id
 # Schema 2's indexes. (client, ts) cost the writer as much again as the row itself with a few hundred
 # clients: every batch touched one leaf page per client.
 OLD_INDEXES = ("queries_ts_outcome", "queries_client_ts")
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS queries (
     upstream    TEXT,
     duration_ms REAL    NOT NULL,
     transport   TEXT    NOT NULL,
-    client_name TEXT                -- the client's name when known (local data, a forward zone's PTR)
+    client_name TEXT,               -- the client's name when known (local data, a forward zone's PTR)
+    client_id   TEXT                -- the client ID that chose the group (a DoH path, a DoT SNI name)
 );
 -- Rows arrive in time order, so this index grows at its end: cheap to keep. It covers the summary's time
 -- series and totals, a client's counts and name, and `blockdns log --client` finds a client's rows in it.
@@ -48,14 +49,14 @@ CREATE INDEX IF NOT EXISTS queries_blocked_ts ON queries (ts) WHERE outcome = 'b
 
 COLUMNS = (
     "ts", "client", "grp", "qname", "qtype", "outcome", "rcode", "reason", "rule", "selector", "vendor",
-    "category", "upstream", "duration_ms", "transport", "client_name",
+    "category", "upstream", "duration_ms", "transport", "client_name", "client_id",
 )  # fmt: skip
 # The text columns that may be empty. Python's sqlite3 binds a None through its adapter lookup, about 0.3 µs
 # each, and a typical row has seven; an int binds directly. So the writer's records carry NO_TEXT where one
 # is empty, and NULLIF stores NULL for it. No text equals the integer 0 in SQLite (a bound value has no
 # affinity), so a real value is never lost; a None still binds as NULL.
 NULLABLE = frozenset(
-    {"client", "reason", "rule", "selector", "vendor", "category", "upstream", "client_name"}
+    {"client", "reason", "rule", "selector", "vendor", "category", "upstream", "client_name", "client_id"}
 )
 NO_TEXT = 0
 INSERT = (
@@ -81,6 +82,8 @@ def open_writer(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the process
         if version == 1:  # a log written before client names: the column is added, old rows keep NULL
             conn.execute("ALTER TABLE queries ADD COLUMN client_name TEXT")
+        if 0 < version < 4:  # a log written before client IDs: likewise
+            conn.execute("ALTER TABLE queries ADD COLUMN client_id TEXT")
         # One transaction: a reader sees the old indexes or the new one, never neither.
         drop = "".join(f"DROP INDEX IF EXISTS {name};" for name in OLD_INDEXES) if version < 3 else ""
         conn.executescript(f"BEGIN; {SCHEMA} {drop} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")

@@ -13,7 +13,7 @@ import psycopg
 from blockdns.logstore import redact, scrub
 from blockdns.ops.clientid import ClientMasker, ClientMode, QueryLogError
 from blockdns.ops.querylog_pgdb import TABLE, connect, read_key
-from blockdns.ops.querylog_read import COLUMNS, QueryLogReader
+from blockdns.ops.querylog_read import COLUMNS, COLUMNS_V3, QueryLogReader
 
 _BLOCKED_ROWS = f"FROM {TABLE} WHERE outcome = 'blocked' AND ts >= %s"
 
@@ -71,7 +71,16 @@ class PostgresQueryLogReader(QueryLogReader):
         return conn
 
     def _columns(self, conn: Any) -> str:
-        return COLUMNS
+        """A table no writer of this version has opened yet has no client_id column."""
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM information_schema.columns"
+                " WHERE table_name = %s AND column_name = 'client_id'",
+                (TABLE,),
+            ).fetchone()
+        except psycopg.Error as err:
+            raise self._error(err) from None
+        return COLUMNS if found else COLUMNS_V3
 
     def _buckets_sql(self, conn: Any) -> str:
         return self.SQL_BUCKETS

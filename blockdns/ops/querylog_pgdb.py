@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     client_name text,
     replica     text NOT NULL
 );
+-- Added later, nullable: a replica that does not know it still writes (its COPY names its columns).
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS client_id text;
 CREATE INDEX IF NOT EXISTS {TABLE}_ts_outcome ON {TABLE} (ts, outcome);
 CREATE INDEX IF NOT EXISTS {TABLE}_blocked_ts ON {TABLE} (ts) WHERE outcome = 'blocked';
 CREATE INDEX IF NOT EXISTS {TABLE}_client_ts ON {TABLE} (client, ts);
@@ -55,7 +57,7 @@ CREATE TABLE IF NOT EXISTS blockdns_client_key (
 
 COPY = (
     f"COPY {TABLE} (ts, client, grp, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category,"
-    " upstream, duration_ms, transport, client_name, replica) FROM STDIN"
+    " upstream, duration_ms, transport, client_name, client_id, replica) FROM STDIN"
 )
 
 

@@ -29,10 +29,12 @@ _HASH = re.compile(f"[0-9a-f]{{{HASH_CHARS}}}")
 
 COLUMNS = (
     "ts, client, grp, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category, upstream,"
-    " duration_ms, transport, client_name"
+    " duration_ms, transport, client_name, client_id"
 )
-# A log that an older server wrote and has not upgraded yet (schema 1) has no client names.
-COLUMNS_V1 = COLUMNS.replace("client_name", "NULL")
+# A log that an older server wrote and has not upgraded yet: no client IDs (schemas 2 and 3), and no client
+# names either (schema 1).
+COLUMNS_V3 = COLUMNS.replace("client_id", "NULL")
+COLUMNS_V1 = COLUMNS_V3.replace("client_name", "NULL")
 
 
 def bucket_width(span: float, points: int = SERIES_POINTS) -> int:
@@ -93,7 +95,8 @@ class QueryLogReader:
         return open_reader(self.path)
 
     def _columns(self, conn: Any) -> str:
-        return COLUMNS if self._version(conn) >= 2 else COLUMNS_V1
+        version = self._version(conn)
+        return COLUMNS if version >= 4 else COLUMNS_V3 if version >= 2 else COLUMNS_V1
 
     def _version(self, conn: Any) -> int:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -230,7 +233,7 @@ class QueryLogReader:
         params = (since, *clients)
         queries = dict(self._fetch(conn, self.SQL_CLIENTS_QUERIES.format(marks=marks), params))
         names: dict[str, str | None] = {}
-        if self._columns(conn) is COLUMNS:
+        if self._columns(conn) is not COLUMNS_V1:
             rows = self._fetch(conn, self.SQL_CLIENTS_NAMES.format(marks=marks), params)
             names = {row[0]: row[1] for row in rows}
         return queries, names
@@ -255,7 +258,7 @@ def _series(rows: list[tuple], width: int, start: float, now: float) -> dict[str
 
 def row_to_json(row: tuple) -> dict[str, object]:
     (ts, client, group, qname, qtype, outcome, rcode, reason, rule, selector, vendor, category, upstream,
-     duration_ms, transport, client_name) = row  # fmt: skip
+     duration_ms, transport, client_name, client_id) = row  # fmt: skip
     return {
         "ts": ts,
         "client": client,
@@ -273,4 +276,5 @@ def row_to_json(row: tuple) -> dict[str, object]:
         "upstream": upstream,
         "duration_ms": round(duration_ms, 3),
         "transport": transport,
+        "client_id": client_id,
     }

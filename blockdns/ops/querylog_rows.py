@@ -29,11 +29,14 @@ class Row(NamedTuple):
     upstream: str | None
     duration_ms: float
     transport: str
+    client_id: str | None = None  # the client ID (DoH path, DoT SNI) that chose the group
 
 
 # What the server offers per query: a Row's fields as a plain tuple, which costs the hot path less to build
 # than a Row and the writer thread less to pickle (a named tuple pickles through a Python-level method).
-RowValues = tuple[float, str, str, bytes, int, str, int, str | None, Decision | None, str | None, float, str]
+RowValues = tuple[
+    float, str, str, bytes, int, str, int, str | None, Decision | None, str | None, float, str, str | None
+]
 Record = tuple[object, ...]
 # What the log keeps of a decision: (reason, entry, selector, vendor, category). A row sent to the writer
 # process carries this in place of the Decision, whose object graph is slow to pickle.
@@ -94,6 +97,7 @@ def to_record(
         upstream,
         duration_ms,
         transport,
+        client_id,
     ) = row
     entry = selector = vendor = category = None
     if decision is not None:
@@ -120,4 +124,5 @@ def to_record(
         duration_ms,
         transport,
         none if name is None else name,
+        none if client_id is None else client_id,
     )

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from blockdns.resolve.cache import CacheCounters
 from blockdns.resolve.transport import TransportStats
 
+# Why a stream connection was closed as soon as it was accepted (the metrics' reason label): the client is
+# outside server.allow_clients, it already holds server.tcp_max_per_client, every slot is taken and none idle.
+NOT_ALLOWED, CLIENT_LIMIT, FULL = "not_allowed", "client_limit", "full"
+STREAM_REFUSALS = (NOT_ALLOWED, CLIENT_LIMIT, FULL)
+
 # Upstream latency histogram bucket bounds, seconds (Prometheus style, cumulative at export time).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -42,11 +47,13 @@ class ServerStats:
     # Hardening (issue 14): what the transports refused or shed to keep serving the clients that behave.
     dropped_client_share: int = 0  # slow-path queries dropped: the client had its share of max_inflight
     udp_receive_drops: int = 0  # datagrams the kernel dropped on our listening sockets (receive queue full)
-    tcp_open: int = 0  # TCP connections open now
-    tcp_refused_not_allowed: int = 0  # connections closed at once: the client is outside allow_clients
-    tcp_refused_client_limit: int = 0  # ... the client already holds server.tcp_max_per_client
-    tcp_refused_full: int = 0  # ... every slot was taken and no connection was idle
-    tcp_evicted: int = 0  # idle connections closed to make room for a new client
+    # Stream connections by transport: "tcp", "tls" (DoT), "https" (DoH); they share one set of slots.
+    streams_open: Counter[str] = field(default_factory=Counter)  # open now
+    # (transport, one of STREAM_REFUSALS) -> connections closed as soon as they were accepted
+    streams_refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    streams_evicted: Counter[str] = field(default_factory=Counter)  # idle, closed to make room for a new one
+    # DoT/DoH connections closed in their TLS handshake (failed, timed out, reset), by transport
+    tls_handshakes_failed: Counter[str] = field(default_factory=Counter)
     # Rate limiting (issue 16): UDP queries over their client prefix's rate, by what they got instead.
     ratelimited_slipped: int = 0  # a bare truncated reply (TC), so a real client retries over TCP
     ratelimited_dropped: int = 0  # silence

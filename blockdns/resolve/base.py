@@ -80,6 +80,7 @@ class Client:
     address: str
     transport: str  # "udp", "tcp", "tls", "https"
     group: GroupPolicy
+    client_id: str | None = None  # the client ID (DoH path, DoT SNI) that chose the group, lowercase
 
 
 class Query(NamedTuple):

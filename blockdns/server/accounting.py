@@ -55,5 +55,6 @@ class Accounting:
                     answer.upstream,
                     duration_ms,
                     client.transport,
+                    client.client_id,
                 )
             )

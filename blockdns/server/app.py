@@ -15,7 +15,6 @@ import contextlib
 import logging
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from blockdns.ops.api import ApiRunner, start_api
 from blockdns.ops.control import ReloadResult
 from blockdns.ops.querylog import QueryLog, QueryLogWriter
 from blockdns.policy import Decision, Policy
-from blockdns.resolve.base import TLS
+from blockdns.resolve.base import HTTPS, TLS
 from blockdns.resolve.clientnames import ClientNames
 from blockdns.resolve.upstream import Upstream
 from blockdns.runtime import build_policy, catalog_dir, data_dir, feeds_file, guard_file, load_local
@@ -43,6 +42,12 @@ from blockdns.server.engine import Engine
 from blockdns.server.generation import Generation, Shared, build_generation
 from blockdns.server.tasks import TaskSet
 from blockdns.server.tcp import TcpServer
+from blockdns.server.tlsaccept import (
+    ProtocolTlsListener,
+    StreamTlsListener,
+    TlsListener,
+    listening_socket,
+)
 from blockdns.server.tlsfiles import TlsFiles
 from blockdns.server.udp import UdpProtocol
 from blockdns.tomlfile import read_toml
@@ -75,7 +80,7 @@ class EncryptedListener:
 
     kind: str
     address: ListenAddress
-    server: asyncio.base_events.Server
+    server: TlsListener
 
     @property
     def port(self) -> int:
@@ -377,38 +382,39 @@ class Server:
         raise BlockdnsError(f"cannot find a free port for {address}")
 
     async def _bind_encrypted(self, reuse_port: bool) -> None:
-        """The DoT and DoH listeners (TLS over TCP; the handshake must be done within tcp_idle_timeout)."""
+        """The DoT and DoH listeners: a connection takes its slot at accept, before its TLS handshake
+        (:class:`TlsListener`)."""
         server = self._settings.server
-        # DoT is served as streams (a handler per connection), DoH by a protocol (h2 and h11 are sans-IO).
-        kinds: list[tuple[str, list[ListenAddress], Callable[..., Any], ssl.SSLContext]]
-        kinds = []
+        listeners: list[tuple[str, list[ListenAddress], Callable[[socket.socket], TlsListener]]] = []
         tls = self.tls_files
         if self.dot is not None and tls is not None:
-            kinds.append(("tls", server.tls_addresses(), self.dot.handle, tls.dot))
+            dot, dot_context, dot_allowed = self.dot, tls.dot, self.engine.allows
+
+            def dot_listener(sock: socket.socket) -> TlsListener:  # streams: a handler per connection
+                return StreamTlsListener(sock, dot, dot_context, dot_allowed, TLS)
+
+            listeners.append((TLS, server.tls_addresses(), dot_listener))
         if self.doh is not None and tls is not None:
-            kinds.append(("https", server.https_addresses(), self.doh.protocol, tls.doh))
-        loop = asyncio.get_running_loop()
-        for kind, addresses, handle, context in kinds:
-            start = loop.create_server if kind == "https" else asyncio.start_server
+            doh, doh_context = self.doh, tls.doh
+
+            def doh_allowed(client: str) -> bool:  # a trusted proxy relays its clients' queries
+                return doh.engine.allows(client) or doh.proxies.trusted(client)
+
+            def doh_listener(sock: socket.socket) -> TlsListener:  # a protocol: h2 and h11 are sans-IO
+                return ProtocolTlsListener(sock, doh, doh_context, doh_allowed, HTTPS)
+
+            listeners.append((HTTPS, server.https_addresses(), doh_listener))
+        for kind, addresses, make_listener in listeners:
             for address in addresses:
-                family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
                 try:
-                    listening = await start(
-                        handle,
-                        address.host,
-                        address.port,
-                        family=family,
-                        reuse_address=True,
-                        reuse_port=reuse_port or None,
-                        backlog=256,
-                        ssl=context,
-                        ssl_handshake_timeout=server.tcp_idle_timeout,
-                    )
+                    sock = listening_socket(address.host, address.port, reuse_port=reuse_port)
                 except OSError as err:
                     if err.errno in _UNAVAILABLE_ERRNOS:
                         log.warning("skipping %s %s: %s", kind, address, err.strerror)
                         continue
                     raise BlockdnsError(f"cannot listen on {kind} {address}: {err.strerror}") from None
+                listening = make_listener(sock)
+                listening.start()
                 self.encrypted.append(EncryptedListener(kind, address, listening))
 
     async def start_querylog(self) -> None:
@@ -453,7 +459,7 @@ class Server:
             listener.udp.close()
             listener.tcp.close()
         for encrypted in self.encrypted:
-            encrypted.server.close()
+            await encrypted.server.close()
         for stream in (self.tcp, self.dot, self.doh):
             if stream is not None:
                 await stream.handlers.close()

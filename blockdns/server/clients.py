@@ -8,7 +8,7 @@ a hit, the fast path's common case, is two C-level subscripts.
 ``directory[(transport, client_id)]`` is the same for a client that named itself over an encrypted
 transport (a DoH path ``/dns-query/NAME``, a DoT SNI ``NAME.<server name>``): when a group lists NAME in
 ``client_ids``, that group, whatever the address; an unknown NAME is the plain transport's (and is not
-remembered, so the keys stay bounded by the configuration).
+remembered, so the keys stay bounded by the configuration). Its clients carry the ID, for the query log.
 """
 
 from __future__ import annotations
@@ -24,15 +24,18 @@ MEMO_LIMIT = 100_000  # clients remembered per transport
 
 
 class _TransportClients(dict[str, Client]):
-    def __init__(self, policy: Policy, transport: str, group: GroupPolicy | None = None) -> None:
+    def __init__(
+        self, policy: Policy, transport: str, group: GroupPolicy | None = None, client_id: str | None = None
+    ) -> None:
         super().__init__()
         self._policy = policy
         self._transport = transport
         self._group = group  # a client ID's group; None: by address
+        self._client_id = client_id
 
     def __missing__(self, address: str) -> Client:
         group = self._group or self._policy.group_for(address)
-        client = Client(address, self._transport, group)
+        client = Client(address, self._transport, group, self._client_id)
         if len(self) >= MEMO_LIMIT:
             self.clear()
         self[address] = client
@@ -48,10 +51,11 @@ class ClientDirectory(dict[str | tuple[str, str], _TransportClients]):
     def __missing__(self, key: str | tuple[str, str]) -> _TransportClients:
         if isinstance(key, tuple):
             transport, client_id = key
-            group = self._policy.groups.get(self._client_ids.get(client_id.lower(), ""))
+            client_id = client_id.lower()
+            group = self._policy.groups.get(self._client_ids.get(client_id, ""))
             if group is None:
                 return self[transport]
-            clients = self[key] = _TransportClients(self._policy, transport, group)
+            clients = self[key] = _TransportClients(self._policy, transport, group, client_id)
             return clients
         clients = self[key] = _TransportClients(self._policy, key)
         return clients

@@ -1,8 +1,10 @@
-"""Who may hold one of the server's stream connections (TCP; TLS later), and how long an idle one keeps it.
+"""Who may hold one of the server's stream connections (TCP, DoT, DoH), and how long an idle one keeps it.
 
 RFC 7766 §6.2.3 asks a server to bound its connections per client and in total, and lets it shorten the
 idle timeout under load. :class:`ConnectionSlots` does both:
 
+* a connection takes its slot as it is accepted (an encrypted one before its TLS handshake,
+  :class:`~blockdns.server.tlsaccept.TlsListener`);
 * a client outside ``allow_clients`` is closed before it holds a slot: it has no query to be answered;
 * a client address holds at most ``tcp_max_per_client`` connections, so one client cannot take them all;
 * past half the slots, a connection waits a tenth of ``tcp_idle_timeout`` for its next query, past 80% only
@@ -20,18 +22,23 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
-from blockdns.ops.stats import ServerStats
+from blockdns.ops.stats import CLIENT_LIMIT, FULL, NOT_ALLOWED, ServerStats
+from blockdns.resolve.base import TCP
 
 PRESSURE_IDLE_TIMEOUT = 0.5  # seconds an idle connection may wait once 80% of the slots are taken
+
+Closable = asyncio.StreamWriter | asyncio.BaseTransport  # what an evicted connection is closed through
 
 
 class Connection:
     """One admitted connection: whose it is, how to close it, and whether it may be evicted."""
 
-    __slots__ = ("address", "pending", "reading", "released", "writer")
+    __slots__ = ("address", "pending", "reading", "released", "transport", "writer")
 
-    def __init__(self, address: str, writer: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
+    def __init__(self, address: str, transport: str, writer: Closable | None) -> None:
         self.address = address
+        self.transport = transport  # "tcp", "tls" (DoT), "https" (DoH): the metrics' label
+        # None while an encrypted connection does its handshake; DoH's is its transport (a Protocol's)
         self.writer = writer
         self.pending: set[asyncio.Task[bytes | None]] = set()  # answers still being worked out
         self.reading = False  # waiting for the client's next query
@@ -50,38 +57,52 @@ class ConnectionSlots:
         self.per_client: dict[str, int] = {}
         # Connections waiting for a query with no answer pending, the longest idle first (dicts keep order).
         self._idle: dict[Connection, None] = {}
+        # Encrypted connections admitted at accept, their handshake done, until their handler's admit().
+        self._handed_over: dict[Closable, Connection] = {}
 
     def admit(
-        self, address: str, writer: asyncio.StreamWriter | asyncio.BaseTransport, *, allowed: bool
+        self, address: str, writer: asyncio.StreamWriter | None, *, allowed: bool, transport: str = TCP
     ) -> Connection | None:
-        """A slot for a new connection from ``address``, or None: close it at once."""
+        """A slot for a new ``transport`` connection from ``address``, or None: close it at once. A connection
+        admitted before its TLS handshake (:meth:`hand_over`) gets the slot it holds."""
+        if writer is not None:
+            handed_over = self._handed_over.pop(writer, None)
+            if handed_over is not None:
+                return handed_over
         stats = self.stats
         if not allowed:
-            stats.tcp_refused_not_allowed += 1
+            stats.streams_refused[(transport, NOT_ALLOWED)] += 1
             return None
         held = self.per_client.get(address, 0)
         if held >= self.max_per_client:
-            stats.tcp_refused_client_limit += 1
+            stats.streams_refused[(transport, CLIENT_LIMIT)] += 1
             return None
         if self.open >= self.max_connections:
             if not self._idle:
-                stats.tcp_refused_full += 1
+                stats.streams_refused[(transport, FULL)] += 1
                 return None
             self._evict(next(iter(self._idle)))
             held = self.per_client.get(address, 0)  # the evicted connection may have been this client's
         self.open += 1
-        stats.tcp_open = self.open
+        stats.streams_open[transport] += 1
         self.per_client[address] = held + 1
-        return Connection(address, writer)
+        return Connection(address, transport, writer)
+
+    def hand_over(self, connection: Connection) -> None:
+        """The next :meth:`admit` for the connection's stream returns it (its slot was taken at accept)."""
+        if connection.writer is not None and not connection.released:
+            self._handed_over[connection.writer] = connection
 
     def release(self, connection: Connection) -> None:
         """Give the connection's slot back (once; an evicted connection has already given it back)."""
         if connection.released:
             return
         connection.released = True
+        if connection.writer is not None:
+            self._handed_over.pop(connection.writer, None)
         self._idle.pop(connection, None)
         self.open -= 1
-        self.stats.tcp_open = self.open
+        self.stats.streams_open[connection.transport] -= 1
         held = self.per_client[connection.address] - 1
         if held:
             self.per_client[connection.address] = held
@@ -106,9 +127,10 @@ class ConnectionSlots:
         return min(self.idle_timeout, PRESSURE_IDLE_TIMEOUT)
 
     def _evict(self, connection: Connection) -> None:
-        self.stats.tcp_evicted += 1
+        self.stats.streams_evicted[connection.transport] += 1
         self.release(connection)
-        connection.writer.close()  # its reader sees the end of the stream and its handler returns
+        if connection.writer is not None:  # (only a connection waiting for a query is evicted)
+            connection.writer.close()  # its reader sees the end of the stream and its handler returns
 
 
 class ConnectionHandlers:

@@ -2,10 +2,12 @@
 client ID), GET with ``?dns=`` (base64url, no padding) and POST with an ``application/dns-message`` body,
 over HTTP/2 and HTTP/1.1.
 
-The listener does the TLS handshake (with the certificate current at that moment); ALPN then picks the
+The listener (:class:`~blockdns.server.tlsaccept.ProtocolTlsListener`) accepts a connection, takes its slot
+of the stream connections' :class:`~blockdns.server.connections.ConnectionSlots` (the same per-client and
+total limits as TCP and DoT) before the TLS handshake, does the handshake (with the certificate current at
+that moment) and hands the connection, with its slot, to :class:`DohAccept`; ALPN then picks the
 connection's protocol: :mod:`~blockdns.server.doh_h2` (h2's state machine) or
-:mod:`~blockdns.server.doh_h11` (h11's). Each connection takes a slot of the stream connections'
-:class:`~blockdns.server.connections.ConnectionSlots` (the same per-client and total limits as TCP and DoT).
+:mod:`~blockdns.server.doh_h11` (h11's).
 What both HTTP versions share (what a request means, the idle timeout, the slot's bookkeeping) is
 :mod:`~blockdns.server.doh_base`. Every query goes through :meth:`Engine.serve` like any
 other; a fast-path answer is written as soon as ``serve`` returns, a slow one when its task is done.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from blockdns.server.connections import ConnectionSlots
+from blockdns.server.connections import Connection, ConnectionSlots
 from blockdns.server.doh_base import DohConnection, DohContext
 from blockdns.server.doh_h2 import H2Connection
 from blockdns.server.doh_h11 import H11Connection
@@ -31,22 +33,17 @@ from blockdns.server.tlsfiles import TlsFiles
 
 
 class DohAccept(asyncio.Protocol):
-    """The protocol of a new connection, TLS done: takes a slot, then hands the connection to the HTTP
-    version ALPN chose (HTTP/1.1 when the client named none)."""
+    """The protocol of a new connection, TLS done, holding the slot it took at accept: hands the connection
+    to the HTTP version ALPN chose (HTTP/1.1 when the client named none)."""
 
-    def __init__(self, server: DohServer) -> None:
+    def __init__(self, server: DohServer, slot: Connection) -> None:
         self.server = server
+        self.slot = slot
 
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, base)  # uvloop's SSL transport is no subclass of it
-        server = self.server
-        peer = transport.get_extra_info("peername")
-        client = peer[0] if peer else ""
-        allowed = server.engine.allows(client) or server.proxies.trusted(client)
-        slot = server.slots.admit(client, transport, allowed=allowed)
-        if slot is None:
-            transport.abort()
-            return
+        server, slot = self.server, self.slot
+        slot.writer = transport  # what an eviction closes
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         protocol: DohConnection
@@ -63,7 +60,7 @@ class DohAccept(asyncio.Protocol):
         transport.set_protocol(protocol)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass  # refused before it had a protocol of its own
+        self.server.slots.release(self.slot)  # lost before it had a protocol of its own
 
 
 class DohServer(DohContext):
@@ -75,5 +72,6 @@ class DohServer(DohContext):
         super().__init__(engine, slots, tls, proxies)
         self.handlers = self.open  # what Server.stop() closes
 
-    def protocol(self) -> asyncio.Protocol:
-        return DohAccept(self)
+    def protocol(self, slot: Connection) -> asyncio.Protocol:
+        """The protocol of a connection accepted with ``slot`` (its TLS handshake under way)."""
+        return DohAccept(self, slot)

@@ -8,9 +8,9 @@ keeps it, is :class:`~blockdns.server.connections.ConnectionSlots`' business. A 
 own pipelining (a client that sends faster than it is answered stops being read) and applies back-pressure
 on writes (a client that reads no answers stops being read, and is closed after the idle timeout).
 
-Over TLS the listener does the handshake (within the idle timeout) before the connection asks for a slot;
-the SNI may name a client ID (``laptop.dns.example.net``), and a query with an EDNS Padding option gets a
-padded response (RFC 7830, RFC 8467's 468-byte blocks).
+Over TLS the connection has taken its slot and done its handshake before it gets here
+(:class:`~blockdns.server.tlsaccept.TlsListener`); the SNI may name a client ID (``laptop.dns.example.net``),
+and a query with an EDNS Padding option gets a padded response (RFC 7830, RFC 8467's 468-byte blocks).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TcpServer:
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else ""
         slots = self.slots
-        connection = slots.admit(client, writer, allowed=self.engine.allows(client))
+        connection = slots.admit(client, writer, allowed=self.engine.allows(client), transport=self.transport)
         if connection is None:
             writer.close()
             return
