@@ -20,6 +20,7 @@ import test_server_encrypted
 from test_server_encrypted import Encrypted
 
 from tlscerts import SERVER_NAME
+from waiting import wait_until
 
 # The encrypted-listener fixtures, shared with the DoT/DoH tests.
 ca = test_server_encrypted.ca
@@ -204,6 +205,23 @@ def test_a_client_with_a_16_byte_window_gets_its_answer_in_pieces(encrypted, raw
     assert max(stream.frames) <= 16 and len(stream.frames) >= 468 // 16
     answer = stream.message()
     assert answer.id == message.id and answer.rcode() == dns.rcode.NOERROR and answer.answer
+
+
+def test_an_idle_doh_connection_is_closed_to_make_room_when_every_slot_is_taken(encrypted, raw_h2):
+    server = encrypted(tcp_max_connections=2, tcp_idle_timeout=30)
+    stats, slots = server.server.stats, server.server.tcp.slots
+    idle = raw_h2(server)
+    _, wire = query("www.example.org")
+    stream_id = idle.post(wire)
+    idle.read_until(idle.all_ended)
+    assert idle.streams[stream_id].status == 200  # answered: now idle, waiting for its next request
+    # The other slot: a DoT connection in its handshake (never idle, so never the one evicted).
+    with socket.create_connection(("127.0.0.1", server.tls_port), timeout=DEADLINE):
+        assert wait_until(lambda: slots.open == 2)
+        assert server.running.query("www.example.org", tcp=True).answer  # a third: the DoH one makes room
+        idle.read_until(lambda: False)
+        assert idle.closed
+        assert stats.streams_evicted["https"] == 1 and stats.streams_refused[("tcp", "full")] == 0
 
 
 def test_request_bodies_held_at_once_are_bounded_per_connection(encrypted, raw_h2):
