@@ -38,6 +38,7 @@ from run import (  # bench/run.py is a script beside this one, not a package
     dnsperf,
     free_port,
     latency,
+    start_fake_upstream,
     throughput,
 )
 
@@ -174,11 +175,7 @@ def main() -> int:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "empty-lists").mkdir(exist_ok=True)
-    upstream_port = free_port()
-    upstream = subprocess.Popen(
-        ["taskset", "-c", ONE_CORE.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
-        stdout=subprocess.DEVNULL,
-    )
+    upstream, upstream_port = start_fake_upstream(ONE_CORE.load_cores)
     servers: list[tuple[str, Server, list[str]]] = []
     try:
         time.sleep(0.5)

@@ -23,7 +23,6 @@ import re
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,9 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (  # bench/run.py's servers and inputs: the same list and settings
     BLOCKLIST_SIZE,
-    HERE,
     OUT,
-    PYTHON,
     Layout,
     Server,
     blockdns_server,
@@ -43,7 +40,7 @@ from run import (  # bench/run.py's servers and inputs: the same list and settin
     cpu_seconds,
     dnsmasq_server,
     dnsperf,
-    free_port,
+    start_fake_upstream,
     unbound_server,
     write_inputs,
 )
@@ -96,11 +93,7 @@ def main() -> int:
             print(f"bench: {tool} is not installed (make system-deps installs it)", file=sys.stderr)
             return 2
     inputs = write_inputs(OUT)
-    upstream_port = free_port()
-    upstream = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
-        stdout=subprocess.DEVNULL,
-    )
+    upstream, upstream_port = start_fake_upstream(LOAD_CORE)
     makers = []
     if not args.no_others:
         if shutil.which("dnsmasq"):

@@ -28,7 +28,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import HERE, OUT, PYTHON, Layout, Server, blockdns_server, dnsperf, free_port, write_inputs
+from run import (
+    OUT,
+    Layout,
+    Server,
+    blockdns_server,
+    dnsperf,
+    start_fake_upstream,
+    write_inputs,
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 # As make bench's one-core runs: the server on core 0, the load (dnsperf, the fake upstream) on core 1.
@@ -135,11 +143,7 @@ def main() -> int:
         print("bench: dnsperf is not installed (make system-deps)", file=sys.stderr)
         return 2
     inputs = write_inputs(OUT)
-    upstream_port = free_port()
-    upstream = subprocess.Popen(
-        ["taskset", "-c", ONE_CORE.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
-        stdout=subprocess.DEVNULL,
-    )
+    upstream, upstream_port = start_fake_upstream(ONE_CORE.load_cores)
     measured: list[Measured] = []
     checkouts: list[Path | None] = [args.before.resolve(), None] if args.before else [None]
     for source in checkouts:

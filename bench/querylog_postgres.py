@@ -24,14 +24,13 @@ import psycopg
 from run import (
     HERE,
     OUT,
-    PYTHON,
     Layout,
     Result,
     Server,
     blockdns_server,
     dnsperf,
-    free_port,
     latency,
+    start_fake_upstream,
     throughput,
     write_inputs,
 )
@@ -137,11 +136,7 @@ def main() -> int:
         print(f"bench: {reason or 'dnsperf is not installed'}", file=sys.stderr)
         return 2
     inputs = write_inputs(OUT)
-    upstream_port = free_port()
-    upstream = subprocess.Popen(
-        ["taskset", "-c", ONE_CORE.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
-        stdout=subprocess.DEVNULL,
-    )
+    upstream, upstream_port = start_fake_upstream(ONE_CORE.load_cores)
     postgres = PostgresServer().start()
     results: list[Result] = []
     try:

@@ -131,6 +131,16 @@ def layouts(cores: int, shared_cores: bool) -> tuple[Layout, Layout | None, str]
     )
 
 
+def start_fake_upstream(cores: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``upstream.py`` on a free port, pinned to ``cores`` (the load's): the upstream every forwarding server
+    of the benchmarks asks. Returns the process and its port."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["taskset", "-c", cores, PYTHON, str(HERE / "upstream.py"), str(port)], stdout=subprocess.DEVNULL
+    )
+    return process, port
+
+
 # --------------------------------------------------------------------------------------------- inputs
 
 
@@ -807,11 +817,7 @@ def main() -> int:
     one, two, no_two = layouts(cores, args.shared_cores)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through every finally: stop servers
     inputs = write_inputs(OUT)
-    upstream_port = free_port()
-    upstream = subprocess.Popen(
-        ["taskset", "-c", one.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
-        stdout=subprocess.DEVNULL,
-    )
+    upstream, upstream_port = start_fake_upstream(one.load_cores)
     failed = False
     try:
         wait_for_upstream(upstream_port)

@@ -18,21 +18,18 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from run import (
-    HERE,
     OUT,
-    PYTHON,
     Layout,
     Server,
     blockdns_server,
     cpu_seconds,
     dnsperf,
-    free_port,
+    start_fake_upstream,
     write_inputs,
 )
 
@@ -105,11 +102,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8)
     args = parser.parse_args()
     inputs = write_inputs(OUT)
-    upstream_port = free_port()
-    upstream = subprocess.Popen(
-        ["taskset", "-c", PINNED.load_cores, PYTHON, str(HERE / "upstream.py"), str(upstream_port)],
-        stdout=subprocess.DEVNULL,
-    )
+    upstream, upstream_port = start_fake_upstream(PINNED.load_cores)
     servers: dict[tuple[int, bool], Server] = {}
     for workers in (1, 2):  # one config each (workers = 1 is the default: the key is left out)
         server = blockdns_server(OUT, inputs, upstream_port, PINNED, querylog=False, workers=workers)

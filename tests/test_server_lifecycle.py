@@ -22,14 +22,14 @@ from ports import free_port
 from waiting import wait_until
 
 
-def write_config(path: Path, port: int, vendor_upstream: FakeDNS, block: str, extra: str = "") -> None:
+def write_config(path: Path, port: int, upstream: FakeDNS, block: str, extra: str = "") -> None:
     path.write_text(
         f"""
 [server]
 listen = ["127.0.0.1:{port}"]
 [resolver]
 mode = "forward"
-upstreams = ["{vendor_upstream.url}"]
+upstreams = ["{upstream.url}"]
 [policy]
 block = [{block}]
 {TEST_LISTS_TOML}[querylog]

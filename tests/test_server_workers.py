@@ -38,7 +38,7 @@ SERVING = re.compile(r"serving on 127\.0\.0\.1:(\d+) \(udp\+tcp\) with 2 worker 
 MAX_QUERIES = 2000  # a bound on every loop that sends queries until both workers have answered
 
 
-def write_config(path: Path, vendor_upstream: FakeDNS, api_port: int, block: str, querylog: str = "") -> None:
+def write_config(path: Path, upstream: FakeDNS, api_port: int, block: str, querylog: str = "") -> None:
     path.write_text(
         f"""
 [server]
@@ -46,7 +46,7 @@ listen = ["127.0.0.1:0"]
 workers = 2
 [resolver]
 mode = "forward"
-upstreams = ["{vendor_upstream.url}"]
+upstreams = ["{upstream.url}"]
 [policy]
 block = [{block}]
 {TEST_LISTS_TOML}[querylog]
