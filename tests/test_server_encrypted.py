@@ -807,6 +807,39 @@ def test_half_open_handshakes_hold_a_clients_slots_and_others_are_served(encrypt
 
 
 @pytest.mark.parametrize("kind", ["dot", "doh"])
+def test_silent_handshakes_from_many_addresses_give_way_to_a_new_client(encrypted, kind: str):
+    # Every slot is taken by a connection that never starts its handshake, two per address: without
+    # eviction the next client would be refused until the handshake timeout (5 s).
+    server = encrypted(tcp_max_connections=4, tcp_max_per_client=2)
+    port, transport = (server.tls_port, "tls") if kind == "dot" else (server.https_port, "https")
+    stats = server.server.stats
+    silent = _silent_connections(port, 2, "127.0.0.1")
+    assert wait_until(lambda: server.server.tcp.slots.open == 2)
+    silent += _silent_connections(port, 2, "127.0.0.2")
+    assert wait_until(lambda: server.server.tcp.slots.open == 4)
+    try:
+        start = time.monotonic()
+        query = dns.message.make_query("www.example.org", "A")
+        if kind == "dot":
+            response = dns.query.tls(query, "127.0.0.1", port=port, ssl_context=server.context(),
+                                     server_hostname=SERVER_NAME, timeout=5, source="127.0.0.3")  # fmt: skip
+        else:
+            response = dns.query.https(query, server.url, bootstrap_address="127.0.0.1",
+                                       verify=server.context(), timeout=5, http_version=H2,
+                                       source="127.0.0.3")  # fmt: skip
+        elapsed = time.monotonic() - start
+        assert response.answer and elapsed < 2.0, elapsed
+        # The handshake waiting longest made room: its connection is closed, its slot counted as evicted.
+        assert _closed_by_server(silent[0])
+        assert stats.streams_evicted[transport] == 1
+        assert stats.streams_refused[(transport, "full")] == 0
+    finally:
+        for sock in silent:
+            sock.close()
+    assert wait_until(lambda: server.server.tcp.slots.open == 0)
+
+
+@pytest.mark.parametrize("kind", ["dot", "doh"])
 def test_a_stalled_handshake_is_closed_after_the_handshake_timeout(encrypted, monkeypatch, kind: str):
     monkeypatch.setattr(tlsaccept, "HANDSHAKE_TIMEOUT", 0.5)
     server = encrypted(tcp_idle_timeout=30)  # the handshake's own timeout, not the idle timeout, closes it

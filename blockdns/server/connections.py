@@ -10,7 +10,9 @@ idle timeout under load. :class:`ConnectionSlots` does both:
 * past half the slots, a connection waits a tenth of ``tcp_idle_timeout`` for its next query, past 80% only
   ``PRESSURE_IDLE_TIMEOUT`` (after Unbound's ``setup_tcp_handler``);
 * when every slot is taken, the connection that has been idle longest (waiting for a query, no answer
-  pending) is closed to admit the new one; only when none is idle is the newcomer refused.
+  pending) is closed to admit the new one; only when none is idle is the newcomer refused. An encrypted
+  connection still in its TLS handshake counts as idle since it was accepted (it waits for the client's
+  bytes and has nothing to lose), so silent handshakes cannot hold the slots for the whole handshake timeout.
 
 Every refusal and eviction is counted in :class:`~blockdns.ops.stats.ServerStats`. State is bounded by the
 open connections: a client address is remembered only while it holds one.
@@ -33,13 +35,14 @@ Closable = asyncio.StreamWriter | asyncio.BaseTransport  # what an evicted conne
 class Connection:
     """One admitted connection: whose it is, how to close it, and whether it may be evicted."""
 
-    __slots__ = ("address", "pending", "reading", "released", "transport", "writer")
+    __slots__ = ("address", "handshake", "pending", "reading", "released", "transport", "writer")
 
     def __init__(self, address: str, transport: str, writer: Closable | None) -> None:
         self.address = address
         self.transport = transport  # "tcp", "tls" (DoT), "https" (DoH): the metrics' label
         # None while an encrypted connection does its handshake; DoH's is its transport (a Protocol's)
         self.writer = writer
+        self.handshake: asyncio.Task[None] | None = None  # its TLS handshake, while under way
         self.pending: set[asyncio.Task[bytes | None]] = set()  # answers still being worked out
         self.reading = False  # waiting for the client's next query
         self.released = False  # its slot has been given back (closed, or evicted)
@@ -88,6 +91,19 @@ class ConnectionSlots:
         self.per_client[address] = held + 1
         return Connection(address, transport, writer)
 
+    def handshaking(self, connection: Connection, handshake: asyncio.Task[None]) -> None:
+        """The connection, admitted at accept, does its TLS handshake in ``handshake``: until it is done
+        (:meth:`handshake_done`), the connection may be evicted like an idle one (the task cancelled)."""
+        connection.handshake = handshake
+        self._idle[connection] = None
+
+    def handshake_done(self, connection: Connection) -> None:
+        """The handshake is over: the connection is its server's now, idle again only when it waits for a
+        query (:meth:`update`)."""
+        if connection.handshake is not None:
+            connection.handshake = None
+            self._idle.pop(connection, None)
+
     def hand_over(self, connection: Connection) -> None:
         """The next :meth:`admit` for the connection's stream returns it (its slot was taken at accept)."""
         if connection.writer is not None and not connection.released:
@@ -129,7 +145,9 @@ class ConnectionSlots:
     def _evict(self, connection: Connection) -> None:
         self.stats.streams_evicted[connection.transport] += 1
         self.release(connection)
-        if connection.writer is not None:  # (only a connection waiting for a query is evicted)
+        if connection.handshake is not None:  # its listener closes the socket
+            connection.handshake.cancel()
+        elif connection.writer is not None:
             connection.writer.close()  # its reader sees the end of the stream and its handler returns
 
 

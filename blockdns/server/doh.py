@@ -43,6 +43,7 @@ class DohAccept(asyncio.Protocol):
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, base)  # uvloop's SSL transport is no subclass of it
         server, slot = self.server, self.slot
+        server.slots.handshake_done(slot)
         slot.writer = transport  # what an eviction closes
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None

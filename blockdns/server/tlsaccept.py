@@ -7,7 +7,9 @@ a connection over only once the handshake is done, so a handshake would hold no 
 handshakes, bounded only by the timeout and the listen backlog. :class:`TlsListener` accepts the TCP
 connection itself, takes its slot (the per-client and total limits, as for TCP), wraps the accepted socket
 in TLS (``loop.connect_accepted_socket``) within :data:`HANDSHAKE_TIMEOUT`, gives the slot back if the
-handshake fails or times out, and otherwise hands the connection on with the slot it holds:
+handshake fails or times out, and otherwise hands the connection on with the slot it holds. While the
+handshake is under way the slot may be evicted like an idle connection's (the task is cancelled, the socket
+closed), so silent handshakes from many addresses cannot keep the slots from new clients for the timeout:
 
 * :class:`StreamTlsListener` (DoT) runs the server's stream handler, whose own
   :meth:`~blockdns.server.connections.ConnectionSlots.admit` finds the slot its connection already holds;
@@ -109,6 +111,7 @@ class TlsListener:
             task = loop.create_task(self._handshake(sock, connection))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
+            slots.handshaking(connection, task)  # evictable (cancelled) while the client says nothing
 
     async def _handshake(self, sock: socket.socket, connection: Connection) -> None:
         """The TLS handshake of a connection that holds its slot, then its server."""
@@ -152,6 +155,7 @@ class StreamTlsListener(TlsListener):
             slots.release(connection)
             sock.close()
             raise
+        slots.handshake_done(connection)
         # The handler runs on in this task: from here it is the server's handlers' to stop, not ours.
         task = asyncio.current_task()
         if task is not None:
@@ -199,6 +203,7 @@ class ProtocolTlsListener(TlsListener):
             server.slots.release(connection)
             sock.close()
             raise
+        server.slots.handshake_done(connection)  # (done already when the protocol took the connection)
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
