@@ -153,10 +153,13 @@ def encrypted_config(
 
 @pytest.fixture
 def encrypted(start_server, ca: ThrowawayCA, tmp_path: Path, upstream: FakeDNS):
-    def start(groups: list[dict[str, Any]] | None = None, **server: Any) -> Encrypted:
+    def start(
+        groups: list[dict[str, Any]] | None = None, resolver: dict[str, Any] | None = None, **server: Any
+    ) -> Encrypted:
         raw, tls_port, https_port = encrypted_config(ca, tmp_path, upstream, **server)
         if groups is not None:
             raw["groups"] = groups
+        raw["resolver"].update(resolver or {})
         (tmp_path / "blockdns.toml").write_text(toml_text(raw))  # what a reload reads
         return Encrypted(start_server(raw), ca, tls_port, https_port)
 
@@ -889,6 +892,21 @@ def test_bad_encrypted_settings_are_one_line(raw: dict[str, Any], words: str):
     with pytest.raises(ConfigError) as caught:
         config.from_dict(raw)
     assert words in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_a_closed_http2_connection_cancels_its_queries_in_flight(encrypted, upstream: FakeDNS):
+    # (An HTTP/1.1 connection is not read while its request is answered, so its close is seen only when
+    # the answer is written.)
+    upstream.silence("void.example")
+    server = encrypted(resolver={"timeout": 3.0, "total_timeout": 6.0})  # a resolution would run 3 s
+    tasks = server.server.engine.tasks
+    query = dns.message.make_query("void.example", "A").to_wire()
+    start = time.monotonic()
+    with server.http() as client, pytest.raises(httpx.TimeoutException):
+        client.post("/dns-query", content=query, timeout=0.3,
+                    headers={"content-type": "application/dns-message"})  # fmt: skip
+    assert wait_until(lambda: len(tasks) == 0, seconds=10)
+    assert time.monotonic() - start < 2.0  # cancelled when the connection closed, not timed out at 3 s
 
 
 def test_a_doh_connection_is_not_closed_after_a_thousand_requests(encrypted):
