@@ -320,3 +320,36 @@ def test_http11_answers_pipelined_requests_in_order_on_one_connection(encrypted)
         assert answer.id == message.id and answer.question == message.question and answer.answer
         assert (b"cache-control", b"max-age=%d" % answer.answer[0].ttl) in response.headers
     assert dns.message.from_wire(responses[5][1]).id == get_message.id
+
+
+def test_http11_expect_100_continue_gets_a_continue_before_the_body(encrypted):
+    server = encrypted()
+    message, wire = query("www.example.org")
+    context = server.context()
+    context.set_alpn_protocols(["http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", server.https_port), timeout=DEADLINE) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as sock,
+    ):
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("host", SERVER_NAME), ("content-type", "application/dns-message"),
+                   ("content-length", str(len(wire))), ("expect", "100-continue")]  # fmt: skip
+        sock.sendall(conn.send(h11.Request(method="POST", target="/dns-query", headers=headers)))
+        events: list[object] = []
+        while not isinstance(event := conn.next_event(), h11.InformationalResponse):
+            assert event is h11.NEED_DATA, event  # nothing but the 100 comes before the body is sent
+            received = sock.recv(65536)
+            assert received, "closed before 100 Continue"
+            conn.receive_data(received)
+        assert event.status_code == 100
+        sock.sendall(conn.send(h11.Data(data=wire)) + conn.send(h11.EndOfMessage()))
+        body = b""
+        while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Response):
+                events.append(event.status_code)
+            elif isinstance(event, h11.Data):
+                body += event.data
+    assert events == [200]
+    assert dns.message.from_wire(body).id == message.id

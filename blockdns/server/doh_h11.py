@@ -3,7 +3,8 @@
 One request at a time, as HTTP/1.1 has it: while a request is being answered the connection is not read,
 so a client pipelining requests finds them waiting in the socket, not in our memory. The request line and
 headers are bounded by ``MAX_HEAD``, a body by 64 KiB (past it, 413; the rest of the body is read and
-dropped up to ``MAX_DRAINED``, past which the connection is closed).
+dropped up to ``MAX_DRAINED``, past which the connection is closed). A client that waits for
+``100 Continue`` before its body (``Expect: 100-continue``) gets it at once.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class H11Connection(DohConnection):
                     self.body.clear()
                     self.body_size = 0
                     self.answered = False
+                    if conn.they_are_waiting_for_100_continue:  # (curl waits a second for it)
+                        self.transport.write(
+                            conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+                        )
                 elif isinstance(event, h11.Data):
                     self._body(event.data)
                 elif isinstance(event, h11.EndOfMessage):
