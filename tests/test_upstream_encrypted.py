@@ -274,6 +274,22 @@ def test_bootstrap_never_asks_blockdns_itself():
     assert Bootstrap([("127.0.0.1", 53), ("192.0.2.53", 53)], avoid=[("127.0.0.1", 53)]).servers == [
         ("192.0.2.53", 53)
     ]
+    # A wildcard listener is every address of this host, not the router's or the ISP's resolver.
+    assert Bootstrap([("198.51.100.53", 53)], avoid=[("0.0.0.0", 53), ("::", 53)]).servers == [
+        ("198.51.100.53", 53)
+    ]
+    with pytest.raises(ConfigError, match=r"resolver\.bootstrap"):
+        Bootstrap([(_an_address_of_this_host(), 53)], avoid=[("0.0.0.0", 53)])
+
+
+def _an_address_of_this_host() -> str:
+    """The source address of the default route (a UDP connect sends nothing), else a loopback one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 53))
+        except OSError:  # no route at all
+            return "127.0.0.1"
+        return str(probe.getsockname()[0])
 
 
 def test_an_unreadable_ca_bundle_is_a_config_error(tmp_path: Path):

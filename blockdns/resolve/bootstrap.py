@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -141,11 +142,25 @@ def _address(nameserver: str | dns.nameserver.Nameserver, port: int) -> Address:
 
 
 def _is_own(server: Address, own: Collection[Address]) -> bool:
-    """Whether ``server`` is one of blockdns's listening addresses (a wildcard listener is every address)."""
+    """Whether ``server`` is one of blockdns's listening addresses (a wildcard listener is every address of
+    this host, not the router or the ISP's resolver that ``/etc/resolv.conf`` names)."""
     host, port = server
     for own_host, own_port in own:
         if own_port != port:
             continue
-        if own_host == host or ipaddress.ip_address(own_host).is_unspecified:
+        if own_host == host or (ipaddress.ip_address(own_host).is_unspecified and _is_local(host)):
             return True
     return False
+
+
+def _is_local(host: str) -> bool:
+    """Whether ``host`` is an address of this machine: only those can be bound."""
+    if ipaddress.ip_address(host).is_loopback:
+        return True
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
