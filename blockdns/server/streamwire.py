@@ -12,9 +12,8 @@ import struct
 from collections.abc import Iterator
 
 from blockdns.errors import WireError
-from blockdns.wire import HEADER, TYPE_OPT, _skip_name
+from blockdns.wire import HEADER, PADDING_OPTION, TYPE_OPT, _skip_name
 
-PADDING_OPTION = 12  # RFC 7830
 RESPONSE_BLOCK = 468  # RFC 8467 §4.1: the recommended block-length strategy for responses
 MAX_STREAM_MESSAGE = 65535
 
