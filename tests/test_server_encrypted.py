@@ -779,6 +779,16 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
+def _query_from_another_client(server: Encrypted, kind: str) -> dns.message.Message:
+    """A DoT or DoH query for www.example.org from 127.0.0.3, a new connection."""
+    query = dns.message.make_query("www.example.org", "A")
+    if kind == "dot":
+        return dns.query.tls(query, "127.0.0.1", port=server.tls_port, ssl_context=server.context(),
+                             server_hostname=SERVER_NAME, timeout=5, source="127.0.0.3")  # fmt: skip
+    return dns.query.https(query, server.url, bootstrap_address="127.0.0.1", verify=server.context(),
+                           timeout=5, http_version=H2, source="127.0.0.3")  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["dot", "doh"])
 def test_half_open_handshakes_hold_a_clients_slots_and_others_are_served(encrypted, kind: str):
     server = encrypted(tcp_max_per_client=4)
@@ -792,14 +802,7 @@ def test_half_open_handshakes_hold_a_clients_slots_and_others_are_served(encrypt
         assert sum(_closed_by_server(sock) for sock in silent[4:]) == 8
         # Another client still gets answers, without waiting for the stalled handshakes to time out.
         start = time.monotonic()
-        query = dns.message.make_query("www.example.org", "A")
-        if kind == "dot":
-            response = dns.query.tls(query, "127.0.0.1", port=port, ssl_context=server.context(),
-                                     server_hostname=SERVER_NAME, timeout=5, source="127.0.0.3")  # fmt: skip
-        else:
-            response = dns.query.https(query, server.url, bootstrap_address="127.0.0.1",
-                                       verify=server.context(), timeout=5, http_version=H2,
-                                       source="127.0.0.3")  # fmt: skip
+        response = _query_from_another_client(server, kind)
         elapsed = time.monotonic() - start
         assert response.answer and elapsed < 2.0, elapsed
         assert stats.streams_refused[(transport, "client_limit")] == 8
@@ -822,14 +825,7 @@ def test_silent_handshakes_from_many_addresses_give_way_to_a_new_client(encrypte
     assert wait_until(lambda: server.server.tcp.slots.open == 4)
     try:
         start = time.monotonic()
-        query = dns.message.make_query("www.example.org", "A")
-        if kind == "dot":
-            response = dns.query.tls(query, "127.0.0.1", port=port, ssl_context=server.context(),
-                                     server_hostname=SERVER_NAME, timeout=5, source="127.0.0.3")  # fmt: skip
-        else:
-            response = dns.query.https(query, server.url, bootstrap_address="127.0.0.1",
-                                       verify=server.context(), timeout=5, http_version=H2,
-                                       source="127.0.0.3")  # fmt: skip
+        response = _query_from_another_client(server, kind)
         elapsed = time.monotonic() - start
         assert response.answer and elapsed < 2.0, elapsed
         # The handshake waiting longest made room: its connection is closed, its slot counted as evicted.
