@@ -118,3 +118,20 @@ def test_a_layer_imports_nothing_above_it(layer: str, above: tuple[str, ...]) ->
         if any(target == upper or target.startswith(upper + ".") for upper in above)
     )
     assert wrong == []
+
+
+def test_a_plain_server_does_not_load_the_encrypted_dns_libraries() -> None:
+    # h2, cryptography's X.509 and dnspython's async resolver (anyio, httpcore) weigh about 16 MB of a
+    # Raspberry Pi's memory: they are loaded only with an encrypted listener, upstream or DNSSEC.
+    import subprocess
+    import sys
+
+    heavy = ("h2", "h11", "cryptography.x509", "dns.asyncresolver", "anyio", "httpcore")
+    probe = (
+        "import sys, blockdns.server.app, blockdns.server.generation, blockdns.resolve.forward; "
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == []

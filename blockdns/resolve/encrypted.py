@@ -8,10 +8,13 @@ import ssl
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import ConfigError
-from blockdns.resolve.bootstrap import Address, Bootstrap
+
+if TYPE_CHECKING:  # dnspython's async resolver (with anyio and h2) is loaded only for an upstream by name
+    from blockdns.resolve.bootstrap import Address, Bootstrap
 
 ENCRYPTED = frozenset({"tls", "https"})
 
@@ -53,6 +56,8 @@ class TlsSetup:
         if not encrypted:
             return None
         by_name = any(upstream.host_is_name for upstream in encrypted)
+        if by_name:
+            from blockdns.resolve.bootstrap import Bootstrap
         return cls(
             client_context(ca_file),
             ca_file,

@@ -29,13 +29,10 @@ import asyncio
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from blockdns.config import Upstream as UpstreamConfig
 from blockdns.errors import UpstreamError, WireError
-from blockdns.resolve.doh import DohClient
-from blockdns.resolve.dot import DotPool
-from blockdns.resolve.encrypted import TlsSetup
 from blockdns.resolve.rtt import RttEstimate
 from blockdns.resolve.transport import Outgoing, TransportStats, tcp_query
 from blockdns.resolve.udppool import PooledQuery, UdpPool
@@ -49,6 +46,11 @@ from blockdns.wire import (
     is_truncated,
     parse_reply,
 )
+
+if TYPE_CHECKING:  # the encrypted transports are loaded at the first query to a tls:// or https:// upstream
+    from blockdns.resolve.doh import DohClient
+    from blockdns.resolve.dot import DotPool
+    from blockdns.resolve.encrypted import TlsSetup
 
 FAILURE_HOLD = 30.0
 INITIAL_RTO = 0.376  # an upstream not heard from yet (Unbound's UNKNOWN_SERVER_NICENESS)
@@ -88,8 +90,12 @@ class _Upstream:
         if client is None:
             tls, stats, connect = forwarder.tls, forwarder.stats, forwarder.timeout
             if protocol == "tls":
+                from blockdns.resolve.dot import DotPool
+
                 client = DotPool(self.config, tls.dot_context, tls.bootstrap, stats, connect_timeout=connect)
             else:
+                from blockdns.resolve.doh import DohClient
+
                 context = tls.doh_context()
                 client = DohClient(self.config, context, tls.bootstrap, stats, connect_timeout=connect)
             self.encrypted = client

@@ -24,11 +24,12 @@ import ssl
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
+from typing import TYPE_CHECKING
 
 from blockdns.errors import ConfigError
+
+if TYPE_CHECKING:  # cryptography is loaded when a certificate is read
+    from cryptography import x509
 
 log = logging.getLogger("blockdns.tls")
 
@@ -65,6 +66,9 @@ def _read(path: Path, key: str) -> bytes:
 
 
 def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID
+
     try:
         extension = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     except x509.ExtensionNotFound:
@@ -84,6 +88,8 @@ def _context(cert: Path, key: Path, alpn: list[str]) -> ssl.SSLContext:
 
 def load_certificate(cert: Path, key: Path, now: dt.datetime | None = None) -> Certificate:
     """Read and check the PEM files; raise :class:`ConfigError` (one line) for anything wrong with them."""
+    from cryptography import x509
+
     pem = _read(cert, "server.tls_cert")
     _read(key, "server.tls_key")
     try:
