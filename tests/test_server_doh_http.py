@@ -353,3 +353,15 @@ def test_http11_expect_100_continue_gets_a_continue_before_the_body(encrypted):
                 body += event.data
     assert events == [200]
     assert dns.message.from_wire(body).id == message.id
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["h2", "http1.1"])
+def test_head_gets_its_status_and_no_body(encrypted, http2: bool):
+    server = encrypted()
+    with server.http(http2=http2) as client:
+        for path, status in (("/dns-query", 405), ("/elsewhere", 404)):
+            reply = client.head(path)
+            assert (reply.status_code, reply.content) == (status, b"")
+            assert reply.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        assert client.get("/elsewhere").content  # a GET's has one
+    assert server.doh("www.example.org").rcode() == dns.rcode.NOERROR

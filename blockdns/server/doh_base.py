@@ -71,6 +71,22 @@ class DohRequests:
     ) -> Reply | Pending:
         """``target``: the request's path and query string; ``body``: None when it was over 64 KiB;
         ``forwarding``: its ``Forwarded`` and ``X-Forwarded-For`` headers (read only for a trusted peer)."""
+        reply = self._answer(method, target, content_type, body, peer, sni_id, forwarding)
+        if method == b"HEAD" and isinstance(reply, tuple):  # its response has no body (RFC 9110 §9.3.2)
+            status, headers, _ = reply
+            return status, headers, b""
+        return reply
+
+    def _answer(
+        self,
+        method: bytes,
+        target: bytes,
+        content_type: bytes | None,
+        body: bytes | None,
+        peer: str,
+        sni_id: str | None,
+        forwarding: tuple[str | None, str | None],
+    ) -> Reply | Pending:
         path, _, query_string = target.partition(b"?")
         client_id = sni_id
         if path != PATH:

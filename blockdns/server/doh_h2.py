@@ -213,8 +213,11 @@ class H2Connection(DohConnection):
         status, headers, body = reply
         conn = self.h2
         try:
-            conn.send_headers(stream_id, [(b":status", _STATUS[status]), *headers])
+            conn.send_headers(stream_id, [(b":status", _STATUS[status]), *headers], end_stream=not body)
         except h2.exceptions.StreamClosedError:  # reset by the client meanwhile
+            self._forget(stream_id)
+            return
+        if not body:  # (a response to HEAD)
             self._forget(stream_id)
             return
         self.blocked[stream_id] = memoryview(body)
