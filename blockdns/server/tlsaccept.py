@@ -23,6 +23,7 @@ into the plain stream's buffer before the handler runs, where the TLS layer neve
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -111,6 +112,9 @@ class TlsListener:
             task = loop.create_task(self._handshake(sock, connection))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
+            # A task cancelled before its first step (evicted in the same burst of accepts) never runs its
+            # own cleanup: the socket is closed here.
+            task.add_done_callback(functools.partial(_close_if_cancelled, sock))
             slots.handshaking(connection, task)  # evictable (cancelled) while the client says nothing
 
     async def _handshake(self, sock: socket.socket, connection: Connection) -> None:
@@ -204,6 +208,11 @@ class ProtocolTlsListener(TlsListener):
             sock.close()
             raise
         server.slots.handshake_done(connection)  # (done already when the protocol took the connection)
+
+
+def _close_if_cancelled(sock: socket.socket, task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        sock.close()
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
