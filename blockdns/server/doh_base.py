@@ -39,6 +39,8 @@ def plain(status: int, text: str, extra: Headers | None = None) -> Reply:
 
 
 TOO_LARGE = plain(413, "the DNS message is larger than 64 KiB")
+NOT_FOUND = plain(404, "not found: DNS queries go to /dns-query")
+NOT_ALLOWED = plain(405, "only GET and POST", [(b"allow", b"GET, POST")])
 DROPPED = plain(503, "the query was dropped: the server is busy")
 
 
@@ -71,29 +73,13 @@ class DohRequests:
     ) -> Reply | Pending:
         """``target``: the request's path and query string; ``body``: None when it was over 64 KiB;
         ``forwarding``: its ``Forwarded`` and ``X-Forwarded-For`` headers (read only for a trusted peer)."""
-        reply = self._answer(method, target, content_type, body, peer, sni_id, forwarding)
-        if method == b"HEAD" and isinstance(reply, tuple):  # its response has no body (RFC 9110 §9.3.2)
-            status, headers, _ = reply
-            return status, headers, b""
-        return reply
-
-    def _answer(
-        self,
-        method: bytes,
-        target: bytes,
-        content_type: bytes | None,
-        body: bytes | None,
-        peer: str,
-        sni_id: str | None,
-        forwarding: tuple[str | None, str | None],
-    ) -> Reply | Pending:
         path, _, query_string = target.partition(b"?")
         client_id = sni_id
         if path != PATH:
             if b"%" in path:
                 path = unquote_to_bytes(path)
             if not path.startswith(PATH + b"/") or not _CLIENT_ID.fullmatch(path, len(PATH) + 1):
-                return plain(404, "not found: DNS queries go to /dns-query")
+                return _for_method(method, NOT_FOUND)
             client_id = path[len(PATH) + 1 :].decode("ascii")
         data: bytes | Reply
         if method == b"GET":
@@ -101,7 +87,7 @@ class DohRequests:
         elif method == b"POST":
             data = _post_query(content_type, body)
         else:
-            return plain(405, "only GET and POST", [(b"allow", b"GET, POST")])
+            return _for_method(method, NOT_ALLOWED)
         if isinstance(data, tuple):
             return data
         if len(data) < 12 or data[2] & _QR:
@@ -125,6 +111,14 @@ class DohRequests:
             return DROPPED
         out = task.result()
         return DROPPED if out is None else dns_reply(out, pending.padded)
+
+
+def _for_method(method: bytes, reply: Reply) -> Reply:
+    """The reply as ``method`` gets it: a response to HEAD has no body (RFC 9110 §9.3.2)."""
+    if method == b"HEAD":
+        status, headers, _ = reply
+        return status, headers, b""
+    return reply
 
 
 def dns_reply(response: bytes, padded: bool) -> Reply:
