@@ -300,7 +300,8 @@ class ServerCollector(Collector):
             labels=["transport", "reason"],
         )  # fmt: skip
         evicted = CounterMetricFamily(
-            "blockdns_tcp_connections_evicted", "Idle TCP connections closed to make room for a new client",
+            "blockdns_tcp_connections_evicted",
+            "Idle TCP connections (and DoT/DoH handshakes under way) closed to make room for a new client",
             labels=["transport"],
         )  # fmt: skip
         for transport in STREAM_TRANSPORTS:
