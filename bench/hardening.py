@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import PYTHON, Layout, Server, dnsperf
+from run import PYTHON, Layout, Server, dnsperf, free_port
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "hardening"
@@ -64,21 +64,6 @@ def percentile(samples: list[float], share: float) -> float:
 
 
 # -------------------------------------------------------------------------------------------- server
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (the TCP test leaves many ephemeral ports in use)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def start_upstream(loss: float) -> tuple[subprocess.Popen[bytes], int]:

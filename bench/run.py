@@ -59,6 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from ports import free_port  # noqa: E402 - after the path; a port free for UDP and TCP alike
+
 OUT = HERE / "out"
 PYTHON = sys.executable
 BLOCKLIST_SIZE = 100_000
@@ -78,20 +81,6 @@ def blocked_name(index: int) -> str:
 
 def allowed_name(index: int) -> str:
     return f"host{index}.allowed.test"
-
-
-def free_port() -> int:
-    """A port free for UDP and TCP alike on 127.0.0.1 (every server here listens on both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
 
 
 # ------------------------------------------------------------------------------------------ layouts
