@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -100,6 +101,17 @@ def _networks(values: list[str]) -> list[Network]:
     return [ipaddress.ip_network(value.strip(), strict=False) for value in values]
 
 
+# The port of a [server] listen entry that names none: plain DNS, DNS over TLS, DNS over HTTPS.
+_DEFAULT_PORTS = {"listen": 53, "tls_listen": 853, "https_listen": 443}
+
+
+def _listen_addresses(values: list[str], default_port: int) -> list[ListenAddress]:
+    return [
+        ListenAddress(host=host, port=port)
+        for host, port in (parse_host_port(v, default_port) for v in values)
+    ]
+
+
 class ServerSettings(Section):
     listen: list[str] = ["127.0.0.1:1053", "[::1]:1053"]
     allow_clients: list[str] = [
@@ -123,25 +135,11 @@ class ServerSettings(Section):
     tls_key: str = ""  # PEM private key
     trusted_proxies: list[str] = []  # CIDRs whose X-Forwarded-For / Forwarded header names the DoH client
 
-    @field_validator("listen")
+    @field_validator("listen", "tls_listen", "https_listen")
     @classmethod
-    def _check_listen(cls, values: list[str]) -> list[str]:
+    def _check_listen(cls, values: list[str], info: ValidationInfo) -> list[str]:
         for value in values:
-            parse_host_port(value, 53)
-        return values
-
-    @field_validator("tls_listen")
-    @classmethod
-    def _check_tls_listen(cls, values: list[str]) -> list[str]:
-        for value in values:
-            parse_host_port(value, 853)
-        return values
-
-    @field_validator("https_listen")
-    @classmethod
-    def _check_https_listen(cls, values: list[str]) -> list[str]:
-        for value in values:
-            parse_host_port(value, 443)
+            parse_host_port(value, _DEFAULT_PORTS[str(info.field_name)])
         return values
 
     @field_validator("trusted_proxies")
@@ -157,12 +155,10 @@ class ServerSettings(Section):
         return self
 
     def tls_addresses(self) -> list[ListenAddress]:
-        return [ListenAddress(host=h, port=p) for h, p in (parse_host_port(v, 853) for v in self.tls_listen)]
+        return _listen_addresses(self.tls_listen, _DEFAULT_PORTS["tls_listen"])
 
     def https_addresses(self) -> list[ListenAddress]:
-        return [
-            ListenAddress(host=h, port=p) for h, p in (parse_host_port(v, 443) for v in self.https_listen)
-        ]
+        return _listen_addresses(self.https_listen, _DEFAULT_PORTS["https_listen"])
 
     def proxy_networks(self) -> list[Network]:
         return _networks(self.trusted_proxies)
@@ -189,7 +185,7 @@ class ServerSettings(Section):
         return self.workers
 
     def listen_addresses(self) -> list[ListenAddress]:
-        return [ListenAddress(host=h, port=p) for h, p in (parse_host_port(v, 53) for v in self.listen)]
+        return _listen_addresses(self.listen, _DEFAULT_PORTS["listen"])
 
     def allowed_networks(self) -> list[Network]:
         return _networks(self.allow_clients)
