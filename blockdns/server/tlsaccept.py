@@ -28,7 +28,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from blockdns.server.connections import Connection, ConnectionHandlers, ConnectionSlots
 from blockdns.server.ratelog import RateLimitedLog
@@ -58,13 +58,17 @@ class ProtocolServer(SlotServer, Protocol):
     def protocol(self, slot: Connection) -> asyncio.Protocol: ...
 
 
-class TlsListener:
-    """A DoT or DoH listening socket: accepts, takes a slot, does the handshake (:meth:`_serve`, per kind)."""
+S = TypeVar("S", bound=SlotServer)
+
+
+class TlsListener(Generic[S]):
+    """A DoT or DoH listening socket: accepts, takes a slot, does the handshake (:meth:`_handshake`, per
+    kind)."""
 
     def __init__(
         self,
         sock: socket.socket,
-        server: SlotServer,
+        server: S,
         context: ssl.SSLContext,
         allowed: Callable[[str], bool],
         transport: str,
@@ -121,93 +125,61 @@ class TlsListener:
         """The TLS handshake of a connection that holds its slot, then its server."""
         raise NotImplementedError
 
-    def _handshake_failed(self, sock: socket.socket, connection: Connection) -> None:
-        """A failed handshake (ssl.SSLError), a timed-out one, a reset: counted, the slot given back."""
-        self.server.slots.stats.tls_handshakes_failed[self.transport] += 1
-        self.server.slots.release(connection)
-        sock.close()
-
-
-class StreamTlsListener(TlsListener):
-    """DoT: the stream handler runs on in the task that did the handshake (one task per connection)."""
-
-    server: StreamServer
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        server: StreamServer,
-        context: ssl.SSLContext,
-        allowed: Callable[[str], bool],
-        transport: str,
-    ) -> None:
-        super().__init__(sock, server, context, allowed, transport)
-
-    async def _handshake(self, sock: socket.socket, connection: Connection) -> None:
+    async def _tls(
+        self, sock: socket.socket, connection: Connection, protocol: Callable[[], asyncio.Protocol]
+    ) -> asyncio.Transport | None:
+        """The TLS handshake on the accepted socket, the connection then ``protocol()``'s; None when it
+        failed (ssl.SSLError, timed out, reset: counted, the slot given back, the socket closed)."""
         slots = self.server.slots
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, sock, ssl=self.context, ssl_handshake_timeout=self.handshake_timeout()
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+                protocol, sock, ssl=self.context, ssl_handshake_timeout=self.handshake_timeout()
             )
         except OSError:
-            self._handshake_failed(sock, connection)
-            return
-        except BaseException:
+            slots.stats.tls_handshakes_failed[self.transport] += 1
+            slots.release(connection)
+            sock.close()
+            return None
+        except BaseException:  # cancelled: the server stops, or the slot was evicted
             slots.release(connection)
             sock.close()
             raise
-        slots.handshake_done(connection)
+        slots.handshake_done(connection)  # (a protocol may have said so already, in connection_made)
+        return transport
+
+
+class StreamTlsListener(TlsListener[StreamServer]):
+    """DoT: the stream handler runs on in the task that did the handshake (one task per connection)."""
+
+    async def _handshake(self, sock: socket.socket, connection: Connection) -> None:
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport = await self._tls(sock, connection, lambda: protocol)
+        if transport is None:
+            return
         # The handler runs on in this task: from here it is the server's handlers' to stop, not ours.
         task = asyncio.current_task()
         if task is not None:
             self._handshakes.discard(task)
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        writer = asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
         connection.writer = writer
-        slots.hand_over(connection)
         server = self.server
+        server.slots.hand_over(connection)
         with server.handlers.running():
             try:
                 await server.handle(reader, writer)
             finally:
-                slots.release(connection)  # once: the handler has usually released it already
+                server.slots.release(connection)  # once: the handler has usually released it already
                 writer.close()
 
 
-class ProtocolTlsListener(TlsListener):
+class ProtocolTlsListener(TlsListener[ProtocolServer]):
     """DoH: the server's protocol for the connection, made with the slot it holds, takes over once the
     handshake is done (its ``connection_made``); its ``connection_lost`` gives the slot back."""
 
-    server: ProtocolServer
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        server: ProtocolServer,
-        context: ssl.SSLContext,
-        allowed: Callable[[str], bool],
-        transport: str,
-    ) -> None:
-        super().__init__(sock, server, context, allowed, transport)
-
     async def _handshake(self, sock: socket.socket, connection: Connection) -> None:
         server = self.server
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: server.protocol(connection),
-                sock,
-                ssl=self.context,
-                ssl_handshake_timeout=self.handshake_timeout(),
-            )
-        except OSError:
-            self._handshake_failed(sock, connection)
-        except BaseException:
-            server.slots.release(connection)
-            sock.close()
-            raise
-        server.slots.handshake_done(connection)  # (done already when the protocol took the connection)
+        await self._tls(sock, connection, lambda: server.protocol(connection))
 
 
 def _close_if_cancelled(sock: socket.socket, task: asyncio.Task[None]) -> None:
