@@ -22,6 +22,7 @@ import dns.rdatatype
 from blockdns import dnsname
 from blockdns.config import ListenAddress, Settings
 from blockdns.localdata import Record, Source
+from blockdns.server.tlsfiles import certificate_names
 
 log = logging.getLogger("blockdns.ddr")
 
@@ -34,17 +35,8 @@ DOH_PATH = "/dns-query{?dns}"
 def certificate_name(path: Path) -> str | None:
     """The first DNS name (not a wildcard) of the certificate in ``path``; None when there is none or the
     file does not read (the TLS listeners report that, one line)."""
-    from cryptography import x509  # only a server with encrypted listeners reads certificates
-    from cryptography.x509.oid import ExtensionOID
-
-    try:
-        leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
-        extension = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-    except (OSError, ValueError, x509.ExtensionNotFound):
-        return None
-    names = extension.value.get_values_for_type(x509.DNSName)  # type: ignore[attr-defined]
-    plain = [name.rstrip(".") for name in names if not name.startswith("*.")]
-    return plain[0].lower() if plain else None
+    names = [name for name in certificate_names(path) if not name.startswith("*.")]
+    return names[0] if names else None
 
 
 def _hint(address: ListenAddress) -> str:

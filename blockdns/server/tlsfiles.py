@@ -86,6 +86,18 @@ def _context(cert: Path, key: Path, alpn: list[str]) -> ssl.SSLContext:
     return context
 
 
+def certificate_names(path: Path) -> tuple[str, ...]:
+    """The DNS names of the (first) certificate in ``path``; none when the file does not read (loading it
+    for the listeners says why, in one line)."""
+    from cryptography import x509
+
+    try:
+        leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    except (OSError, ValueError):
+        return ()
+    return _dns_names(leaf)
+
+
 def load_certificate(cert: Path, key: Path, now: dt.datetime | None = None) -> Certificate:
     """Read and check the PEM files; raise :class:`ConfigError` (one line) for anything wrong with them."""
     from cryptography import x509
