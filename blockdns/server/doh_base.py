@@ -10,6 +10,7 @@ import base64
 import binascii
 import logging
 import re
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from blockdns.resolve.base import HTTPS
@@ -42,6 +43,21 @@ TOO_LARGE = plain(413, "the DNS message is larger than 64 KiB")
 NOT_FOUND = plain(404, "not found: DNS queries go to /dns-query")
 NOT_ALLOWED = plain(405, "only GET and POST", [(b"allow", b"GET, POST")])
 DROPPED = plain(503, "the query was dropped: the server is busy")
+
+
+def forwarding_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """A request's ``Forwarded`` and ``X-Forwarded-For`` headers, each one joined (None: absent)."""
+    forwarded: list[bytes] = []
+    x_forwarded_for: list[bytes] = []
+    for name, value in headers:
+        if name == b"forwarded":
+            forwarded.append(value)
+        elif name == b"x-forwarded-for":
+            x_forwarded_for.append(value)
+    return (
+        b",".join(forwarded).decode("latin-1") if forwarded else None,
+        b",".join(x_forwarded_for).decode("latin-1") if x_forwarded_for else None,
+    )
 
 
 class Pending:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
 
 import h11
 
 from blockdns.server.connections import Connection
-from blockdns.server.doh_base import DohConnection, DohContext, Pending, Reply, plain
+from blockdns.server.doh_base import DohConnection, DohContext, Pending, Reply, forwarding_headers, plain
 from blockdns.server.streamwire import MAX_STREAM_MESSAGE
 
 MAX_HEAD = 16 * 1024
@@ -101,7 +100,7 @@ class H11Connection(DohConnection):
                 break
         forwarding: tuple[str | None, str | None] = (None, None)
         if self.server.proxies.networks:
-            forwarding = _forwarding(request.headers)
+            forwarding = forwarding_headers(request.headers)
         body = bytes(self.body) if self.body_size <= MAX_STREAM_MESSAGE else None
         result = self.requests.answer(
             request.method, request.target, content_type, body, self.peer, self.sni_id, forwarding
@@ -137,17 +136,3 @@ class H11Connection(DohConnection):
         self.transport.write(out)
         if conn.our_state is h11.MUST_CLOSE:
             self.transport.close()
-
-
-def _forwarding(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    forwarded: list[bytes] = []
-    x_forwarded_for: list[bytes] = []
-    for name, value in headers:
-        if name == b"forwarded":
-            forwarded.append(value)
-        elif name == b"x-forwarded-for":
-            x_forwarded_for.append(value)
-    return (
-        b",".join(forwarded).decode("latin-1") if forwarded else None,
-        b",".join(x_forwarded_for).decode("latin-1") if x_forwarded_for else None,
-    )

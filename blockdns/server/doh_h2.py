@@ -28,7 +28,15 @@ import h2.exceptions
 import h2.settings
 
 from blockdns.server.connections import Connection
-from blockdns.server.doh_base import DROPPED, TOO_LARGE, DohConnection, DohContext, Pending, Reply
+from blockdns.server.doh_base import (
+    DROPPED,
+    TOO_LARGE,
+    DohConnection,
+    DohContext,
+    Pending,
+    Reply,
+    forwarding_headers,
+)
 from blockdns.server.streamwire import MAX_STREAM_MESSAGE
 
 MAX_STREAMS = 100
@@ -129,26 +137,16 @@ class H2Connection(DohConnection):
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         request = _Request()
-        trusts_forwarding = bool(self.server.proxies.networks)  # (a reload may change them)
-        forwarded: list[bytes] = []
-        x_forwarded_for: list[bytes] = []
-        for name, value in event.headers or ():
+        headers = event.headers or ()
+        for name, value in headers:
             if name == b":method":
                 request.method = value
             elif name == b":path":
                 request.target = value
             elif name == b"content-type":
                 request.content_type = value
-            elif trusts_forwarding:
-                if name == b"forwarded":
-                    forwarded.append(value)
-                elif name == b"x-forwarded-for":
-                    x_forwarded_for.append(value)
-        if forwarded or x_forwarded_for:
-            request.forwarding = (
-                b",".join(forwarded).decode("latin-1") if forwarded else None,
-                b",".join(x_forwarded_for).decode("latin-1") if x_forwarded_for else None,
-            )
+        if self.server.proxies.networks:  # (a reload may change them)
+            request.forwarding = forwarding_headers(headers)
         assert event.stream_id is not None
         self.requests_open[event.stream_id] = request
 
