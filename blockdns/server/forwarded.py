@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from blockdns.config import Network
+from blockdns.resolve.access import AccessControl
 
 MAX_HOPS = 32  # hops looked at, from the right: a longer list is a client's invention
 
@@ -44,17 +45,17 @@ class TrustedProxies:
     def __init__(self, networks: Iterable[Network]) -> None:
         self.networks = tuple(networks)
 
-    def trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> bool:
-        if not self.networks:
-            return False
-        if isinstance(address, str):
-            try:
-                address = ipaddress.ip_address(address.split("%", 1)[0])
-            except ValueError:
-                return False
-        if address.version == 6 and address.ipv4_mapped:  # type: ignore[union-attr]
-            address = address.ipv4_mapped  # type: ignore[union-attr]
-        return any(address.version == net.version and address in net for net in self.networks)
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        return self._networks
+
+    @networks.setter
+    def networks(self, networks: tuple[Network, ...]) -> None:  # (a reload sets them)
+        self._networks = networks
+        self._members = AccessControl(list(networks))  # the same address matching as allow_clients
+
+    def trusted(self, address: str) -> bool:
+        return bool(self._networks) and self._members.allowed(address)
 
     def client(self, peer: str, forwarded: str | None, x_forwarded_for: str | None) -> str:
         """The client's address for a request from ``peer`` with these headers (None: absent)."""
@@ -72,6 +73,6 @@ class TrustedProxies:
             if address is None:
                 break
             client = str(address)
-            if not self.trusted(address):
+            if not self.trusted(client):
                 break
         return client
