@@ -293,9 +293,9 @@ class ResolverSettings(Section):
     bootstrap: list[str] = []  # "IP[:PORT]" plain-DNS servers for upstream host names; []: the system's
     tls_ca: str = ""  # PEM bundle that tls:// and https:// upstreams' certificates must chain to; "": system
 
-    @field_validator("bootstrap")
+    @field_validator("bootstrap", "root_hints")
     @classmethod
-    def _check_bootstrap(cls, values: list[str]) -> list[str]:
+    def _check_servers(cls, values: list[str]) -> list[str]:
         for value in values:
             parse_host_port(value, 53)
         return values
@@ -308,13 +308,6 @@ class ResolverSettings(Section):
     def _check_upstreams(cls, values: list[str]) -> list[str]:
         for value in values:
             parse_upstream(value)
-        return values
-
-    @field_validator("root_hints")
-    @classmethod
-    def _check_hints(cls, values: list[str]) -> list[str]:
-        for value in values:
-            parse_host_port(value, 53)
         return values
 
     @model_validator(mode="after")
