@@ -110,7 +110,10 @@ class ConnectionSlots:
             self._handed_over[connection.writer] = connection
 
     def release(self, connection: Connection) -> None:
-        """Give the connection's slot back (once; an evicted connection has already given it back)."""
+        """The connection is closed: cancel the answers still being worked out for it (nobody is left to
+        read them), and give its slot back (once; an evicted connection has already given it back)."""
+        for task in list(connection.pending):
+            task.cancel()
         if connection.released:
             return
         connection.released = True

@@ -248,8 +248,6 @@ class DohConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._idle_timer.cancel()
-        for task in list(self.slot.pending):  # nobody is left to read their answers
-            task.cancel()
         self.slots.release(self.slot)
         self.server.open.discard(self.transport)
 

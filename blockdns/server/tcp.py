@@ -60,8 +60,6 @@ class TcpServer:
                 client_id = self.tls.client_id(sni_of(writer.get_extra_info("ssl_object")))
             await self._serve(connection, reader, writer, client_id)
         finally:
-            for task in list(connection.pending):
-                task.cancel()
             slots.release(connection)
             writer.close()
 
